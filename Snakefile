@@ -1,0 +1,48 @@
+"""PORT (Sehwag et al., ICLR 2022) as a Snakemake workflow: sample -> label -> filter ->
+select -> PORT adversarial training -> AutoAttack. `snakemake --cores all` builds digits."""
+
+import os
+
+from snakemake.utils import min_version, validate
+
+from port import config as port_config
+from port.seeds import derive_seed
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+validate(config, "config/schema.yaml")
+port_config.check_config(config)
+
+
+report: "report/workflow.rst"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    generator=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    threat=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    selection=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    arch=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    method="|".join(port_config.METHODS),
+    slot="lanet|splitnet",
+    shard=r"\d+",
+    seed=r"\d+",
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/generate.smk"
+include: "rules/label.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        port_config.final_targets(config),

@@ -1,0 +1,37 @@
+rule evaluate:
+    input:
+        model=f"{RUN}/model.pt",
+        test="results/{dataset}/data/test.h5",
+    output:
+        f"{RUN}/eval.csv",
+    params:
+        threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][wc.threat]),
+        settings=lambda wc: port_config.canonical(dataset_cfg(wc)["evaluation"]),
+        row=lambda wc: port_config.run_row(config, wc.dataset, wc.method, wc.arch, int(wc.seed)),
+        seed=config["seed"],
+    log:
+        "logs/evaluate/{dataset}/{threat}/{method}/{arch}/seed{seed}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/{threat}/{method}/{arch}/seed{seed}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/evaluate.py"
+
+
+rule summarize:
+    input:
+        lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, "eval.csv"),
+    output:
+        report(
+            "results/{dataset}/port_{threat}.csv",
+            caption="../report/port_table.rst",
+            category="Results",
+            labels={"dataset": "{dataset}", "threat": "{threat}"},
+        ),
+    log:
+        "logs/summarize/{dataset}/{threat}.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/summarize.py"

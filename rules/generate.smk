@@ -1,0 +1,69 @@
+rule train_ddpm:
+    input:
+        train="results/{dataset}/data/train.h5",
+    output:
+        directory("results/{dataset}/diffusion/{model}"),
+    params:
+        settings=lambda wc: port_config.canonical(dataset_cfg(wc)["diffusion_models"][wc.model]),
+        seed=config["seed"],
+    threads: 2
+    priority: 10  # the synthetic-data chain is the critical path
+    log:
+        "logs/train_ddpm/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/train_ddpm/{dataset}/{model}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/train_ddpm.py"
+
+
+def trained_model_dir(wc):
+    name = port_config.trained_diffusion_model(config, wc.dataset, wc.generator)
+    return [f"results/{wc.dataset}/diffusion/{name}"] if name else []
+
+
+def generator_source(wc):
+    """What the shard reads: a pipeline-trained model directory, a hub id/directory, or an npz."""
+    gen = dataset_cfg(wc)["generators"][wc.generator]
+    trained = trained_model_dir(wc)
+    return trained[0] if trained else gen.get("model", gen.get("path"))
+
+
+rule sample_shard:
+    input:
+        trained_model_dir,
+    output:
+        "results/{dataset}/synthetic/{generator}/shard_{shard}.h5",
+    params:
+        source=generator_source,
+        settings=lambda wc: port_config.generator_settings(config, wc.dataset, wc.generator),
+        seed=lambda wc: derive_seed(config["seed"], "generator", wc.generator),
+    priority: 10
+    log:
+        "logs/sample_shard/{dataset}/{generator}/{shard}.log",
+    benchmark:
+        "benchmarks/sample_shard/{dataset}/{generator}/{shard}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/sample_shard.py"
+
+
+rule merge_shards:
+    input:
+        lambda wc: expand(
+            "results/{{dataset}}/synthetic/{{generator}}/shard_{shard}.h5",
+            shard=range(dataset_cfg(wc)["generators"][wc.generator]["n_shards"]),
+        ),
+    output:
+        "results/{dataset}/synthetic/{generator}/images.h5",
+    priority: 10
+    log:
+        "logs/merge_shards/{dataset}/{generator}.log",
+    benchmark:
+        "benchmarks/merge_shards/{dataset}/{generator}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/merge_shards.py"

@@ -1,0 +1,82 @@
+rule train_labeler:
+    input:
+        train="results/{dataset}/data/train.h5",
+        test="results/{dataset}/data/test.h5",
+    output:
+        model="results/{dataset}/labelers/{slot}/model.pt",
+        history="results/{dataset}/labelers/{slot}/history.csv",
+        metrics="results/{dataset}/labelers/{slot}/metrics.csv",
+    params:
+        settings=lambda wc: port_config.labeler_settings(config, wc.dataset, wc.slot),
+        seed=lambda wc: derive_seed(config["seed"], "labeler", wc.slot),
+        checkpoint="results/{dataset}/checkpoints/labelers/{slot}.pt",
+    log:
+        "logs/train_labeler/{dataset}/{slot}.log",
+    benchmark:
+        "benchmarks/train_labeler/{dataset}/{slot}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/train_labeler.py"
+
+
+rule pseudo_label:
+    input:
+        images="results/{dataset}/synthetic/{generator}/images.h5",
+        lanet="results/{dataset}/labelers/lanet/model.pt",
+        splitnet="results/{dataset}/labelers/splitnet/model.pt",
+    output:
+        "results/{dataset}/synthetic/{generator}/labels.h5",
+    priority: 10  # the synthetic-data chain is the critical path
+    log:
+        "logs/pseudo_label/{dataset}/{generator}.log",
+    benchmark:
+        "benchmarks/pseudo_label/{dataset}/{generator}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/pseudo_label.py"
+
+
+rule filter_synthetic:
+    input:
+        "results/{dataset}/synthetic/{generator}/labels.h5",
+    output:
+        mask="results/{dataset}/synthetic/{generator}/filter.h5",
+        counts=report(
+            "results/{dataset}/synthetic/{generator}/filter_counts.csv",
+            caption="../report/filter_counts.rst",
+            category="Synthetic data",
+            labels={"dataset": "{dataset}", "generator": "{generator}", "table": "filter counts"},
+        ),
+    params:
+        threshold=lambda wc: dataset_cfg(wc)["filter"]["threshold"],
+    priority: 10
+    log:
+        "logs/filter_synthetic/{dataset}/{generator}.log",
+    benchmark:
+        "benchmarks/filter_synthetic/{dataset}/{generator}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/filter_synthetic.py"
+
+
+rule select_synthetic:
+    input:
+        images="results/{dataset}/synthetic/{generator}/images.h5",
+        mask="results/{dataset}/synthetic/{generator}/filter.h5",
+    output:
+        "results/{dataset}/synthetic/{generator}/selected/{selection}.h5",
+    params:
+        k=lambda wc: dataset_cfg(wc)["selection"]["k"],
+        seed=lambda wc: derive_seed(config["seed"], "selection", wc.selection),
+    priority: 10
+    log:
+        "logs/select_synthetic/{dataset}/{generator}/{selection}.log",
+    benchmark:
+        "benchmarks/select_synthetic/{dataset}/{generator}/{selection}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/select_synthetic.py"

@@ -1,0 +1,97 @@
+"""Robustness evaluation: clean accuracy, PGD accuracy and AutoAttack (standard version)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .artifacts import read_image_set, write_csv
+from .loaders import to_tensor
+
+log = logging.getLogger(__name__)
+AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2"}
+
+
+def predict(model, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, attack=None, attack_steps: int | None = None,
+             batch_size: int = 512) -> float:
+    """Fraction classified correctly, optionally after attacking each batch."""
+    if len(x) == 0:
+        return float("nan")
+    if attack is None:
+        return (predict(model, x, batch_size) == y).float().mean().item()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        x_adv = attack(model, xb, yb, steps=attack_steps)
+        correct += (predict(model, x_adv) == yb).sum().item()
+    return correct / len(x)
+
+
+def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float, seed: int,
+                        batch_size: int = 500) -> float:
+    from pyautoattack import AutoAttack
+
+    # pyautoattack reports per-attack robust accuracy at DEBUG level; let it reach the job log.
+    aa_logger = logging.getLogger("auto-attack")
+    previous_level = aa_logger.level
+    aa_logger.setLevel(logging.DEBUG)
+    try:
+        adversary = AutoAttack(model, norm=AUTOATTACK_NORMS[norm], eps=eps, seed=seed, version="standard",
+                               device=x.device)
+        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    finally:
+        aa_logger.setLevel(previous_level)
+    perturbation = (x_adv - x).flatten(1)
+    size = perturbation.abs().max(1).values if norm == "linf" else perturbation.norm(dim=1)
+    if (size > eps * (1 + 1e-4) + 1e-6).any():
+        raise RuntimeError(f"AutoAttack returned a perturbation of size {size.max():.5f} > eps {eps}")
+    return (predict(model, x_adv) == y).float().mean().item()
+
+
+def test_subset(n: int, n_test: int | None) -> np.ndarray:
+    """Evenly spaced test indices (all when n_test is null or >= n)."""
+    if not n_test or n_test >= n:
+        return np.arange(n)
+    return np.linspace(0, n - 1, n_test).round().astype(int)
+
+
+def evaluate(model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
+    """Evaluate one trained model and write a one-row CSV (row identity + metrics)."""
+    from .models import load_model
+    from .training import Attack
+
+    model, spec = load_model(model_path)
+    images, labels = read_image_set(test_path, spec["num_classes"])
+    idx = test_subset(len(images), settings.get("n_test"))
+    x, y = to_tensor(images[idx]), torch.from_numpy(labels[idx])
+    attack = Attack.from_settings({**threat, "steps": settings["pgd_steps"],
+                                   "step_size": settings["pgd_step_factor"] * threat["eps"] / settings["pgd_steps"]})
+    torch.manual_seed(seed)
+    started = time.time()
+    metrics = {"clean_acc": accuracy(model, x, y)}
+    metrics["pgd_acc"] = accuracy(model, x, y, attack=attack)
+    log.info("clean %.4f, PGD-%d %.4f", metrics["clean_acc"], attack.steps, metrics["pgd_acc"])
+    if settings.get("autoattack", True):
+        with tqdm(total=1, desc="autoattack", mininterval=5) as bar:
+            metrics["autoattack_acc"] = autoattack_accuracy(model, x, y, threat["norm"], threat["eps"], seed,
+                                                            settings.get("batch_size", 500))
+            bar.update()
+        log.info("AutoAttack %.4f", metrics["autoattack_acc"])
+    else:
+        metrics["autoattack_acc"] = float("nan")
+    metrics.update(n_test=len(idx), eval_seconds=time.time() - started)
+    trained = spec["metadata"]
+    result = {**row, "n_synthetic": trained.get("n_synthetic", 0), "norm": threat["norm"], "eps": threat["eps"],
+              **metrics, "train_seconds": trained.get("train_seconds", float("nan"))}
+    write_csv(pd.DataFrame([result]), out_csv)
+    return result

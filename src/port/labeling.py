@@ -1,0 +1,103 @@
+"""Pseudo-labels from two labelers (the paper's LaNet and SplitNet slots) and the filter.
+
+The pseudo-label is the `lanet` prediction. An image is discarded when the two labelers
+disagree AND both are unsure (confidence below the threshold, 0.9 in the paper).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .artifacts import (ArtifactError, image_set_length, iter_image_blocks, provenance, read_arrays,
+                        read_attrs, read_image_set, write_arrays, write_csv)
+from .evaluation import predict
+from .loaders import to_tensor
+from .models import load_model
+from .training import train
+
+log = logging.getLogger(__name__)
+SLOTS = ("lanet", "splitnet")
+
+
+def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, history_out, checkpoint_path,
+                    settings: dict, seed: int) -> float:
+    """Train a labeler on the real training set (or take a given checkpoint); record test accuracy."""
+    num_classes = int(read_attrs(train_path)["num_classes"])
+    given = settings.get("checkpoint")
+    if given:
+        load_model(given, expect_arch=settings["arch"], expect_classes=num_classes)
+        Path(model_out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(given, model_out)
+        write_csv(pd.DataFrame(columns=["epoch"]), history_out)
+    else:
+        train_settings = {k: v for k, v in settings.items() if k != "checkpoint"}
+        train(train_path, model_out, history_out, checkpoint_path, train_settings, seed)
+    model, _ = load_model(model_out, expect_classes=num_classes)
+    images, labels = read_image_set(test_path, num_classes)
+    test_acc = (predict(model, to_tensor(images)).numpy() == labels).mean()
+    log.info("%s test accuracy %.4f", slot, test_acc)
+    write_csv(pd.DataFrame([dict(slot=slot, arch=settings["arch"], source=given or "trained",
+                                 test_acc=float(test_acc), n_test=len(labels))]), metrics_out)
+    return float(test_acc)
+
+
+def class_probabilities(model, images_path, batch: int = 1024, progress: bool = True) -> np.ndarray:
+    n = image_set_length(images_path)
+    probs = []
+    with torch.no_grad():
+        for _, block in tqdm(iter_image_blocks(images_path, batch), total=-(-n // batch),
+                             desc=f"label {Path(images_path).name}", disable=not progress, mininterval=10):
+            probs.append(torch.softmax(model(to_tensor(block)), 1).numpy().astype(np.float32))
+    return np.concatenate(probs)
+
+
+def pseudo_label(images_path, lanet_path, splitnet_path, out_path, progress: bool = True) -> None:
+    """Store both labelers' class probabilities and the pseudo-label (lanet's argmax)."""
+    lanet, spec = load_model(lanet_path)
+    num_classes = spec["num_classes"]
+    splitnet, _ = load_model(splitnet_path, expect_classes=num_classes)
+    probs = {slot: class_probabilities(model, images_path, progress=progress)
+             for slot, model in zip(SLOTS, (lanet, splitnet))}
+    attrs = provenance("pseudo_label", {"num_classes": num_classes}, None, images=str(images_path))
+    write_arrays(out_path, attrs, labels=probs["lanet"].argmax(1).astype(np.int64),
+                 lanet_probs=probs["lanet"], splitnet_probs=probs["splitnet"])
+
+
+def keep_mask(pred_a, conf_a, pred_b, conf_b, threshold: float) -> np.ndarray:
+    """The paper's rule: discard when the classes differ AND both confidences < threshold."""
+    pred_a, pred_b = np.asarray(pred_a), np.asarray(pred_b)
+    conf_a, conf_b = np.asarray(conf_a), np.asarray(conf_b)
+    if np.isnan(conf_a).any() or np.isnan(conf_b).any():
+        raise ArtifactError("labeler confidences contain NaN")
+    return ~((pred_a != pred_b) & (conf_a < threshold) & (conf_b < threshold))
+
+
+def filter_images(labels_path, out_mask, out_counts, threshold: float) -> int:
+    """Write the keep mask (HDF5) and per-class counts (CSV); returns the number kept."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ArtifactError(f"filter threshold must lie in [0, 1], got {threshold}")
+    arrays = read_arrays(labels_path, "labels", "lanet_probs", "splitnet_probs")
+    a, b = arrays["lanet_probs"], arrays["splitnet_probs"]
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ArtifactError(f"{labels_path}: class probabilities contain NaN or Inf")
+    keep = keep_mask(a.argmax(1), a.max(1), b.argmax(1), b.max(1), threshold)
+    labels = arrays["labels"]
+    write_arrays(out_mask, provenance("filter", {"threshold": threshold}), keep=keep, labels=labels)
+    classes = np.arange(a.shape[1])
+    counts = pd.DataFrame({
+        "class": classes,
+        "n_total": np.bincount(labels, minlength=len(classes)),
+        "n_kept": np.bincount(labels[keep], minlength=len(classes)),
+    })
+    counts["n_discarded"] = counts["n_total"] - counts["n_kept"]
+    counts["kept_fraction"] = counts["n_kept"] / counts["n_total"].clip(lower=1)
+    write_csv(counts, out_counts)
+    log.info("kept %d of %d synthetic images (threshold %.2f)", keep.sum(), len(keep), threshold)
+    return int(keep.sum())

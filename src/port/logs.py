@@ -1,0 +1,38 @@
+"""Route a Snakemake job's output (prints, logging, tqdm bars) into its log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+
+import torch
+
+
+@contextlib.contextmanager
+def logged_job(smk):
+    """Send stdout, stderr and logging to `smk.log[0]` and use the job's thread count."""
+    torch.set_num_threads(max(1, int(getattr(smk, "threads", 1))))
+    log_path = smk.log[0] if len(smk.log) else None
+    if log_path is None:
+        yield logging.getLogger("port")
+        return
+    with open(log_path, "a", buffering=1) as stream, \
+            contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        start = time.time()
+        logger = logging.getLogger("port")
+        logger.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
+        try:
+            yield logger
+            logger.info("done in %.1f s", time.time() - start)
+        except Exception:
+            logger.exception("failed after %.1f s", time.time() - start)
+            raise
+        finally:
+            root.removeHandler(handler)

@@ -1,0 +1,164 @@
+"""Classifiers: CIFAR ResNet-18, WideResNets (34-10, 28-10), and small nets for digits.
+
+Every model takes images in [0, 1] and normalises internally, so attacks, AutoAttack and
+randomized smoothing all work in pixel space. Checkpoints record the architecture and
+its shape, and loading refuses a checkpoint for another architecture or class count.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .artifacts import ArtifactError, load_torch, save_torch
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def _conv_bn(cin, cout):
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def small_cnn(in_channels: int, num_classes: int, width: int = 32) -> nn.Module:
+    """A compact CNN for 8x8 to 32x32 images (the digits default)."""
+    return nn.Sequential(
+        *_conv_bn(in_channels, width), *_conv_bn(width, width), nn.MaxPool2d(2),
+        *_conv_bn(width, 2 * width), *_conv_bn(2 * width, 2 * width), nn.MaxPool2d(2),
+        *_conv_bn(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4 * width, num_classes))
+
+
+def mlp(in_channels: int, num_classes: int, width: int = 256, image_size: int = 8) -> nn.Module:
+    """A fully connected labeler: a different inductive bias from the CNNs."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(in_channels * image_size * image_size, width), nn.ReLU(inplace=True),
+        nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, num_classes))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR ResNet-18: 3x3 stem, no max-pool (He et al. 2016, as used by PORT)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+        layers, cin = [], width
+        for i, stride in enumerate((1, 2, 2, 2)):
+            cout = width * 2 ** i
+            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = self.layers(self.stem(x))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
+class WideBlock(nn.Module):
+    """Pre-activation wide residual block (Zagoruyko & Komodakis 2016)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        pre = F.relu(self.bn1(x))
+        out = self.conv2(F.relu(self.bn2(self.conv1(pre))))
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+class WideResNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, depth: int, widen: int):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks, cin = [], widths[0]
+        for i, stride in enumerate((1, 2, 2)):
+            for j in range(n):
+                blocks.append(WideBlock(cin, widths[i + 1], stride if j == 0 else 1))
+                cin = widths[i + 1]
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(cin)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn(self.blocks(self.stem(x))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+
+ARCHITECTURES = {
+    "small_cnn": lambda c, k, s: small_cnn(c, k),
+    "mlp": lambda c, k, s: mlp(c, k, image_size=s),
+    "resnet18": lambda c, k, s: ResNet18(c, k),
+    "wrn-28-10": lambda c, k, s: WideResNet(c, k, 28, 10),
+    "wrn-34-10": lambda c, k, s: WideResNet(c, k, 34, 10),
+}
+
+
+def build_model(arch: str, in_channels: int, num_classes: int, image_size: int,
+                mean, std) -> nn.Sequential:
+    """A classifier taking [0, 1] images: Normalize followed by the named network."""
+    if arch not in ARCHITECTURES:
+        raise ArtifactError(f"unknown architecture '{arch}' (known: {', '.join(sorted(ARCHITECTURES))})")
+    net = ARCHITECTURES[arch](in_channels, num_classes, image_size)
+    return nn.Sequential(Normalize(mean, std), net).to(memory_format=torch.channels_last)
+
+
+def model_spec(arch, in_channels, num_classes, image_size, mean, std) -> dict:
+    return dict(arch=arch, in_channels=int(in_channels), num_classes=int(num_classes),
+                image_size=int(image_size), mean=list(map(float, mean)), std=list(map(float, std)))
+
+
+def save_model(model: nn.Module, spec: dict, path, **metadata) -> None:
+    save_torch({"spec": spec, "state_dict": model.state_dict(), "metadata": metadata}, path)
+
+
+def load_model(path, expect_arch: str | None = None, expect_classes: int | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild a saved classifier in eval mode; refuse a mismatching architecture or class count."""
+    checkpoint = load_torch(path)
+    if not isinstance(checkpoint, dict) or "spec" not in checkpoint or "state_dict" not in checkpoint:
+        raise ArtifactError(f"{path}: not a port-pipeline model checkpoint (no 'spec'/'state_dict')")
+    spec = checkpoint["spec"]
+    if expect_arch is not None and spec["arch"] != expect_arch:
+        raise ArtifactError(f"{path}: checkpoint is a '{spec['arch']}', config expects '{expect_arch}'")
+    if expect_classes is not None and spec["num_classes"] != expect_classes:
+        raise ArtifactError(f"{path}: checkpoint has {spec['num_classes']} classes, dataset has {expect_classes}")
+    model = build_model(**{k: spec[k] for k in ("arch", "in_channels", "num_classes", "image_size", "mean", "std")})
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ArtifactError(f"{path}: weights do not fit a '{spec['arch']}' ({err})") from err
+    return model.eval(), {**spec, "metadata": checkpoint.get("metadata", {})}

@@ -1,0 +1,207 @@
+"""PORT training: adversarial (or standard) training on real and synthetic batches mixed 1:1.
+
+loss = gamma * CE(real half) + (1 - gamma) * CE(synthetic half), as the paper states it
+(the official code's concatenation amounts to gamma = 0.5). SGD with momentum, cosine
+learning rate per step, weight decay. Model selection uses a held-out split of the real
+training images, never the test set. A checkpoint is written atomically after every
+epoch; a rerun with the same settings resumes from it and gives the same final model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, save_torch,
+                        settings_hash, write_csv)
+from .attacks import batchnorm_mode, pgd
+from .evaluation import accuracy
+from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
+from .models import build_model, model_spec, save_model
+from .seeds import derive_seed, rng
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Attack:
+    norm: str
+    eps: float
+    step_size: float
+    steps: int
+
+    @classmethod
+    def from_settings(cls, threat: dict | None) -> "Attack | None":
+        if not threat:
+            return None
+        return cls(threat["norm"], float(threat["eps"]), float(threat["step_size"]), int(threat["steps"]))
+
+    def __call__(self, model, x, y, steps: int | None = None):
+        return pgd(model, x, y, self.norm, self.eps, self.step_size, self.steps if steps is None else steps)
+
+
+@dataclass
+class TrainSettings:
+    arch: str
+    epochs: int
+    batch_size: int
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    gamma: float = 0.4
+    threat: dict | None = None
+    attack_batchnorm: str = "train"
+    crop_padding: int = 0
+    flip: bool = False
+    augment_synthetic: bool = False
+    val_fraction: float = 0.1
+    val_attack_steps: int = 10
+    model_selection: str = "best"
+    buffer_chunks: int = 16
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> "TrainSettings":
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        unknown = set(settings) - known
+        if not 0.0 <= float(settings.get("gamma", 0.4)) <= 1.0:
+            raise ArtifactError(f"gamma must lie in [0, 1], got {settings['gamma']}")
+        return cls(**{k: v for k, v in settings.items() if k in known},
+                   extra={k: settings[k] for k in unknown})
+
+
+def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) of a seeded random split of the real training set."""
+    order = rng(seed, "validation").permutation(n)
+    n_val = int(round(n * fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def mix_batches(x_real, y_real, x_syn=None, y_syn=None):
+    """One training batch: the real half first, then the synthetic half of the same size."""
+    if x_syn is None:
+        return x_real, y_real, len(x_real)
+    if len(x_syn) != len(x_real):
+        raise ValueError(f"PORT mixes 1:1, got {len(x_real)} real and {len(x_syn)} synthetic images")
+    return torch.cat([x_real, x_syn]), torch.cat([y_real, y_syn]), len(x_real)
+
+
+def port_loss(logits, y, n_real: int, gamma: float):
+    """gamma * CE(real) + (1 - gamma) * CE(synthetic); plain CE when there is no synthetic half."""
+    loss_real = F.cross_entropy(logits[:n_real], y[:n_real])
+    if n_real == len(y):
+        return loss_real, loss_real, torch.zeros(())
+    loss_syn = F.cross_entropy(logits[n_real:], y[n_real:])
+    return gamma * loss_real + (1.0 - gamma) * loss_syn, loss_real, loss_syn
+
+
+def cosine_lr(step: int, total: int) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
+          synthetic_path=None, progress: bool = True) -> dict:
+    """Train one classifier; returns a summary (train seconds, best epoch, val accuracies)."""
+    cfg = TrainSettings.from_dict(settings)
+    attack = Attack.from_settings(cfg.threat)
+    attrs = read_attrs(train_path)
+    num_classes = int(attrs["num_classes"])
+    images, labels = read_image_set(train_path, num_classes)
+    train_idx, val_idx = held_out_split(len(images), cfg.val_fraction, seed)
+    real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"))
+    synthetic = None
+    if synthetic_path is not None:
+        synthetic = ChunkShuffleStream(synthetic_path, cfg.batch_size, derive_seed(seed, "syn"), cfg.buffer_chunks)
+    x_val, y_val = to_tensor(images[val_idx]), torch.from_numpy(labels[val_idx])
+
+    spec = model_spec(cfg.arch, images.shape[-1], num_classes, images.shape[1],
+                      attrs["channel_mean"], attrs["channel_std"])
+    torch.manual_seed(derive_seed(seed, "init"))
+    model = build_model(**spec)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, nesterov=True)
+    total_steps = cfg.epochs * len(real)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total_steps))
+
+    run_hash = settings_hash({"settings": settings, "seed": seed, "synthetic": synthetic_path is not None})
+    state = {"epoch": 0, "history": [], "best_score": -1.0, "best_state": None, "seconds": 0.0}
+    checkpoint_path = Path(checkpoint_path)
+    if checkpoint_path.is_file():
+        saved = load_torch(checkpoint_path)
+        if saved.get("run_hash") == run_hash:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            state = saved["state"]
+            log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
+        else:
+            log.warning("ignoring %s: it was written with other settings", checkpoint_path)
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        started = time.time()
+        torch.manual_seed(derive_seed(seed, "epoch", epoch))
+        aug_gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
+        syn_batches = synthetic.epoch(epoch) if synthetic is not None else None
+        totals = np.zeros(4)  # loss_real, loss_syn, correct, seen
+        model.train()
+        bar = tqdm(real.epoch(epoch), total=len(real), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, mininterval=5)
+        for xr_np, yr_np in bar:
+            xr = augment(to_tensor(xr_np), aug_gen, cfg.crop_padding, cfg.flip)
+            xs = ys = None
+            if syn_batches is not None:
+                xs_np, ys_np = next(syn_batches)
+                xs, ys = to_tensor(xs_np), torch.from_numpy(ys_np)
+                if cfg.augment_synthetic:
+                    xs = augment(xs, aug_gen, cfg.crop_padding, cfg.flip)
+            x, y, n_real = mix_batches(xr, torch.from_numpy(yr_np), xs, ys)
+            if attack is not None:
+                with batchnorm_mode(model, cfg.attack_batchnorm):
+                    x = attack(model, x, y)
+            logits = model(x)
+            loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma)
+            if not torch.isfinite(loss):
+                raise ArtifactError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            totals += [loss_real.item(), loss_syn.item(), (logits.argmax(1) == y).sum().item(), len(y)]
+        train_seconds = time.time() - started
+
+        model.eval()
+        val_clean = accuracy(model, x_val, y_val)
+        val_robust = accuracy(model, x_val, y_val, attack=attack, attack_steps=cfg.val_attack_steps) \
+            if attack is not None else float("nan")
+        score = val_robust if attack is not None else val_clean
+        state["seconds"] += train_seconds
+        state["history"].append(dict(
+            epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], loss_real=float(totals[0] / len(real)),
+            loss_synthetic=float(totals[1] / len(real)) if synthetic is not None else float("nan"),
+            train_acc=float(totals[2] / totals[3]), val_clean_acc=val_clean, val_robust_acc=val_robust,
+            epoch_seconds=train_seconds))
+        log.info("epoch %d: %s", epoch + 1, state["history"][-1])
+        if score > state["best_score"]:
+            state["best_score"], state["best_epoch"] = score, epoch + 1
+            state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        state["epoch"] = epoch + 1
+        save_torch({"run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "state": state}, checkpoint_path)
+
+    if cfg.model_selection == "best" and state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    summary = dict(train_seconds=state["seconds"], best_epoch=state.get("best_epoch", cfg.epochs),
+                   n_synthetic=synthetic.length if synthetic is not None else 0,
+                   selected=cfg.model_selection, val_score=state["best_score"])
+    save_model(model, spec, model_out, **summary)
+    write_csv(pd.DataFrame(state["history"]), history_out)
+    return summary

@@ -1,0 +1,84 @@
+"""Integration: the real Snakemake DAG on digits with a tiny config, in a temporary directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "default_datasets": ["digits"],
+    "datasets": {"digits": {
+        "diffusion_models": {"ddpm": {"block_out_channels": [16, 32], "steps": 30, "batch_size": 32,
+                                      "warmup": 5}},
+        "generators": {"ddpm": {"steps": 4, "n_images": 240, "n_shards": 2, "batch_size": 64}},
+        "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
+        "training": {"epochs": 2, "batch_size": 32},
+        "evaluation": {"n_test": 30, "pgd_steps": 3},
+    }},
+}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+               "--configfile", str(workdir / "tiny.yaml"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("digits_run")
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+@pytest.mark.integration
+def test_digits_dag_writes_summary_tables(tiny_run):
+    for threat in ("linf", "l2"):
+        table = pd.read_csv(tiny_run / f"results/digits/port_{threat}.csv")
+        assert sorted(table["method"]) == ["baseline", "port"]
+        for column in ("clean_acc", "pgd_acc", "autoattack_acc"):
+            assert table[column].between(0, 1).all(), column
+        assert (table["autoattack_acc"] <= table["clean_acc"] + 1e-9).all()
+        port = table.set_index("method").loc["port"]
+        baseline = table.set_index("method").loc["baseline"]
+        assert port["n_synthetic"] > 0 and baseline["n_synthetic"] == 0
+        assert port["gamma"] == pytest.approx(0.4) and baseline["gamma"] == 1.0
+        assert (table["epochs"] == 2).all() and (table["train_seconds"] > 0).all()
+
+
+@pytest.mark.integration
+def test_digits_dag_artifacts_follow_the_convention(tiny_run):
+    base = tiny_run / "results/digits"
+    with h5py.File(base / "synthetic/ddpm/images.h5") as handle:
+        images = handle["images"]
+        assert images.shape == (240, 8, 8, 1) and images.dtype == "uint8" and images.chunks[1:] == (8, 8, 1)
+        assert {"stage", "params_hash", "versions"} <= set(handle.attrs)
+    with h5py.File(base / "synthetic/ddpm/labels.h5") as handle:
+        assert handle["lanet_probs"].shape == (240, 10) and handle["splitnet_probs"].shape == (240, 10)
+    counts = pd.read_csv(base / "synthetic/ddpm/filter_counts.csv")
+    assert counts["n_total"].sum() == 240
+    with h5py.File(base / "synthetic/ddpm/selected/random.h5") as handle:
+        assert len(handle["images"]) == counts["n_kept"].sum() == len(handle["labels"])
+    for slot in ("lanet", "splitnet"):
+        assert pd.read_csv(base / f"labelers/{slot}/metrics.csv")["test_acc"].between(0, 1).all()
+    assert not list(tiny_run.rglob("*.tmp")), "temporary files left behind"
+    logs = {p.relative_to(tiny_run / "logs").parts[0] for p in (tiny_run / "logs").rglob("*.log")}
+    assert {"prepare_data", "train_ddpm", "sample_shard", "merge_shards", "train_labeler", "pseudo_label",
+            "filter_synthetic", "select_synthetic", "train_robust", "evaluate", "summarize"} <= logs
+
+
+@pytest.mark.integration
+def test_second_run_has_nothing_to_do(tiny_run):
+    result = snakemake(tiny_run, "-n", "--cores", "2")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr

@@ -1,0 +1,6 @@
+from port.logs import logged_job
+from port.training import train
+
+with logged_job(snakemake):
+    train(snakemake.input.train, snakemake.output.model, snakemake.output.history, snakemake.params.checkpoint,
+          snakemake.params.settings, snakemake.params.seed, synthetic_path=snakemake.input.synthetic or None)
