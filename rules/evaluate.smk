@@ -31,6 +31,8 @@ rule summarize:
         ),
     log:
         "logs/summarize/{dataset}/{threat}.log",
+    benchmark:
+        "benchmarks/summarize/{dataset}/{threat}.tsv"
     conda:
         ENV
     script:

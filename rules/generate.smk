@@ -18,18 +18,6 @@ rule train_ddpm:
         "../workflow/scripts/train_ddpm.py"
 
 
-def trained_model_dir(wc):
-    name = port_config.trained_diffusion_model(config, wc.dataset, wc.generator)
-    return [f"results/{wc.dataset}/diffusion/{name}"] if name else []
-
-
-def generator_source(wc):
-    """What the shard reads: a pipeline-trained model directory, a hub id/directory, or an npz."""
-    gen = dataset_cfg(wc)["generators"][wc.generator]
-    trained = trained_model_dir(wc)
-    return trained[0] if trained else gen.get("model", gen.get("path"))
-
-
 rule sample_shard:
     input:
         trained_model_dir,

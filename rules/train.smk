@@ -1,15 +1,3 @@
-RUN = "results/{dataset}/runs/{threat}/{method}/{arch}/seed{seed}"
-
-
-def synthetic_input(wc):
-    """PORT trains on the selected synthetic set; the baseline on real data only."""
-    if wc.method == "baseline":
-        return []
-    ds = dataset_cfg(wc)
-    generator = ds["training"]["generator"]
-    return f"results/{wc.dataset}/synthetic/{generator}/selected/{ds['selection']['method']}.h5"
-
-
 rule train_robust:
     input:
         train="results/{dataset}/data/train.h5",

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -67,6 +68,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        umask = os.umask(0o022)  # the umask can only be read by setting it
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         yield tmp_path
         os.replace(tmp_path, final)
     finally:
@@ -121,14 +125,20 @@ class ImageWriter:
         self.count = 0
 
     def __enter__(self) -> "ImageWriter":
-        tmp = self._stack.enter_context(atomic_path(self.path))
-        self._file = self._stack.enter_context(h5py.File(tmp, "w"))
-        self._file.create_dataset(
-            "images", shape=(0, *self.image_shape), maxshape=(None, *self.image_shape),
-            dtype=np.uint8, chunks=(self.chunk_images, *self.image_shape),
-        )
-        for key, value in self.attrs.items():
-            self._file.attrs[key] = value
+        try:
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            self._file = self._stack.enter_context(h5py.File(tmp, "w"))
+            self._file.create_dataset(
+                "images", shape=(0, *self.image_shape), maxshape=(None, *self.image_shape),
+                dtype=np.uint8, chunks=(self.chunk_images, *self.image_shape),
+            )
+            for key, value in self.attrs.items():
+                self._file.attrs[key] = value
+        except BaseException:
+            # `with` calls __exit__ only after a successful __enter__: close the file and
+            # remove the temporary file here, or it would outlive the failed write.
+            self._stack.__exit__(*sys.exc_info())
+            raise
         return self
 
     def append(self, images: np.ndarray, **arrays: np.ndarray) -> None:

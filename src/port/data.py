@@ -102,6 +102,10 @@ def prepare_dataset(name: str, source: dict, seed: int, train_out, test_out) -> 
     for split, (images, labels) in (("train", train), ("test", test)):
         check_images(images, f"{name}/{split}")
         check_labels(labels, num_classes, f"{name}/{split}")
+    if num_classes is None:  # npz without `num_classes` (optional in the schema): as many as the labels use
+        num_classes = int(max(train[1].max(), test[1].max())) + 1
+        for split, (_, labels) in (("train", train), ("test", test)):
+            check_labels(labels, num_classes, f"{name}/{split}")  # still rejects negative labels
     mean, std = channel_stats(train[0])
     for (images, labels), out in ((train, train_out), (test, test_out)):
         attrs = provenance("prepare_data", source, seed, dataset=name, num_classes=int(num_classes),

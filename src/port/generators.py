@@ -118,8 +118,8 @@ def shard_bounds(n_images: int, n_shards: int, shard: int) -> tuple[int, int]:
 
 
 def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True) -> None:
-    """Sample one shard. Each batch has its own seed, derived from (seed, global image offset),
-    so the images do not depend on the shard count or on which job produced them."""
+    """Sample one shard. Every image has its own noise generator, seeded from (seed, global image
+    index), so the images do not depend on the shard count, the batch size or which job ran."""
     start, stop = shard_bounds(settings["n_images"], settings["n_shards"], shard)
     pipeline = load_pipeline(model, settings["scheduler"])
     pipeline.set_progress_bar_config(disable=True)
@@ -133,7 +133,8 @@ def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, pr
         for offset in tqdm(range(start, stop, batch), desc=f"sample shard {shard}", disable=not progress,
                            mininterval=10):
             count = min(batch, stop - offset)
-            generator = torch.Generator().manual_seed(derive_seed(seed, "sample", offset))
+            generator = [torch.Generator().manual_seed(derive_seed(seed, "sample", index))
+                         for index in range(offset, offset + count)]
             with torch.inference_mode():
                 result = pipeline(batch_size=count, generator=generator, num_inference_steps=settings["steps"],
                                   output_type="np", **kwargs).images
@@ -159,7 +160,10 @@ def merge_shards(shard_paths, out_path) -> int:
     for path in shard_paths:
         validate_image_set(path, require_labels=False)
         offsets[path] = read_attrs(path).get("image_offset")
-    first = next(iter_image_blocks(shard_paths[0], block=1))[1]
+    # the image shape from the first shard holding images (shards may be empty when n_shards > n_images)
+    first = next((block for path in shard_paths for _, block in iter_image_blocks(path, block=1)), None)
+    if first is None:
+        raise ArtifactError(f"{shard_paths[0]}: no images in any of the {len(shard_paths)} shard(s)")
     attrs = provenance("merge", {"shards": [str(p) for p in shard_paths]})
     with ImageWriter(out_path, first.shape[1:], attrs) as writer:
         for path in shard_paths:

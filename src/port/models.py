@@ -28,8 +28,9 @@ def _conv_bn(cin, cout):
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-def small_cnn(in_channels: int, num_classes: int, width: int = 32) -> nn.Module:
-    """A compact CNN for 8x8 to 32x32 images (the digits default)."""
+def small_cnn(in_channels: int, num_classes: int, width: int = 16) -> nn.Module:
+    """A compact CNN for 8x8 to 32x32 images (the digits default; 16-32-64 channels keep
+    AutoAttack on the digits test set to about a minute on one CPU core)."""
     return nn.Sequential(
         *_conv_bn(in_channels, width), *_conv_bn(width, width), nn.MaxPool2d(2),
         *_conv_bn(width, 2 * width), *_conv_bn(2 * width, 2 * width), nn.MaxPool2d(2),

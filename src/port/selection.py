@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 
-from .artifacts import ArtifactError, ImageWriter, iter_image_blocks, provenance, read_arrays
+from .artifacts import ArtifactError, ImageWriter, image_set_length, iter_image_blocks, provenance, read_arrays
 from .seeds import rng
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,10 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int) -> np.ndarra
 
 def select_images(images_path, filter_path, out_path, method: str, k: int | None, seed: int) -> int:
     arrays = read_arrays(filter_path, "keep", "labels")
+    n_images = image_set_length(images_path)
+    if len(arrays["keep"]) != n_images or len(arrays["labels"]) != n_images:
+        raise ArtifactError(f"{filter_path}: filter covers {len(arrays['keep'])} images "
+                            f"({len(arrays['labels'])} labels) but {images_path} holds {n_images}")
     chosen = choose(arrays["keep"], method, k, seed)
     attrs = provenance("select", {"method": method, "k": k}, seed)
     mask = np.zeros(len(arrays["keep"]), dtype=bool)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,22 +67,23 @@ class TrainSettings:
     val_attack_steps: int = 10
     model_selection: str = "best"
     buffer_chunks: int = 16
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, settings: dict) -> "TrainSettings":
-        known = set(cls.__dataclass_fields__) - {"extra"}
-        unknown = set(settings) - known
+        unknown = set(settings) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ArtifactError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
         if not 0.0 <= float(settings.get("gamma", 0.4)) <= 1.0:
             raise ArtifactError(f"gamma must lie in [0, 1], got {settings['gamma']}")
-        return cls(**{k: v for k, v in settings.items() if k in known},
-                   extra={k: settings[k] for k in unknown})
+        return cls(**settings)
 
 
 def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation) of a seeded random split of the real training set."""
     order = rng(seed, "validation").permutation(n)
-    n_val = int(round(n * fraction))
+    n_val = max(1, int(round(n * fraction)))
+    if n_val >= n:
+        raise ArtifactError(f"val_fraction {fraction} leaves no training images out of {n}")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -102,6 +103,12 @@ def port_loss(logits, y, n_real: int, gamma: float):
         return loss_real, loss_real, torch.zeros(())
     loss_syn = F.cross_entropy(logits[n_real:], y[n_real:])
     return gamma * loss_real + (1.0 - gamma) * loss_syn, loss_real, loss_syn
+
+
+def file_identity(path) -> list:
+    """Path, size and modification time: enough to tell a regenerated input from the same one."""
+    stat = Path(path).stat()
+    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
 def cosine_lr(step: int, total: int) -> float:
@@ -128,11 +135,14 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
     torch.manual_seed(derive_seed(seed, "init"))
     model = build_model(**spec)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, nesterov=True)
+                                weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(real)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total_steps))
 
-    run_hash = settings_hash({"settings": settings, "seed": seed, "synthetic": synthetic_path is not None})
+    # A checkpoint is resumed only by the same settings on the same input files: a rerun after an
+    # upstream change (say, a new synthetic set) starts afresh instead of reusing stale weights.
+    run_hash = settings_hash({"settings": settings, "seed": seed,
+                              "inputs": [file_identity(p) for p in (train_path, synthetic_path) if p is not None]})
     state = {"epoch": 0, "history": [], "best_score": -1.0, "best_state": None, "seconds": 0.0}
     checkpoint_path = Path(checkpoint_path)
     if checkpoint_path.is_file():
@@ -176,6 +186,8 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
             optimizer.step()
             scheduler.step()
             totals += [loss_real.item(), loss_syn.item(), (logits.argmax(1) == y).sum().item(), len(y)]
+        if syn_batches is not None:
+            syn_batches.close()  # releases the HDF5 handle now, not at garbage collection
         train_seconds = time.time() - started
 
         model.eval()
@@ -204,4 +216,5 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
                    selected=cfg.model_selection, val_score=state["best_score"])
     save_model(model, spec, model_out, **summary)
     write_csv(pd.DataFrame(state["history"]), history_out)
+    checkpoint_path.unlink()  # finished: a forced rerun (-R) trains again instead of resuming
     return summary

@@ -1,0 +1,178 @@
+"""The configuration: schema validation with defaults, and port.config's cross-field checks."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from port.config import (ConfigError, canonical, check_config, final_targets, generator_settings,
+                         labeler_settings, run_paths, training_settings)
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "config" / "schema.yaml")
+
+
+@pytest.fixture(scope="module")
+def raw_config():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture
+def config(raw_config):
+    """The shipped config, validated (defaults filled in)."""
+    validated = copy.deepcopy(raw_config)
+    validate(validated, SCHEMA)
+    return validated
+
+
+def test_shipped_config_validates_and_gets_defaults(raw_config, config):
+    digits = config["datasets"]["digits"]
+    training = digits["training"]
+    assert "attack_batchnorm" not in raw_config["datasets"]["digits"]["training"]
+    assert training["attack_batchnorm"] == "train"
+    assert training["model_selection"] == "best"
+    assert training["buffer_chunks"] == 16
+    assert training["momentum"] == 0.9 and training["weight_decay"] == 5.0e-4
+    assert digits["evaluation"]["pgd_step_factor"] == 2.5 and digits["evaluation"]["batch_size"] == 500
+    assert digits["labelers"]["lanet"]["checkpoint"] is None
+    assert digits["generators"]["ddpm"]["eta"] == 0.0
+    assert digits["diffusion_models"]["ddpm"]["norm_num_groups"] == 8
+    assert config["datasets"]["cifar10"]["diffusion_models"] == {}
+    assert config["seed"] == 0
+    # values given in the file win over defaults
+    assert training["gamma"] == 0.4 and training["epochs"] == 30 and training["batch_size"] == 64
+    check_config(config)
+
+
+def test_minimal_config_gets_top_level_defaults(config):
+    minimal = {"datasets": {"toy": copy.deepcopy(config["datasets"]["digits"])}}
+    validate(minimal, SCHEMA)
+    assert minimal["seed"] == 0 and minimal["default_datasets"] == ["digits"]
+
+
+def _set(config, dotted, value):
+    node = config
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        node = node[key]
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+
+
+_DELETE = object()
+D = "datasets.digits."
+
+
+@pytest.mark.parametrize("key,value", [
+    (D + "training.epochs", "ten"),                              # wrong type
+    (D + "training.batch_size", 0),                              # below minimum
+    (D + "training.gamma", 1.5),                                 # gamma outside [0, 1]
+    (D + "training.gamma", -0.1),
+    (D + "threats.linf.eps", -0.1),                              # negative eps
+    (D + "threats.l2.norm", "l1"),                               # unknown norm
+    (D + "threats.linf.steps", 0),
+    (D + "training.architectures", ["small_cnn", "vgg16"]),      # unknown architecture
+    (D + "labelers.lanet.arch", "resnet50"),
+    (D + "generators.ddpm.scheduler", "euler"),                  # unknown scheduler
+    (D + "training.model_selection", "median"),
+    (D + "training.attack_batchnorm", "frozen"),
+    (D + "filter.threshold", 1.2),
+    (D + "source.kind", "imagenet"),
+    (D + "training.val_fraction", 1.0),
+    (D + "training.unknown_key", 1),                             # additionalProperties: false
+    (D + "training.generator", _DELETE),                         # required key missing
+    ("seed", -1),
+    ("datasets.bad name", {}),                                   # dataset name pattern
+])
+def test_bad_configs_are_rejected_by_the_schema(raw_config, key, value):
+    bad = copy.deepcopy(raw_config)
+    if key == "datasets.bad name":
+        bad["datasets"]["bad name"] = copy.deepcopy(bad["datasets"]["digits"])
+    else:
+        _set(bad, key, value)
+    with pytest.raises(WorkflowError) as info:
+        validate(bad, SCHEMA)
+    assert key.split(".")[-1] in str(info.value)  # rejected for this key, not another
+
+
+@pytest.mark.parametrize("change,names", [
+    (lambda c: _set(c, D + "training.generator", "gan"), "datasets.digits.training.generator"),
+    (lambda c: _set(c, D + "generators.ddpm.n_shards", 5001), "datasets.digits.generators.ddpm"),
+    (lambda c: _set(c, D + "source", {"kind": "npz", "train": "train.npz"}), "datasets.digits.source"),
+    (lambda c: _set(c, D + "source", {"kind": "npz", "test": "test.npz"}), "datasets.digits.source"),
+    (lambda c: _set(c, "default_datasets", ["digits", "mnist"]), "default_datasets"),
+    (lambda c: _set(c, "datasets.cifar10.source", {"kind": "cifar10"}), "datasets.cifar10.source"),
+    (lambda c: _set(c, D + "generators.extra", {"kind": "npz"}), "datasets.digits.generators.extra"),
+    (lambda c: _set(c, D + "generators.extra", {"kind": "diffusers", "model": "ddpm"}),
+     "datasets.digits.generators.extra"),
+    (lambda c: _set(c, D + "diffusion_models.ddpm.attention_levels", [2]),
+     "datasets.digits.diffusion_models.ddpm.attention_levels"),
+    (lambda c: _set(c, D + "threats.linf.step_size", 0.0), "datasets.digits.threats.linf.step_size"),
+])
+def test_check_config_names_the_offending_key(config, change, names):
+    bad = copy.deepcopy(config)
+    change(bad)
+    with pytest.raises(ConfigError) as info:
+        check_config(bad)
+    assert names in str(info.value)
+
+
+def test_check_config_accepts_consistent_edge_cases(config):
+    ok = copy.deepcopy(config)
+    ok["datasets"]["digits"]["generators"]["ddpm"]["n_shards"] = 5000  # n_shards == n_images
+    ok["datasets"]["digits"]["source"] = {"kind": "npz", "train": "a.npz", "test": "b.npz"}
+    ok["datasets"]["digits"]["threats"]["none"] = {"norm": "linf", "eps": 0.0, "step_size": 0.0, "steps": 1}
+    ok["default_datasets"] = ["digits", "cifar10"]
+    check_config(ok)
+
+
+def test_canonical_sorts_keys_recursively():
+    value = {"b": 1, "a": {"d": [{"z": 1, "y": 2}], "c": (3, 4)}}
+    result = canonical(value)
+    assert list(result) == ["a", "b"]
+    assert list(result["a"]) == ["c", "d"]
+    assert list(result["a"]["d"][0]) == ["y", "z"]
+    assert result["a"]["c"] == [3, 4]
+    assert result == value | {"a": {"d": [{"z": 1, "y": 2}], "c": [3, 4]}}
+
+
+def test_training_settings_have_sorted_keys_and_no_run_keys(config):
+    settings = training_settings(config, "digits", "linf", "small_cnn")
+    assert list(settings) == sorted(settings)
+    assert list(settings["threat"]) == sorted(settings["threat"])
+    assert settings["arch"] == "small_cnn"
+    assert settings["threat"] == config["datasets"]["digits"]["threats"]["linf"]
+    assert not {"generator", "architectures", "seeds"} & set(settings)
+    assert settings["gamma"] == 0.4 and settings["epochs"] == 30
+
+
+def test_settings_do_not_depend_on_yaml_key_order(config):
+    shuffled = copy.deepcopy(config)
+    training = shuffled["datasets"]["digits"]["training"]
+    shuffled["datasets"]["digits"]["training"] = dict(reversed(list(training.items())))
+    threat = shuffled["datasets"]["digits"]["threats"]["l2"]
+    shuffled["datasets"]["digits"]["threats"]["l2"] = dict(reversed(list(threat.items())))
+    a = training_settings(config, "digits", "l2", "small_cnn")
+    b = training_settings(shuffled, "digits", "l2", "small_cnn")
+    assert repr(a) == repr(b)
+
+
+def test_labeler_and_generator_settings_sorted(config):
+    for settings in (labeler_settings(config, "digits", "lanet"), generator_settings(config, "digits", "ddpm")):
+        assert list(settings) == sorted(settings)
+    assert labeler_settings(config, "digits", "splitnet")["arch"] == "mlp"
+
+
+def test_targets_and_run_paths(config):
+    assert final_targets(config) == ["results/digits/port_linf.csv", "results/digits/port_l2.csv"]
+    assert final_targets(config, ["cifar10"]) == ["results/cifar10/port_linf.csv", "results/cifar10/port_l2.csv"]
+    paths = run_paths(config, "cifar10", "linf", "model.pt")
+    assert len(paths) == 2 * 2 * 1  # methods x architectures x seeds
+    assert "results/cifar10/runs/linf/port/wrn-34-10/seed0/model.pt" in paths

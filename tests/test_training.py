@@ -1,0 +1,253 @@
+"""PORT training: 1:1 batch mixing, the gamma-weighted loss, and an end-to-end run with resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import port.training as training
+from port.artifacts import ArtifactError, ImageWriter, load_torch, provenance, write_images
+from port.models import load_model
+from port.training import TrainSettings, held_out_split, mix_batches, port_loss, train
+
+# --- mix_batches and port_loss ------------------------------------------------------------------
+
+
+def test_mix_batches_real_first_one_to_one():
+    xr, yr = torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 2, 3])
+    xs, ys = torch.ones(4, 1, 2, 2), torch.tensor([4, 5, 6, 7])
+    x, y, n_real = mix_batches(xr, yr, xs, ys)
+    assert n_real == 4 and x.shape == (8, 1, 2, 2)
+    assert torch.equal(x[:4], xr) and torch.equal(x[4:], xs)
+    assert y.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_mix_batches_without_synthetic_half():
+    xr, yr = torch.rand(3, 1, 2, 2), torch.tensor([0, 1, 2])
+    x, y, n_real = mix_batches(xr, yr)
+    assert x is xr and y is yr and n_real == 3
+
+
+@pytest.mark.parametrize("n_syn", [3, 5])
+def test_mix_batches_refuses_unequal_halves(n_syn):
+    with pytest.raises(ValueError, match="1:1"):
+        mix_batches(torch.rand(4, 1, 2, 2), torch.zeros(4, dtype=torch.long),
+                    torch.rand(n_syn, 1, 2, 2), torch.zeros(n_syn, dtype=torch.long))
+
+
+def _cross_entropy_by_hand(logits, y):
+    logits = logits.double()
+    log_z = torch.log(torch.exp(logits - logits.max(1, keepdim=True).values).sum(1)) + logits.max(1).values
+    return (log_z - logits[torch.arange(len(y)), y]).mean()
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.4, 1.0])
+def test_port_loss_is_gamma_weighted(gamma):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(10, 4, generator=g) * 3
+    y = torch.randint(0, 4, (10,), generator=g)
+    real, syn = _cross_entropy_by_hand(logits[:5], y[:5]), _cross_entropy_by_hand(logits[5:], y[5:])
+    assert abs(real - syn) > 0.1  # so the weighting is visible
+    loss, loss_real, loss_syn = port_loss(logits, y, 5, gamma)
+    assert float(loss) == pytest.approx(float(gamma * real + (1 - gamma) * syn), rel=1e-5)
+    assert float(loss_real) == pytest.approx(float(real), rel=1e-5)
+    assert float(loss_syn) == pytest.approx(float(syn), rel=1e-5)
+
+
+def test_port_loss_gradient_follows_the_weights():
+    logits = torch.randn(8, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    port_loss(logits, y, 4, 1.0)[0].backward()
+    assert logits.grad[4:].abs().max() == 0 and logits.grad[:4].abs().max() > 0
+
+
+def test_port_loss_without_synthetic_half_is_plain_cross_entropy():
+    g = torch.Generator().manual_seed(2)
+    logits, y = torch.randn(6, 5, generator=g), torch.randint(0, 5, (6,), generator=g)
+    loss, loss_real, loss_syn = port_loss(logits, y, 6, 0.4)
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-6)
+    assert float(loss) == pytest.approx(float(_cross_entropy_by_hand(logits, y)), rel=1e-5)
+    assert torch.equal(loss, loss_real) and float(loss_syn) == 0.0
+
+
+def test_settings_reject_gamma_outside_unit_interval_and_unknown_keys():
+    with pytest.raises(ArtifactError, match="gamma"):
+        TrainSettings.from_dict({"arch": "small_cnn", "epochs": 1, "batch_size": 8, "gamma": 1.5})
+    with pytest.raises(ArtifactError, match="future_key"):
+        TrainSettings.from_dict({"arch": "mlp", "epochs": 1, "batch_size": 8, "future_key": 3})
+    assert TrainSettings.from_dict({"arch": "mlp", "epochs": 1, "batch_size": 8}).gamma == 0.4
+
+
+def test_held_out_split_is_a_seeded_partition():
+    train_idx, val_idx = held_out_split(50, 0.2, seed=3)
+    assert len(val_idx) == 10 and len(train_idx) == 40
+    assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(50))
+    again = held_out_split(50, 0.2, seed=3)
+    assert np.array_equal(again[1], val_idx)
+    assert not np.array_equal(held_out_split(50, 0.2, seed=4)[1], val_idx)
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+NUM_CLASSES = 4
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine makes two threads crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _toy_images(n, seed):
+    """8x8 grey images; class k has a bright quadrant k, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, NUM_CLASSES, n).astype(np.int64)
+    images = rng.integers(0, 60, (n, 8, 8, 1)).astype(np.int64)
+    for k in range(NUM_CLASSES):
+        r, c = divmod(k, 2)
+        images[labels == k, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 180
+    return images.clip(0, 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    images, labels = _toy_images(200, seed=0)
+    pixels = images.reshape(-1, 1) / 255.0
+    attrs = provenance("prepare_data", {"kind": "toy"}, 0, dataset="toy", num_classes=NUM_CLASSES,
+                       channel_mean=pixels.mean(0).tolist(), channel_std=pixels.std(0).tolist())
+    write_images(root / "train.h5", images, attrs, labels=labels)
+    syn_images, syn_labels = _toy_images(200, seed=1)
+    with ImageWriter(root / "synthetic.h5", (8, 8, 1), provenance("select", {}, 0), chunk_images=64) as writer:
+        writer.append(syn_images, labels=syn_labels)
+    return root
+
+
+SETTINGS = dict(arch="small_cnn", epochs=2, batch_size=32, lr=0.05, gamma=0.4, val_fraction=0.1,
+                threat=dict(norm="linf", eps=0.1, step_size=0.05, steps=2), val_attack_steps=1,
+                model_selection="last", buffer_chunks=2)
+
+
+def _run(toy_data, out, settings=SETTINGS, synthetic=True, seed=0):
+    return train(toy_data / "train.h5", out / "model.pt", out / "history.csv", out / "checkpoint.pt",
+                 dict(settings), seed, synthetic_path=toy_data / "synthetic.h5" if synthetic else None,
+                 progress=False)
+
+
+def _weights(path):
+    return load_torch(path)["state_dict"]
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_train_writes_model_and_history(toy_data, tmp_path):
+    summary = _run(toy_data, tmp_path)
+    model, spec = load_model(tmp_path / "model.pt", expect_arch="small_cnn", expect_classes=NUM_CLASSES)
+    assert spec["in_channels"] == 1 and spec["image_size"] == 8
+    assert spec["metadata"]["n_synthetic"] == 200 and summary["n_synthetic"] == 200
+    assert summary["selected"] == "last" and summary["train_seconds"] > 0
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert np.isfinite(history[["loss_real", "loss_synthetic", "train_acc"]].to_numpy()).all()
+    assert history["val_clean_acc"].between(0, 1).all() and history["val_robust_acc"].between(0, 1).all()
+    assert history["lr"].iloc[-1] < history["lr"].iloc[0] < SETTINGS["lr"]  # cosine decay per step
+    assert not (tmp_path / "checkpoint.pt").exists(), "a finished run removes its resume checkpoint"
+    assert not list(tmp_path.glob(".*.tmp"))
+    with torch.no_grad():
+        assert model(torch.rand(3, 1, 8, 8)).shape == (3, NUM_CLASSES)
+
+
+def test_baseline_without_synthetic_data(toy_data, tmp_path):
+    settings = {**SETTINGS, "epochs": 1, "threat": None}
+    summary = _run(toy_data, tmp_path, settings, synthetic=False)
+    assert summary["n_synthetic"] == 0
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["loss_synthetic"].isna().all() and history["val_robust_acc"].isna().all()
+    assert history["val_clean_acc"].between(0, 1).all()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_model(toy_data, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    _run(toy_data, straight)
+
+    class KilledInEpoch2(training.ArrayBatches):
+        def epoch(self, epoch):
+            for i, batch in enumerate(super().epoch(epoch)):
+                if epoch == 1 and i == 2:
+                    raise Killed("job killed during epoch 2")
+                yield batch
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(training, "ArrayBatches", KilledInEpoch2)
+    with pytest.raises(Killed):
+        _run(toy_data, resumed)
+    monkeypatch.undo()
+    assert not (resumed / "model.pt").exists() and not (resumed / "history.csv").exists()
+    assert load_torch(resumed / "checkpoint.pt")["state"]["epoch"] == 1
+
+    _run(toy_data, resumed)
+    # equal final weights also need the optimizer's momentum restored: epoch 2 depends on it
+    _assert_same_weights(_weights(resumed / "model.pt"), _weights(straight / "model.pt"))
+    columns = ["epoch", "lr", "loss_real", "loss_synthetic", "train_acc", "val_clean_acc", "val_robust_acc"]
+    pd.testing.assert_frame_equal(pd.read_csv(resumed / "history.csv")[columns],
+                                  pd.read_csv(straight / "history.csv")[columns])
+
+
+def test_checkpoint_from_other_settings_is_ignored(toy_data, tmp_path):
+    fresh = tmp_path / "fresh"
+    settings = {**SETTINGS, "epochs": 1}
+    _run(toy_data, fresh, settings)
+    other = tmp_path / "other"
+    _run(toy_data, other, {**settings, "lr": 0.01})  # leaves a checkpoint for lr 0.01
+    _run(toy_data, other, settings)
+    _assert_same_weights(_weights(other / "model.pt"), _weights(fresh / "model.pt"))
+    assert len(pd.read_csv(other / "history.csv")) == 1
+
+
+def test_rerun_after_completion_trains_again_to_the_same_model(toy_data, tmp_path):
+    settings = {**SETTINGS, "epochs": 1}
+    _run(toy_data, tmp_path, settings)
+    first = _weights(tmp_path / "model.pt")
+    _run(toy_data, tmp_path, settings)  # e.g. `snakemake -R`: no stale checkpoint short-cuts it
+    _assert_same_weights(_weights(tmp_path / "model.pt"), first)
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 1
+
+
+def test_checkpoint_for_other_input_files_is_ignored(toy_data, tmp_path, monkeypatch):
+    class KilledInEpoch2(training.ArrayBatches):
+        def epoch(self, epoch):
+            if epoch == 1:
+                raise Killed("job killed during epoch 2")
+            yield from super().epoch(epoch)
+
+    monkeypatch.setattr(training, "ArrayBatches", KilledInEpoch2)
+    with pytest.raises(Killed):
+        _run(toy_data, tmp_path)
+    monkeypatch.undo()
+    assert load_torch(tmp_path / "checkpoint.pt")["state"]["epoch"] == 1
+    synthetic = toy_data / "synthetic.h5"
+    synthetic.write_bytes(synthetic.read_bytes())  # regenerated upstream: same path, new file
+    trained_epochs = []
+
+    class Recording(training.ArrayBatches):
+        def epoch(self, epoch):
+            trained_epochs.append(epoch)
+            yield from super().epoch(epoch)
+
+    monkeypatch.setattr(training, "ArrayBatches", Recording)
+    _run(toy_data, tmp_path)
+    assert trained_epochs == [0, 1], "the stale checkpoint must not be resumed"
