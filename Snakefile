@@ -40,6 +40,7 @@ include: "rules/generate.smk"
 include: "rules/label.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/smooth.smk"
 
 
 rule all:

@@ -54,6 +54,8 @@ def check_config(config: dict) -> None:
         if ds["training"]["generator"] not in ds["generators"]:
             raise ConfigError(f"{where}.training.generator: '{ds['training']['generator']}' "
                               f"is not a key of {where}.generators")
+        if "smooth" in ds["threats"]:
+            raise ConfigError(f"{where}.threats.smooth: the name `smooth` is taken by port_smooth.csv")
         for threat_name, threat in ds["threats"].items():
             if threat["eps"] > 0 and threat["step_size"] == 0:
                 raise ConfigError(f"{where}.threats.{threat_name}.step_size: must be > 0 when eps > 0")
@@ -80,6 +82,28 @@ def training_settings(config: dict, dataset: str, threat: str, arch: str) -> dic
     return canonical({**settings, "arch": arch, "threat": ds["threats"][threat]})
 
 
+def smoothing_settings(config: dict, dataset: str, arch: str) -> dict:
+    """The trainer's settings for stability training: the training block with the noise model."""
+    ds = config["datasets"][dataset]
+    smoothing = ds["smoothing"]
+    settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
+    settings["epochs"] = smoothing.get("epochs", settings["epochs"])
+    return canonical({**settings, "arch": arch, "threat": None,
+                      "smoothing": {"sigma": smoothing["sigma"], "beta": smoothing["beta"]}})
+
+
+def certify_settings(config: dict, dataset: str) -> dict:
+    smoothing = config["datasets"][dataset]["smoothing"]
+    return canonical({**smoothing["certify"], "sigma": smoothing["sigma"]})
+
+
+def smoothing_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
+    """(method, arch, seed) of every randomized-smoothing run of a dataset."""
+    ds = config["datasets"][dataset]
+    archs = ds["smoothing"].get("architectures", ds["training"]["architectures"])
+    return [(method, arch, seed) for method in METHODS for arch in archs for seed in ds["training"]["seeds"]]
+
+
 def run_paths(config: dict, dataset: str, threat: str, filename: str) -> list[str]:
     """Per-run files for every method, architecture and seed of one threat model."""
     training = config["datasets"][dataset]["training"]
@@ -89,7 +113,12 @@ def run_paths(config: dict, dataset: str, threat: str, filename: str) -> list[st
 
 def final_targets(config: dict, datasets=None) -> list[str]:
     names = config.get("default_datasets", []) if datasets is None else datasets
-    return [f"results/{name}/port_{threat}.csv" for name in names for threat in config["datasets"][name]["threats"]]
+    targets = []
+    for name in names:
+        targets += [f"results/{name}/port_{threat}.csv" for threat in config["datasets"][name]["threats"]]
+        if "smoothing" in config["datasets"][name]:
+            targets.append(f"results/{name}/port_smooth.csv")
+    return targets
 
 
 

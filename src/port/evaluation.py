@@ -67,13 +67,15 @@ def test_subset(n: int, n_test: int | None) -> np.ndarray:
 
 def evaluate(model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
     """Evaluate one trained model and write a one-row CSV (row identity + metrics)."""
-    from .models import load_model
+    from .models import default_device, load_model
     from .training import Attack
 
     model, spec = load_model(model_path)
+    device = default_device()
+    model.to(device)
     images, labels = read_image_set(test_path, spec["num_classes"])
     idx = test_subset(len(images), settings.get("n_test"))
-    x, y = to_tensor(images[idx]), torch.from_numpy(labels[idx])
+    x, y = to_tensor(images[idx]).to(device), torch.from_numpy(labels[idx]).to(device)
     attack = Attack.from_settings({**threat, "steps": settings["pgd_steps"],
                                    "step_size": settings["pgd_step_factor"] * threat["eps"] / settings["pgd_steps"]})
     torch.manual_seed(seed)

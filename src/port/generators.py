@@ -23,6 +23,7 @@ from .artifacts import (ArtifactError, ImageWriter, iter_image_blocks, provenanc
                         read_image_set, validate_image_set)
 from .data import load_npz_images
 from .loaders import to_tensor
+from .models import default_device
 from .seeds import derive_seed, rng
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,10 @@ def train_ddpm(train_path, out_dir, settings: dict, seed: int, progress: bool = 
     from diffusers.training_utils import EMAModel
 
     images, _ = read_image_set(train_path)
-    x_all = to_tensor(images).contiguous() * 2 - 1
+    device = default_device()
+    x_all = (to_tensor(images).contiguous() * 2 - 1).to(device)
     torch.manual_seed(derive_seed(seed, "ddpm-init"))
-    unet = UNet2DModel(**_unet_config(settings, images.shape[1], images.shape[-1]))
+    unet = UNet2DModel(**_unet_config(settings, images.shape[1], images.shape[-1])).to(device)
     scheduler = DDPMScheduler(num_train_timesteps=settings.get("train_timesteps", 1000))
     ema = EMAModel(unet.parameters(), decay=settings.get("ema_decay", 0.999))
     optimizer = torch.optim.AdamW(unet.parameters(), lr=settings["lr"], weight_decay=0.0)
@@ -57,11 +59,12 @@ def train_ddpm(train_path, out_dir, settings: dict, seed: int, progress: bool = 
     noise_gen = torch.Generator().manual_seed(derive_seed(seed, "ddpm-noise"))
     unet.train()
     for step in tqdm(range(steps), desc="train ddpm", disable=not progress, mininterval=10):
-        x0 = x_all[torch.from_numpy(generator.integers(0, len(x_all), batch))]
+        x0 = x_all[torch.from_numpy(generator.integers(0, len(x_all), batch)).to(device)]
         if settings.get("flip", False):
-            x0 = torch.where(torch.rand(batch, 1, 1, 1, generator=noise_gen) < 0.5, x0.flip(3), x0)
-        noise = torch.randn(x0.shape, generator=noise_gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=noise_gen)
+            flip = (torch.rand(batch, 1, 1, 1, generator=noise_gen) < 0.5).to(device)
+            x0 = torch.where(flip, x0.flip(3), x0)
+        noise = torch.randn(x0.shape, generator=noise_gen).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=noise_gen).to(device)
         loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -73,7 +76,7 @@ def train_ddpm(train_path, out_dir, settings: dict, seed: int, progress: bool = 
             log.info("ddpm step %d loss %.4f", step, loss.item())
     ema_unet = copy.deepcopy(unet)
     ema.copy_to(ema_unet.parameters())
-    save_pipeline(DDPMPipeline(unet=ema_unet.eval(), scheduler=scheduler), out_dir)
+    save_pipeline(DDPMPipeline(unet=ema_unet.eval().cpu(), scheduler=scheduler), out_dir)
 
 
 def save_pipeline(pipeline, out_dir) -> None:
@@ -121,7 +124,7 @@ def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, pr
     """Sample one shard. Every image has its own noise generator, seeded from (seed, global image
     index), so the images do not depend on the shard count, the batch size or which job ran."""
     start, stop = shard_bounds(settings["n_images"], settings["n_shards"], shard)
-    pipeline = load_pipeline(model, settings["scheduler"])
+    pipeline = load_pipeline(model, settings["scheduler"]).to(default_device())
     pipeline.set_progress_bar_config(disable=True)
     unet_cfg = pipeline.unet.config
     shape = (unet_cfg.sample_size, unet_cfg.sample_size, unet_cfg.in_channels)

@@ -19,7 +19,7 @@ from .artifacts import (ArtifactError, image_set_length, iter_image_blocks, prov
                         read_attrs, read_image_set, write_arrays, write_csv)
 from .evaluation import predict
 from .loaders import to_tensor
-from .models import load_model
+from .models import default_device, load_model
 from .training import train
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,9 @@ def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, hi
         train_settings = {k: v for k, v in settings.items() if k != "checkpoint"}
         train(train_path, model_out, history_out, checkpoint_path, train_settings, seed)
     model, _ = load_model(model_out, expect_classes=num_classes)
+    device = default_device()
     images, labels = read_image_set(test_path, num_classes)
-    test_acc = (predict(model, to_tensor(images)).numpy() == labels).mean()
+    test_acc = (predict(model.to(device), to_tensor(images).to(device)).cpu().numpy() == labels).mean()
     log.info("%s test accuracy %.4f", slot, test_acc)
     write_csv(pd.DataFrame([dict(slot=slot, arch=settings["arch"], source=given or "trained",
                                  test_acc=float(test_acc), n_test=len(labels))]), metrics_out)
@@ -50,11 +51,13 @@ def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, hi
 
 def class_probabilities(model, images_path, batch: int = 1024, progress: bool = True) -> np.ndarray:
     n = image_set_length(images_path)
+    device = default_device()
+    model.to(device)
     probs = []
     with torch.no_grad():
         for _, block in tqdm(iter_image_blocks(images_path, batch), total=-(-n // batch),
                              desc=f"label {Path(images_path).name}", disable=not progress, mininterval=10):
-            probs.append(torch.softmax(model(to_tensor(block)), 1).numpy().astype(np.float32))
+            probs.append(torch.softmax(model(to_tensor(block).to(device)), 1).float().cpu().numpy())
     return np.concatenate(probs)
 
 

@@ -14,6 +14,11 @@ import torch.nn.functional as F
 from .artifacts import ArtifactError, load_torch, save_torch
 
 
+def default_device() -> torch.device:
+    """The first CUDA device when there is one (under SLURM, the job's GPU), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class Normalize(nn.Module):
     def __init__(self, mean, std):
         super().__init__()
@@ -29,8 +34,8 @@ def _conv_bn(cin, cout):
 
 
 def small_cnn(in_channels: int, num_classes: int, width: int = 16) -> nn.Module:
-    """A compact CNN for 8x8 to 32x32 images (the digits default; 16-32-64 channels keep
-    AutoAttack on the digits test set to about a minute on one CPU core)."""
+    """A compact CNN for 8x8 to 32x32 images (the digits default). 16-32-64 channels keep
+    AutoAttack on the 450 digits test images under two minutes on one CPU core."""
     return nn.Sequential(
         *_conv_bn(in_channels, width), *_conv_bn(width, width), nn.MaxPool2d(2),
         *_conv_bn(width, 2 * width), *_conv_bn(2 * width, 2 * width), nn.MaxPool2d(2),

@@ -1,7 +1,9 @@
-"""PORT training: adversarial (or standard) training on real and synthetic batches mixed 1:1.
+"""PORT training: adversarial, stability (for randomized smoothing) or standard training on
+real and synthetic batches mixed 1:1.
 
-loss = gamma * CE(real half) + (1 - gamma) * CE(synthetic half), as the paper states it
-(the official code's concatenation amounts to gamma = 0.5). SGD with momentum, cosine
+loss = gamma * L(real half) + (1 - gamma) * L(synthetic half), as the paper states it (the
+official code's concatenation amounts to gamma = 0.5). L is cross-entropy on PGD examples,
+or CE + beta * KL(f(x) || f(x + noise)) for smoothing (the paper's stability training). SGD with momentum, cosine
 learning rate per step, weight decay. Model selection uses a held-out split of the real
 training images, never the test set. A checkpoint is written atomically after every
 epoch; a rerun with the same settings resumes from it and gives the same final model.
@@ -26,7 +28,7 @@ from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, s
 from .attacks import batchnorm_mode, pgd
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
-from .models import build_model, model_spec, save_model
+from .models import build_model, default_device, model_spec, save_model
 from .seeds import derive_seed, rng
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class TrainSettings:
     weight_decay: float = 5e-4
     gamma: float = 0.4
     threat: dict | None = None
+    smoothing: dict | None = None
     attack_batchnorm: str = "train"
     crop_padding: int = 0
     flip: bool = False
@@ -96,13 +99,26 @@ def mix_batches(x_real, y_real, x_syn=None, y_syn=None):
     return torch.cat([x_real, x_syn]), torch.cat([y_real, y_syn]), len(x_real)
 
 
+def weighted_halves(per_sample: torch.Tensor, n_real: int, gamma: float):
+    """(gamma * mean(real half) + (1 - gamma) * mean(synthetic half), real mean, synthetic mean);
+    the plain mean when there is no synthetic half."""
+    loss_real = per_sample[:n_real].mean()
+    if n_real == len(per_sample):
+        return loss_real, loss_real, torch.zeros(())
+    loss_syn = per_sample[n_real:].mean()
+    return gamma * loss_real + (1.0 - gamma) * loss_syn, loss_real, loss_syn
+
+
 def port_loss(logits, y, n_real: int, gamma: float):
     """gamma * CE(real) + (1 - gamma) * CE(synthetic); plain CE when there is no synthetic half."""
-    loss_real = F.cross_entropy(logits[:n_real], y[:n_real])
-    if n_real == len(y):
-        return loss_real, loss_real, torch.zeros(())
-    loss_syn = F.cross_entropy(logits[n_real:], y[n_real:])
-    return gamma * loss_real + (1.0 - gamma) * loss_syn, loss_real, loss_syn
+    return weighted_halves(F.cross_entropy(logits, y, reduction="none"), n_real, gamma)
+
+
+def stability_loss(logits, noisy_logits, y, beta: float) -> torch.Tensor:
+    """Per-image CE(f(x), y) + beta * KL(f(x) || f(x + noise)) (stability training)."""
+    log_clean = F.log_softmax(logits, 1)
+    kl = (log_clean.exp() * (log_clean - F.log_softmax(noisy_logits, 1))).sum(1)
+    return F.cross_entropy(logits, y, reduction="none") + beta * kl
 
 
 def file_identity(path) -> list:
@@ -128,12 +144,13 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
     synthetic = None
     if synthetic_path is not None:
         synthetic = ChunkShuffleStream(synthetic_path, cfg.batch_size, derive_seed(seed, "syn"), cfg.buffer_chunks)
-    x_val, y_val = to_tensor(images[val_idx]), torch.from_numpy(labels[val_idx])
+    device = default_device()
+    x_val, y_val = to_tensor(images[val_idx]).to(device), torch.from_numpy(labels[val_idx]).to(device)
 
     spec = model_spec(cfg.arch, images.shape[-1], num_classes, images.shape[1],
                       attrs["channel_mean"], attrs["channel_std"])
     torch.manual_seed(derive_seed(seed, "init"))
-    model = build_model(**spec)
+    model = build_model(**spec).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(real)
@@ -174,11 +191,17 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
                 if cfg.augment_synthetic:
                     xs = augment(xs, aug_gen, cfg.crop_padding, cfg.flip)
             x, y, n_real = mix_batches(xr, torch.from_numpy(yr_np), xs, ys)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if attack is not None:
                 with batchnorm_mode(model, cfg.attack_batchnorm):
                     x = attack(model, x, y)
             logits = model(x)
-            loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma)
+            if cfg.smoothing:
+                noisy_logits = model(x + torch.randn_like(x) * cfg.smoothing["sigma"])
+                per_sample = stability_loss(logits, noisy_logits, y, cfg.smoothing["beta"])
+                loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
+            else:
+                loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma)
             if not torch.isfinite(loss):
                 raise ArtifactError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
@@ -192,9 +215,14 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
 
         model.eval()
         val_clean = accuracy(model, x_val, y_val)
-        val_robust = accuracy(model, x_val, y_val, attack=attack, attack_steps=cfg.val_attack_steps) \
-            if attack is not None else float("nan")
-        score = val_robust if attack is not None else val_clean
+        if attack is not None:
+            val_robust = accuracy(model, x_val, y_val, attack=attack, attack_steps=cfg.val_attack_steps)
+        elif cfg.smoothing:  # accuracy under one draw of the smoothing noise: a cheap proxy
+            noise = torch.randn(x_val.shape, generator=torch.Generator().manual_seed(seed)).to(x_val.device)
+            val_robust = accuracy(model, x_val + noise * cfg.smoothing["sigma"], y_val)
+        else:
+            val_robust = float("nan")
+        score = val_clean if np.isnan(val_robust) else val_robust
         state["seconds"] += train_seconds
         state["history"].append(dict(
             epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], loss_real=float(totals[0] / len(real)),
