@@ -251,3 +251,27 @@ def test_checkpoint_for_other_input_files_is_ignored(toy_data, tmp_path, monkeyp
     monkeypatch.setattr(training, "ArrayBatches", Recording)
     _run(toy_data, tmp_path)
     assert trained_epochs == [0, 1], "the stale checkpoint must not be resumed"
+
+
+def test_stability_loss_is_ce_plus_beta_kl_clean_to_noisy():
+    torch.manual_seed(0)
+    logits, noisy, y = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 4, (6,))
+    p, q = torch.softmax(logits, 1), torch.softmax(noisy, 1)
+    kl = (p * (p.log() - q.log())).sum(1)  # KL(f(x) || f(x + noise)), by hand
+    expected = torch.nn.functional.cross_entropy(logits, y, reduction="none") + 6.0 * kl
+    assert torch.allclose(training.stability_loss(logits, noisy, y, beta=6.0), expected, atol=1e-6)
+    same = training.stability_loss(logits, logits, y, beta=6.0)
+    assert torch.allclose(same, torch.nn.functional.cross_entropy(logits, y, reduction="none"), atol=1e-6)
+
+
+def test_weighted_halves_weights_real_and_synthetic_means():
+    per_sample = torch.tensor([1.0, 3.0, 10.0, 20.0])
+    loss, real, syn = training.weighted_halves(per_sample, n_real=2, gamma=0.25)
+    assert real.item() == 2.0 and syn.item() == 15.0 and loss.item() == pytest.approx(0.25 * 2 + 0.75 * 15)
+
+
+def test_smoothing_training_runs_with_noise_validation(toy_data, tmp_path):
+    settings = {**SETTINGS, "epochs": 1, "threat": None, "smoothing": {"sigma": 0.25, "beta": 6.0}}
+    _run(toy_data, tmp_path, settings)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["val_robust_acc"].between(0, 1).all() and np.isfinite(history["loss_synthetic"]).all()

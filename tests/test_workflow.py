@@ -22,6 +22,8 @@ TINY = {
         "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
         "training": {"epochs": 2, "batch_size": 32},
         "evaluation": {"n_test": 30, "pgd_steps": 3},
+        "smoothing": {"epochs": 2, "radii": [0.0, 0.25, 0.5],
+                      "certify": {"n0": 10, "n": 200, "batch_size": 200, "skip": 30}},
     }},
 }
 
@@ -57,6 +59,20 @@ def test_digits_dag_writes_summary_tables(tiny_run):
 
 
 @pytest.mark.integration
+def test_digits_dag_certifies_smoothed_classifiers(tiny_run):
+    table = pd.read_csv(tiny_run / "results/digits/port_smooth.csv")
+    assert sorted(set(table["method"])) == ["baseline", "port"]
+    assert sorted(set(table["radius"])) == [0.0, 0.25, 0.5]
+    for _, run in table.groupby("method"):
+        accuracy = run.sort_values("radius")["certified_acc"].to_numpy()
+        assert (accuracy[:-1] >= accuracy[1:]).all() and (accuracy <= 1).all()  # falls with the radius
+    assert (table["n_certified"] == 15).all()  # every 30th of the 450 test images
+    certificates = pd.read_csv(tiny_run / "results/digits/certify/port_small_cnn_seed0.csv")
+    assert list(certificates.columns[:6]) == ["idx", "label", "predict", "radius", "correct", "smoothed_predict"]
+    assert (tiny_run / "results/digits/port_smooth.png").stat().st_size > 0
+
+
+@pytest.mark.integration
 def test_digits_dag_artifacts_follow_the_convention(tiny_run):
     base = tiny_run / "results/digits"
     with h5py.File(base / "synthetic/ddpm/images.h5") as handle:
@@ -74,7 +90,8 @@ def test_digits_dag_artifacts_follow_the_convention(tiny_run):
     assert not list(tiny_run.rglob("*.tmp")), "temporary files left behind"
     logs = {p.relative_to(tiny_run / "logs").parts[0] for p in (tiny_run / "logs").rglob("*.log")}
     assert {"prepare_data", "train_ddpm", "sample_shard", "merge_shards", "train_labeler", "pseudo_label",
-            "filter_synthetic", "select_synthetic", "train_robust", "evaluate", "summarize"} <= logs
+            "filter_synthetic", "select_synthetic", "train_robust", "evaluate", "summarize", "train_smooth",
+            "certify", "summarize_smooth"} <= logs
 
 
 @pytest.mark.integration

@@ -57,8 +57,8 @@ class Smooth:
 
     def _sample_noise(self, x: torch.Tensor, num: int, batch_size: int,
                       generator: torch.Generator | None = None) -> np.ndarray:
-        """Class counts of f(x + e) over `num` noise draws for one CHW image x. Noise comes
-        from `generator` on its own device, so a seed gives the same counts for any batch split."""
+        """Class counts of f(x + e) over `num` noise draws for one CHW image x. Noise is drawn
+        from `generator` on the generator's device, so a seed fixes the counts."""
         self.base_classifier.eval()
         device = generator.device if generator is not None else x.device
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
