@@ -23,15 +23,6 @@ from port.generators import (load_pipeline, make_shard, merge_shards, resize_ima
                              shard_bounds, train_ddpm)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny convolutions are fastest (and immune to CPU contention) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_unet(channels: int, seed: int = 0) -> UNet2DModel:
     torch.manual_seed(seed)
     return UNet2DModel(sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),

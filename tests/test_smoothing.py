@@ -17,14 +17,6 @@ from port.smoothing import Smooth, certified_accuracy, certify_dataset, lower_co
 SHAPE = (1, 4, 4)  # one tiny CHW image: noise is cheap, the statistics are what matter
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -95,15 +95,6 @@ def test_held_out_split_is_a_seeded_partition():
 NUM_CLASSES = 4
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine makes two threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _toy_images(n, seed):
     """8x8 grey images; class k has a bright quadrant k, plus noise."""
     rng = np.random.default_rng(seed)
