@@ -78,7 +78,10 @@ def test_digits_dag_artifacts_follow_the_convention(tiny_run):
     with h5py.File(base / "synthetic/ddpm/images.h5") as handle:
         images = handle["images"]
         assert images.shape == (240, 8, 8, 1) and images.dtype == "uint8" and images.chunks[1:] == (8, 8, 1)
-        assert {"stage", "params_hash", "versions"} <= set(handle.attrs)
+        assert {"stage", "params_hash", "versions"} <= set(handle.attrs) and handle.attrs["dataset"] == "digits"
+    for name in ("labels.h5", "filter.h5", "selected/random.h5"):
+        with h5py.File(base / "synthetic/ddpm" / name) as handle:
+            assert handle.attrs["dataset"] == "digits", name
     with h5py.File(base / "synthetic/ddpm/labels.h5") as handle:
         assert handle["lanet_probs"].shape == (240, 10) and handle["splitnet_probs"].shape == (240, 10)
     counts = pd.read_csv(base / "synthetic/ddpm/filter_counts.csv")

@@ -212,6 +212,12 @@ def read_attrs(path) -> dict:
         return dict(handle.attrs)
 
 
+def dataset_of(path) -> str | None:
+    """The dataset name an artifact descends from, carried down the chain of stages."""
+    value = read_attrs(path).get("dataset")
+    return None if value is None else str(value)
+
+
 def validate_image_set(path, num_classes: int | None = None, require_labels: bool = True,
                        image_shape: tuple | None = None) -> int:
     """Check an image set's structure cheaply (no full read of images). Returns N."""

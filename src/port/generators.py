@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, ImageWriter, iter_image_blocks, provenance, read_attrs,
+from .artifacts import (ArtifactError, ImageWriter, dataset_of, iter_image_blocks, provenance, read_attrs,
                         read_image_set, validate_image_set)
 from .data import load_npz_images
 from .loaders import to_tensor
@@ -120,7 +120,8 @@ def shard_bounds(n_images: int, n_shards: int, shard: int) -> tuple[int, int]:
     return int(edges[shard]), int(edges[shard + 1])
 
 
-def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True) -> None:
+def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True,
+                 dataset: str | None = None) -> None:
     """Sample one shard. Every image has its own noise generator, seeded from (seed, global image
     index), so the images do not depend on the shard count, the batch size or which job ran."""
     start, stop = shard_bounds(settings["n_images"], settings["n_shards"], shard)
@@ -130,7 +131,7 @@ def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, pr
     shape = (unet_cfg.sample_size, unet_cfg.sample_size, unet_cfg.in_channels)
     out_size = settings.get("image_size") or unet_cfg.sample_size
     batch = settings["batch_size"]
-    attrs = provenance("sample", settings, seed, shard=shard, image_offset=start, model=str(model))
+    attrs = provenance("sample", settings, seed, shard=shard, image_offset=start, model=str(model), dataset=dataset)
     kwargs = {"eta": settings.get("eta", 0.0)} if settings["scheduler"] == "ddim" else {}
     with ImageWriter(out_path, (out_size, out_size, shape[2]), attrs) as writer:
         for offset in tqdm(range(start, stop, batch), desc=f"sample shard {shard}", disable=not progress,
@@ -167,7 +168,7 @@ def merge_shards(shard_paths, out_path) -> int:
     first = next((block for path in shard_paths for _, block in iter_image_blocks(path, block=1)), None)
     if first is None:
         raise ArtifactError(f"{shard_paths[0]}: no images in any of the {len(shard_paths)} shard(s)")
-    attrs = provenance("merge", {"shards": [str(p) for p in shard_paths]})
+    attrs = provenance("merge", {"shards": [str(p) for p in shard_paths]}, dataset=dataset_of(shard_paths[0]))
     with ImageWriter(out_path, first.shape[1:], attrs) as writer:
         for path in shard_paths:
             if offsets[path] is not None and int(offsets[path]) != writer.count:
@@ -177,22 +178,23 @@ def merge_shards(shard_paths, out_path) -> int:
         return writer.count
 
 
-def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int) -> None:
+def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
     """One shard of a pre-sampled set (key `image`, optional `label`, as the public sets ship)."""
     images, labels = load_npz_images(npz_path, settings.get("image_key", "image"), settings.get("label_key"))
     n_images = min(settings.get("n_images") or len(images), len(images))
     start, stop = shard_bounds(n_images, settings["n_shards"], shard)
-    attrs = provenance("import_npz", settings, seed, shard=shard, image_offset=start, source=str(npz_path))
+    attrs = provenance("import_npz", settings, seed, shard=shard, image_offset=start, source=str(npz_path),
+                       dataset=dataset)
     arrays = {"source_labels": labels[start:stop]} if labels is not None else {}
     with ImageWriter(out_path, images.shape[1:], attrs) as writer:
         writer.append(images[start:stop], **arrays)
 
 
-def make_shard(source: str, out_path, shard: int, settings: dict, seed: int) -> None:
+def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
     """Produce one shard of a generator's images, whatever its kind."""
     if settings["kind"] == "diffusers":
-        sample_shard(source, out_path, shard, settings, seed)
+        sample_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "npz":
-        import_npz_shard(source, out_path, shard, settings, seed)
+        import_npz_shard(source, out_path, shard, settings, seed, dataset=dataset)
     else:
         raise ArtifactError(f"unknown generator kind '{settings['kind']}' (known: diffusers, npz)")

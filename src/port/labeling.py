@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, image_set_length, iter_image_blocks, provenance, read_arrays,
+from .artifacts import (ArtifactError, dataset_of, image_set_length, iter_image_blocks, provenance, read_arrays,
                         read_attrs, read_image_set, write_arrays, write_csv)
 from .evaluation import predict
 from .loaders import to_tensor
@@ -68,7 +68,8 @@ def pseudo_label(images_path, lanet_path, splitnet_path, out_path, progress: boo
     splitnet, _ = load_model(splitnet_path, expect_classes=num_classes)
     probs = {slot: class_probabilities(model, images_path, progress=progress)
              for slot, model in zip(SLOTS, (lanet, splitnet))}
-    attrs = provenance("pseudo_label", {"num_classes": num_classes}, None, images=str(images_path))
+    attrs = provenance("pseudo_label", {"num_classes": num_classes}, None, images=str(images_path),
+                       dataset=dataset_of(images_path))
     write_arrays(out_path, attrs, labels=probs["lanet"].argmax(1).astype(np.int64),
                  lanet_probs=probs["lanet"], splitnet_probs=probs["splitnet"])
 
@@ -92,7 +93,8 @@ def filter_images(labels_path, out_mask, out_counts, threshold: float) -> int:
         raise ArtifactError(f"{labels_path}: class probabilities contain NaN or Inf")
     keep = keep_mask(a.argmax(1), a.max(1), b.argmax(1), b.max(1), threshold)
     labels = arrays["labels"]
-    write_arrays(out_mask, provenance("filter", {"threshold": threshold}), keep=keep, labels=labels)
+    attrs = provenance("filter", {"threshold": threshold}, dataset=dataset_of(labels_path))
+    write_arrays(out_mask, attrs, keep=keep, labels=labels)
     classes = np.arange(a.shape[1])
     counts = pd.DataFrame({
         "class": classes,

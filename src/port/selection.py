@@ -10,7 +10,8 @@ import logging
 
 import numpy as np
 
-from .artifacts import ArtifactError, ImageWriter, image_set_length, iter_image_blocks, provenance, read_arrays
+from .artifacts import (ArtifactError, ImageWriter, dataset_of, image_set_length, iter_image_blocks, provenance,
+                        read_arrays)
 from .seeds import rng
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def select_images(images_path, filter_path, out_path, method: str, k: int | None
         raise ArtifactError(f"{filter_path}: filter covers {len(arrays['keep'])} images "
                             f"({len(arrays['labels'])} labels) but {images_path} holds {n_images}")
     chosen = choose(arrays["keep"], method, k, seed)
-    attrs = provenance("select", {"method": method, "k": k}, seed)
+    attrs = provenance("select", {"method": method, "k": k}, seed, dataset=dataset_of(images_path))
     mask = np.zeros(len(arrays["keep"]), dtype=bool)
     mask[chosen] = True
     first = next(iter_image_blocks(images_path, block=1))[1]

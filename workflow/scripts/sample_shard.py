@@ -3,4 +3,4 @@ from port.logs import logged_job
 
 with logged_job(snakemake):
     make_shard(snakemake.params.source, snakemake.output[0], int(snakemake.wildcards.shard),
-               snakemake.params.settings, snakemake.params.seed)
+               snakemake.params.settings, snakemake.params.seed, dataset=snakemake.wildcards.dataset)
