@@ -41,6 +41,7 @@ include: "rules/label.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/smooth.smk"
+include: "rules/report.smk"
 
 
 rule all:

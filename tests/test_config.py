@@ -171,13 +171,14 @@ def test_labeler_and_generator_settings_sorted(config):
 
 
 def test_targets_and_run_paths(config):
-    assert final_targets(config) == ["results/digits/port_linf.csv", "results/digits/port_l2.csv",
-                                     "results/digits/port_smooth.csv"]
-    assert final_targets(config, ["cifar10"]) == ["results/cifar10/port_linf.csv", "results/cifar10/port_l2.csv",
-                                                  "results/cifar10/port_smooth.csv"]
+    figures = ["training_curves_linf.png", "training_curves_l2.png", "synthetic/ddpm/samples_per_class.png"]
+    assert final_targets(config) == [f"results/digits/{name}" for name in
+                                     ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures]]
+    assert final_targets(config, ["cifar10"]) == [f"results/cifar10/{name}" for name in
+                                                  ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures]]
     no_smoothing = {**config, "datasets": {"digits": {k: v for k, v in config["datasets"]["digits"].items()
                                                       if k != "smoothing"}}}
-    assert final_targets(no_smoothing) == ["results/digits/port_linf.csv", "results/digits/port_l2.csv"]
+    assert "results/digits/port_smooth.csv" not in final_targets(no_smoothing)
     paths = run_paths(config, "cifar10", "linf", "model.pt")
     assert len(paths) == 2 * 2 * 1  # methods x architectures x seeds
     assert "results/cifar10/runs/linf/port/wrn-34-10/seed0/model.pt" in paths

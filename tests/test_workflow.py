@@ -94,7 +94,18 @@ def test_digits_dag_artifacts_follow_the_convention(tiny_run):
     logs = {p.relative_to(tiny_run / "logs").parts[0] for p in (tiny_run / "logs").rglob("*.log")}
     assert {"prepare_data", "train_ddpm", "sample_shard", "merge_shards", "train_labeler", "pseudo_label",
             "filter_synthetic", "select_synthetic", "train_robust", "evaluate", "summarize", "train_smooth",
-            "certify", "summarize_smooth"} <= logs
+            "certify", "summarize_smooth", "plot_synthetic", "plot_training_curves"} <= logs
+
+
+@pytest.mark.integration
+def test_report_builds_offline_with_tables_and_figures(tiny_run):
+    result = snakemake(tiny_run, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (tiny_run / "report.html").read_text()
+    for name in ("port_linf.csv", "port_l2.csv", "port_smooth.csv", "port_smooth.png", "filter_counts.csv",
+                 "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv"):
+        assert name in html, name
+    assert "<script src=" not in html  # everything inlined: opens offline
 
 
 @pytest.mark.integration

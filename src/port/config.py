@@ -115,9 +115,12 @@ def final_targets(config: dict, datasets=None) -> list[str]:
     names = config.get("default_datasets", []) if datasets is None else datasets
     targets = []
     for name in names:
-        targets += [f"results/{name}/port_{threat}.csv" for threat in config["datasets"][name]["threats"]]
-        if "smoothing" in config["datasets"][name]:
+        ds = config["datasets"][name]
+        targets += [f"results/{name}/port_{threat}.csv" for threat in ds["threats"]]
+        if "smoothing" in ds:
             targets.append(f"results/{name}/port_smooth.csv")
+        targets += [f"results/{name}/training_curves_{threat}.png" for threat in ds["threats"]]
+        targets.append(f"results/{name}/synthetic/{ds['training']['generator']}/samples_per_class.png")
     return targets
 
 

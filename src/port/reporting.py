@@ -60,3 +60,72 @@ def summarize_certification(certificate_csvs, model_paths, rows, radii, sigma, o
         figure.savefig(tmp, format="png", dpi=120)
     plt.close(figure)
     return table
+
+
+def _image_grid(images, titles, columns: int, out_png, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 1.0 + 0.4), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, caption in zip(axes.flat, images, titles):
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        axis.set_title(caption, fontsize=6)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    with atomic_path(out_png) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def plot_synthetic_grids(images_path, labels_path, filter_path, per_class_png, discarded_png, per_class: int,
+                         seed: int) -> None:
+    """Kept synthetic images per pseudo-label class, and discarded ones with both labelers'
+    answers (the paper's Figure 5d): a quick visual check of the generator and the filter."""
+    import h5py
+    import numpy as np
+
+    from .artifacts import read_arrays
+    from .seeds import rng
+
+    arrays = read_arrays(labels_path, "labels", "lanet_probs", "splitnet_probs")
+    keep = read_arrays(filter_path, "keep")["keep"]
+    labels, num_classes = arrays["labels"], arrays["lanet_probs"].shape[1]
+    generator = rng(seed, "report-grid")
+    kept = [np.sort(generator.permutation(np.flatnonzero(keep & (labels == c)))[:per_class])
+            for c in range(num_classes)]
+    discarded = np.sort(generator.permutation(np.flatnonzero(~keep))[:per_class * 4])
+    with h5py.File(images_path, "r") as handle:
+        images = handle["images"]
+        grid = [(images[i], f"class {c}") for c, idx in enumerate(kept) for i in idx]
+        _image_grid([g[0] for g in grid], [g[1] for g in grid], per_class, per_class_png,
+                    "synthetic images that passed the filter, by pseudo-label")
+        lanet, splitnet = arrays["lanet_probs"][discarded], arrays["splitnet_probs"][discarded]
+        titles = [f"{a.argmax()} ({a.max():.2f}) / {b.argmax()} ({b.max():.2f})" for a, b in zip(lanet, splitnet)]
+        _image_grid([images[i] for i in discarded], titles, per_class, discarded_png,
+                    f"discarded: {int((~keep).sum())} of {len(keep)} (lanet / splitnet class and confidence)")
+
+
+def plot_training_curves(history_csvs, run_labels, out_png) -> None:
+    """Validation clean and robust accuracy per epoch for every run of one threat model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (clean, robust) = plt.subplots(1, 2, figsize=(8, 3.2), sharex=True)
+    for csv, label in zip(history_csvs, run_labels, strict=True):
+        history = read_csv(csv)
+        clean.plot(history["epoch"], history["val_clean_acc"], label=label)
+        robust.plot(history["epoch"], history["val_robust_acc"], label=label)
+    clean.set(xlabel="epoch", ylabel="accuracy", title="validation, clean")
+    robust.set(xlabel="epoch", title="validation, robust (PGD or noise)")
+    robust.legend(fontsize=7)
+    figure.tight_layout()
+    with atomic_path(out_png) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)

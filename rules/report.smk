@@ -1,0 +1,57 @@
+# Figures for the shareable report (`snakemake --report report.html`).
+
+
+rule plot_synthetic:
+    input:
+        images="results/{dataset}/synthetic/{generator}/images.h5",
+        labels="results/{dataset}/synthetic/{generator}/labels.h5",
+        mask="results/{dataset}/synthetic/{generator}/filter.h5",
+    output:
+        per_class=report(
+            "results/{dataset}/synthetic/{generator}/samples_per_class.png",
+            caption="../report/samples_per_class.rst",
+            category="Synthetic data",
+            labels={"dataset": "{dataset}", "generator": "{generator}", "figure": "samples per class"},
+        ),
+        discarded=report(
+            "results/{dataset}/synthetic/{generator}/discarded.png",
+            caption="../report/discarded.rst",
+            category="Synthetic data",
+            labels={"dataset": "{dataset}", "generator": "{generator}", "figure": "discarded images"},
+        ),
+    params:
+        per_class=10,
+        seed=config["seed"],
+    log:
+        "logs/plot_synthetic/{dataset}/{generator}.log",
+    benchmark:
+        "benchmarks/plot_synthetic/{dataset}/{generator}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/plot_synthetic.py"
+
+
+rule plot_training_curves:
+    input:
+        lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, "history.csv"),
+    output:
+        report(
+            "results/{dataset}/training_curves_{threat}.png",
+            caption="../report/training_curves.rst",
+            category="Training curves",
+            labels={"dataset": "{dataset}", "threat": "{threat}"},
+        ),
+    params:
+        run_labels=lambda wc: [
+            p.split("/runs/")[1].rsplit("/", 1)[0]
+            for p in port_config.run_paths(config, wc.dataset, wc.threat, "history.csv")
+        ],
+    log:
+        "logs/plot_training_curves/{dataset}/{threat}.log",
+    benchmark:
+        "benchmarks/plot_training_curves/{dataset}/{threat}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/plot_training_curves.py"
