@@ -26,7 +26,8 @@ from port.evaluation import accuracy
 from port.loaders import to_tensor
 from port.models import load_model
 from port.seeds import rng
-from port.training import Attack, train
+from port.attacks import Attack
+from port.training import train
 
 RESULTS = Path("results/digits")
 

@@ -263,10 +263,9 @@ def image_set_length(path) -> int:
         return handle["images"].shape[0]
 
 
-def iter_image_blocks(path, block: int = CHUNK_IMAGES, start: int = 0, stop: int | None = None):
+def iter_image_blocks(path, block: int = CHUNK_IMAGES):
     """Yield (offset, uint8 images) in order, one contiguous block at a time."""
     with _open(path) as handle:
         images = handle["images"]
-        stop = images.shape[0] if stop is None else stop
-        for offset in range(start, stop, block):
-            yield offset, images[offset:min(offset + block, stop)]
+        for offset in range(0, images.shape[0], block):
+            yield offset, images[offset:offset + block]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -69,3 +70,21 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: floa
             delta = project(delta + step_size * step, norm, eps)
             delta = (x + delta).clamp(0, 1) - x
     return (x + delta).detach()
+
+
+@dataclass
+class Attack:
+    """A threat model's PGD settings, callable on (model, x, y); `steps` overrides for cheap checks."""
+    norm: str
+    eps: float
+    step_size: float
+    steps: int
+
+    @classmethod
+    def from_settings(cls, threat: dict | None) -> "Attack | None":
+        if not threat:
+            return None
+        return cls(threat["norm"], float(threat["eps"]), float(threat["step_size"]), int(threat["steps"]))
+
+    def __call__(self, model, x, y, steps: int | None = None):
+        return pgd(model, x, y, self.norm, self.eps, self.step_size, self.steps if steps is None else steps)

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import read_image_set, write_csv
+from .attacks import Attack
 from .loaders import to_tensor
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ def test_subset(n: int, n_test: int | None) -> np.ndarray:
 def evaluate(model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
     """Evaluate one trained model and write a one-row CSV (row identity + metrics)."""
     from .models import default_device, load_model
-    from .training import Attack
 
     model, spec = load_model(model_path)
     device = default_device()

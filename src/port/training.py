@@ -25,30 +25,13 @@ from tqdm import tqdm
 
 from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, save_torch,
                         settings_hash, write_csv)
-from .attacks import batchnorm_mode, pgd
+from .attacks import Attack, batchnorm_mode
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
 from .models import build_model, default_device, model_spec, save_model
 from .seeds import derive_seed, rng
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Attack:
-    norm: str
-    eps: float
-    step_size: float
-    steps: int
-
-    @classmethod
-    def from_settings(cls, threat: dict | None) -> "Attack | None":
-        if not threat:
-            return None
-        return cls(threat["norm"], float(threat["eps"]), float(threat["step_size"]), int(threat["steps"]))
-
-    def __call__(self, model, x, y, steps: int | None = None):
-        return pgd(model, x, y, self.norm, self.eps, self.step_size, self.steps if steps is None else steps)
 
 
 @dataclass
