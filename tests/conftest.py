@@ -1,5 +1,10 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -10,3 +15,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "default_datasets": ["digits"],
+    "datasets": {"digits": {
+        "diffusion_models": {"ddpm": {"block_out_channels": [16, 32], "steps": 30, "batch_size": 32,
+                                      "warmup": 5}},
+        "generators": {"ddpm": {"steps": 4, "n_images": 240, "n_shards": 2, "batch_size": 64}},
+        "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
+        "training": {"epochs": 2, "batch_size": 32},
+        "evaluation": {"n_test": 30, "pgd_steps": 3},
+        "smoothing": {"epochs": 2, "radii": [0.0, 0.25, 0.5],
+                      "certify": {"n0": 10, "n": 200, "batch_size": 200, "skip": 30}},
+    }},
+}
+
+
+def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+               "--configfile", str(workdir / "tiny.yaml"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("digits_run")
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    result = run_snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir

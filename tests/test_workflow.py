@@ -1,46 +1,11 @@
-"""Integration: the real Snakemake DAG on digits with a tiny config, in a temporary directory."""
+"""Integration: the real Snakemake DAG on digits with a tiny config (the `tiny_run` fixture in conftest)."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-
-TINY = {
-    "default_datasets": ["digits"],
-    "datasets": {"digits": {
-        "diffusion_models": {"ddpm": {"block_out_channels": [16, 32], "steps": 30, "batch_size": 32,
-                                      "warmup": 5}},
-        "generators": {"ddpm": {"steps": 4, "n_images": 240, "n_shards": 2, "batch_size": 64}},
-        "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
-        "training": {"epochs": 2, "batch_size": 32},
-        "evaluation": {"n_test": 30, "pgd_steps": 3},
-        "smoothing": {"epochs": 2, "radii": [0.0, 0.25, 0.5],
-                      "certify": {"n0": 10, "n": 200, "batch_size": 200, "skip": 30}},
-    }},
-}
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(workdir / "tiny.yaml"), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=1200)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("digits_run")
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
+from conftest import run_snakemake
 
 
 @pytest.mark.integration
@@ -99,7 +64,7 @@ def test_digits_dag_artifacts_follow_the_convention(tiny_run):
 
 @pytest.mark.integration
 def test_report_builds_offline_with_tables_and_figures(tiny_run):
-    result = snakemake(tiny_run, "--report", "report.html")
+    result = run_snakemake(tiny_run, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (tiny_run / "report.html").read_text()
     for name in ("port_linf.csv", "port_l2.csv", "port_smooth.csv", "port_smooth.png", "filter_counts.csv",
@@ -110,6 +75,6 @@ def test_report_builds_offline_with_tables_and_figures(tiny_run):
 
 @pytest.mark.integration
 def test_second_run_has_nothing_to_do(tiny_run):
-    result = snakemake(tiny_run, "-n", "--cores", "2")
+    result = run_snakemake(tiny_run, "-n", "--cores", "2")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
