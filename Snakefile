@@ -1,5 +1,5 @@
-"""PORT (Sehwag et al., ICLR 2022) as a Snakemake workflow: sample -> label -> filter ->
-select -> PORT adversarial training -> AutoAttack. `snakemake --cores all` builds digits."""
+"""PORT (Sehwag et al., ICLR 2022) as a Snakemake workflow: sample -> label -> filter -> score ->
+select -> PORT adversarial training -> AutoAttack; ARC ranks generators. `snakemake --cores all` builds digits."""
 
 import os
 
@@ -7,6 +7,7 @@ from snakemake.utils import min_version, validate
 
 from port import config as port_config
 from port.seeds import derive_seed
+from port.selection import needs_scores
 
 min_version("9.0")
 
@@ -26,9 +27,10 @@ wildcard_constraints:
     generator=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     threat=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    selection=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     arch=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    method="|".join(port_config.METHODS),
+    method=port_config.RUN_METHOD,
+    selection=r"random|adaptive|group\d+",
+    eps_index=r"\d+",
     slot="lanet|splitnet",
     shard=r"\d+",
     seed=r"\d+",
@@ -38,6 +40,8 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/generate.smk"
 include: "rules/label.smk"
+include: "rules/discriminate.smk"
+include: "rules/rank.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/smooth.smk"

@@ -12,25 +12,32 @@ def run_seed(wildcards):
     return derive_seed(config["seed"], "run", int(wildcards.seed))
 
 
-def trained_model_dir(wc):
-    name = port_config.trained_diffusion_model(config, wc.dataset, wc.generator)
-    return [f"results/{wc.dataset}/diffusion/{name}"] if name else []
+def trained_generator_model(wc):
+    """The pipeline-trained model a generator samples from (none for hub ids and npz sets)."""
+    path = port_config.pipeline_model(config, wc.dataset, wc.generator)
+    return [path] if path else []
 
 
 def generator_source(wc):
-    """What the shard reads: a pipeline-trained model directory, a hub id/directory, or an npz."""
+    """What the shard reads: a pipeline-trained model, a hub id or directory, or an npz file."""
     gen = dataset_cfg(wc)["generators"][wc.generator]
-    trained = trained_model_dir(wc)
+    trained = trained_generator_model(wc)
     return trained[0] if trained else gen.get("model", gen.get("path"))
 
 
 RUN = "results/{dataset}/runs/{threat}/{method}/{arch}/seed{seed}"
+SYNTHETIC = "results/{dataset}/synthetic/{generator}"
 
 
 def synthetic_input(wc):
-    """PORT trains on the selected synthetic set; the baseline on real data only."""
-    if wc.method == "baseline":
+    """PORT trains on one selection of the training generator's images; the baseline on real data only."""
+    selection = port_config.selection_of(wc.method)
+    if selection is None:
         return []
-    ds = dataset_cfg(wc)
-    generator = ds["training"]["generator"]
-    return f"results/{wc.dataset}/synthetic/{generator}/selected/{ds['selection']['method']}.h5"
+    generator = dataset_cfg(wc)["training"]["generator"]
+    return f"results/{wc.dataset}/synthetic/{generator}/selected/{selection}.h5"
+
+
+def shard_files(pattern, count):
+    """Input function: one file per shard; count(dataset config, wildcards) gives how many."""
+    return lambda wc: [pattern.format(shard=i, **dict(wc.items())) for i in range(count(dataset_cfg(wc), wc))]

@@ -18,9 +18,28 @@ rule train_ddpm:
         "../workflow/scripts/train_ddpm.py"
 
 
+rule train_gan:
+    input:
+        train="results/{dataset}/data/train.h5",
+    output:
+        "results/{dataset}/gan/{model}.pt",
+    params:
+        settings=lambda wc: port_config.canonical(dataset_cfg(wc)["gan_models"][wc.model]),
+        seed=config["seed"],
+    priority: 10
+    log:
+        "logs/train_gan/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/train_gan/{dataset}/{model}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/train_gan.py"
+
+
 rule sample_shard:
     input:
-        trained_model_dir,
+        trained_generator_model,
     output:
         "results/{dataset}/synthetic/{generator}/shard_{shard}.h5",
     params:
@@ -40,10 +59,7 @@ rule sample_shard:
 
 rule merge_shards:
     input:
-        lambda wc: expand(
-            "results/{{dataset}}/synthetic/{{generator}}/shard_{shard}.h5",
-            shard=range(dataset_cfg(wc)["generators"][wc.generator]["n_shards"]),
-        ),
+        shard_files(f"{SYNTHETIC}/shard_{{shard}}.h5", lambda ds, wc: ds["generators"][wc.generator]["n_shards"]),
     output:
         "results/{dataset}/synthetic/{generator}/images.h5",
     priority: 10

@@ -22,20 +22,39 @@ rule train_labeler:
 
 rule pseudo_label:
     input:
-        images="results/{dataset}/synthetic/{generator}/images.h5",
+        images=f"{SYNTHETIC}/images.h5",
         lanet="results/{dataset}/labelers/lanet/model.pt",
         splitnet="results/{dataset}/labelers/splitnet/model.pt",
     output:
-        "results/{dataset}/synthetic/{generator}/labels.h5",
+        f"{SYNTHETIC}/labels/shard_{{shard}}.h5",
+    params:
+        n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
     priority: 10  # the synthetic-data chain is the critical path
     log:
-        "logs/pseudo_label/{dataset}/{generator}.log",
+        "logs/pseudo_label/{dataset}/{generator}/{shard}.log",
     benchmark:
-        "benchmarks/pseudo_label/{dataset}/{generator}.tsv"
+        "benchmarks/pseudo_label/{dataset}/{generator}/{shard}.tsv"
     conda:
         ENV
     script:
         "../workflow/scripts/pseudo_label.py"
+
+
+rule merge_labels:
+    input:
+        images=f"{SYNTHETIC}/images.h5",
+        shards=shard_files(f"{SYNTHETIC}/labels/shard_{{shard}}.h5", lambda ds, wc: ds["pseudo_label"]["n_shards"]),
+    output:
+        f"{SYNTHETIC}/labels.h5",
+    priority: 10
+    log:
+        "logs/merge_labels/{dataset}/{generator}.log",
+    benchmark:
+        "benchmarks/merge_labels/{dataset}/{generator}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/merge_arrays.py"
 
 
 rule filter_synthetic:
@@ -62,14 +81,20 @@ rule filter_synthetic:
         "../workflow/scripts/filter_synthetic.py"
 
 
+def selection_scores(wc):
+    return [f"{SYNTHETIC}/scores.h5".format(**dict(wc.items()))] if needs_scores(wc.selection) else []
+
+
 rule select_synthetic:
     input:
-        images="results/{dataset}/synthetic/{generator}/images.h5",
-        mask="results/{dataset}/synthetic/{generator}/filter.h5",
+        images=f"{SYNTHETIC}/images.h5",
+        mask=f"{SYNTHETIC}/filter.h5",
+        scores=selection_scores,
     output:
-        "results/{dataset}/synthetic/{generator}/selected/{selection}.h5",
+        f"{SYNTHETIC}/selected/{{selection}}.h5",
     params:
-        k=lambda wc: dataset_cfg(wc)["selection"]["k"],
+        k=lambda wc: None if wc.selection.startswith("group") else dataset_cfg(wc)["selection"]["k"],
+        n_groups=lambda wc: dataset_cfg(wc)["score_groups"]["n_groups"] if wc.selection.startswith("group") else None,
         seed=lambda wc: derive_seed(config["seed"], "selection", wc.selection),
     priority: 10
     log:

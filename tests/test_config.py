@@ -10,8 +10,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from port.config import (ConfigError, canonical, check_config, final_targets, generator_settings,
-                         labeler_settings, run_paths, training_settings)
+from port.config import (ConfigError, canonical, check_config, discriminator_settings, evaluation_settings, final_targets,
+                         generator_settings, labeler_settings, pipeline_model, run_paths, run_row, selection_of, training_settings, transfer_settings)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -103,7 +103,14 @@ def test_bad_configs_are_rejected_by_the_schema(raw_config, key, value):
 
 
 @pytest.mark.parametrize("change,names", [
-    (lambda c: _set(c, D + "training.generator", "gan"), "datasets.digits.training.generator"),
+    (lambda c: _set(c, D + "training.generator", "vae"), "datasets.digits.training.generator"),
+    (lambda c: _set(c, D + "generator_ranking.generators", ["ddpm", "vae"]), "datasets.digits.generator_ranking"),
+    (lambda c: _set(c, D + "generator_ranking.threat", "l1"), "datasets.digits.generator_ranking.threat"),
+    (lambda c: _set(c, D + "score_groups.threat", "l1"), "datasets.digits.score_groups.threat"),
+    (lambda c: _set(c, D + "discrimination.eps", [0.1, 0.0]), "datasets.digits.discrimination.eps"),
+    (lambda c: _set(c, D + "scores.discriminator_eps", 0.07), "datasets.digits.scores.discriminator_eps"),
+    (lambda c: _set(c, D + "selection.methods", ["random", "random"]), "datasets.digits.selection.methods"),
+    (lambda c: _set(c, D + "generators.gan.model", "missing"), "datasets.digits.generators.gan"),
     (lambda c: _set(c, D + "generators.ddpm.n_shards", 5001), "datasets.digits.generators.ddpm"),
     (lambda c: _set(c, D + "source", {"kind": "npz", "train": "train.npz"}), "datasets.digits.source"),
     (lambda c: _set(c, D + "source", {"kind": "npz", "test": "test.npz"}), "datasets.digits.source"),
@@ -173,12 +180,33 @@ def test_labeler_and_generator_settings_sorted(config):
 def test_targets_and_run_paths(config):
     figures = ["training_curves_linf.png", "training_curves_l2.png", "synthetic/ddpm/samples_per_class.png"]
     assert final_targets(config) == [f"results/digits/{name}" for name in
-                                     ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures]]
+                                     ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures, "arc.csv",
+                                      "generators.csv", "score_groups.csv"]]
+    # cifar10 ranks no generators and trains no score groups by default
     assert final_targets(config, ["cifar10"]) == [f"results/cifar10/{name}" for name in
                                                   ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures]]
     no_smoothing = {**config, "datasets": {"digits": {k: v for k, v in config["datasets"]["digits"].items()
                                                       if k != "smoothing"}}}
     assert "results/digits/port_smooth.csv" not in final_targets(no_smoothing)
     paths = run_paths(config, "cifar10", "linf", "model.pt")
-    assert len(paths) == 2 * 2 * 1  # methods x architectures x seeds
-    assert "results/cifar10/runs/linf/port/wrn-34-10/seed0/model.pt" in paths
+    assert len(paths) == 3 * 2 * 1  # (baseline, adaptive, random) x architectures x seeds
+    assert "results/cifar10/runs/linf/port-adaptive/wrn-34-10/seed0/model.pt" in paths
+    assert "results/cifar10/runs/linf/baseline/resnet18/seed0/model.pt" in paths
+
+
+def test_run_rows_and_settings_of_the_new_stages(config):
+    assert run_row(config, "digits", "baseline", "small_cnn", 0)["selection"] == "none"
+    row = run_row(config, "digits", "port-adaptive", "small_cnn", 1)
+    assert (row["method"], row["selection"], row["gamma"]) == ("port", "adaptive", 0.4)
+    clean = discriminator_settings(config, "digits", 0.0)
+    assert clean["threat"] is None and clean["gamma"] == 0.5 and clean["model_selection"] == "last"
+    robust = discriminator_settings(config, "digits", 0.05)
+    assert robust["threat"] == {"norm": "linf", "eps": 0.05, "step_size": 2.5 * 0.05 / 5, "steps": 5}
+    assert list(robust) == sorted(robust)
+    assert evaluation_settings(config, "digits", "port-group1")["autoattack"] is False
+    assert evaluation_settings(config, "digits", "port-random")["autoattack"] is True
+    assert transfer_settings(config, "digits")["threat"] == config["datasets"]["digits"]["threats"]["linf"]
+    assert selection_of("port-group2") == "group2" and selection_of("baseline") is None
+    assert pipeline_model(config, "digits", "gan") == "results/digits/gan/gan.pt"
+    assert pipeline_model(config, "digits", "ddpm-4steps") == "results/digits/diffusion/ddpm"
+    assert pipeline_model(config, "cifar10", "ddpm") is None  # a hub id

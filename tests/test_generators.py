@@ -315,8 +315,8 @@ def test_npz_shard_errors(tmp_path, npz_set):
         make_shard(str(tmp_path / "missing.npz"), tmp_path / "s.h5", 0, NPZ, seed=0)
     with pytest.raises(ArtifactError, match=r"no key 'x' \(keys: image, label\)"):
         make_shard(str(path), tmp_path / "s.h5", 0, {**NPZ, "image_key": "x"}, seed=0)
-    with pytest.raises(ArtifactError, match="unknown generator kind 'gan'"):
-        make_shard(str(path), tmp_path / "s.h5", 0, {**NPZ, "kind": "gan"}, seed=0)
+    with pytest.raises(ArtifactError, match="unknown generator kind 'vae'"):
+        make_shard(str(path), tmp_path / "s.h5", 0, {**NPZ, "kind": "vae"}, seed=0)
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -396,3 +396,36 @@ def test_train_ddpm_needs_labelled_real_images(tmp_path):
     with pytest.raises(ArtifactError, match="no 'labels' dataset"):
         train_ddpm(path, tmp_path / "model", DDPM_SETTINGS, seed=0, progress=False)
     assert not (tmp_path / "model").exists()
+
+
+# --- the class-conditional GAN -----------------------------------------------------------------------
+
+def test_gan_trains_and_samples_the_same_images_for_any_shard_count(tmp_path):
+    from port.gan import load_generator, sample_gan_shard, train_gan
+
+    rng_ = np.random.default_rng(0)
+    write_images(tmp_path / "train.h5", rng_.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8),
+                 {"num_classes": 4}, labels=np.arange(64) % 4)
+    train_gan(tmp_path / "train.h5", tmp_path / "gan.pt", {"z_dim": 8, "width": 8, "steps": 3, "batch_size": 16,
+                                                           "lr": 2e-4}, seed=0, progress=False)
+    assert load_generator(tmp_path / "gan.pt").embed.num_embeddings == 4
+    settings = {"kind": "gan", "n_images": 10, "batch_size": 4}
+    one = tmp_path / "one.h5"
+    sample_gan_shard(tmp_path / "gan.pt", one, 0, {**settings, "n_shards": 1}, seed=3, progress=False)
+    shards = [tmp_path / f"s{i}.h5" for i in range(3)]
+    for i, path in enumerate(shards):
+        sample_gan_shard(tmp_path / "gan.pt", path, i, {**settings, "n_shards": 3, "batch_size": 3}, seed=3,
+                         progress=False)
+    merge_shards(shards, tmp_path / "merged.h5")
+    with h5py.File(one) as a, h5py.File(tmp_path / "merged.h5") as b:
+        assert a["images"].shape == (10, 8, 8, 1) and a["images"].dtype == np.uint8
+        np.testing.assert_array_equal(a["images"][()], b["images"][()])
+        np.testing.assert_array_equal(a["source_labels"][()], np.arange(10) % 4)
+
+
+def test_gan_checkpoint_of_another_kind_is_refused(tmp_path):
+    from port.gan import load_generator
+
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "x.pt")
+    with pytest.raises(ArtifactError, match="not a port-pipeline GAN"):
+        load_generator(tmp_path / "x.pt")

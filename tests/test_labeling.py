@@ -129,3 +129,27 @@ def test_filter_missing_probabilities_raise(tmp_path):
     write_arrays(path, {}, labels=np.zeros(3, dtype=np.int64), lanet_probs=_probs([0, 0, 0], [.5] * 3))
     with pytest.raises(ArtifactError, match="splitnet_probs"):
         filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9)
+
+
+def test_pseudo_labels_in_shards_merge_to_the_unsharded_result(tmp_path):
+    from port.artifacts import write_images
+    from port.labeling import pseudo_label
+    from port.models import build_model, model_spec, save_model
+    from port.shards import merge_array_shards
+
+    for name, arch in (("lanet", "small_cnn"), ("splitnet", "mlp")):
+        spec = model_spec(arch, 1, 10, 8, [0.5], [0.5])
+        save_model(build_model(**spec), spec, tmp_path / f"{name}.pt")
+    images = np.random.default_rng(0).integers(0, 256, (25, 8, 8, 1), dtype=np.uint8)
+    write_images(tmp_path / "images.h5", images, provenance("sample", {}, 0, dataset="toy"))
+    models = (tmp_path / "images.h5", tmp_path / "lanet.pt", tmp_path / "splitnet.pt")
+    pseudo_label(*models, tmp_path / "whole.h5", progress=False)
+    shards = [tmp_path / f"shard_{i}.h5" for i in range(3)]
+    for i, path in enumerate(shards):
+        pseudo_label(*models, path, shard=i, n_shards=3, progress=False)
+    merge_array_shards(shards, tmp_path / "merged.h5", n_images=25)
+    whole = read_arrays(tmp_path / "whole.h5", "labels", "lanet_probs", "splitnet_probs")
+    merged = read_arrays(tmp_path / "merged.h5", "labels", "lanet_probs", "splitnet_probs")
+    for key in whole:
+        np.testing.assert_allclose(merged[key], whole[key], rtol=1e-5, atol=1e-6)
+    assert read_attrs(tmp_path / "merged.h5")["dataset"] == "toy"

@@ -102,3 +102,76 @@ def test_select_images_refuses_a_filter_of_another_length(synthetic, tmp_path):
         with pytest.raises(ArtifactError, match=f"filter{n}.h5"):
             select_images(root / "images.h5", short, tmp_path / "out.h5", "random", None, seed=0)
     assert not (tmp_path / "out.h5").exists()
+
+
+# --- adaptive selection and score groups ------------------------------------------------------------
+
+def _scores(n=1000, seed=5):
+    return np.random.default_rng(seed).random(n).astype(np.float32)
+
+
+def test_adaptive_picks_exactly_the_k_lowest_scores_among_kept_images():
+    keep, scores = _keep(), _scores()
+    chosen = choose(keep, "adaptive", 50, seed=0, scores=scores)
+    kept = np.flatnonzero(keep)
+    expected = np.sort(kept[np.argsort(scores[kept])[:50]])
+    np.testing.assert_array_equal(chosen, expected)
+    assert scores[chosen].max() <= np.sort(scores[kept])[49]
+    # a discarded image with the lowest score of all is never chosen
+    scores[np.flatnonzero(~keep)[0]] = -1.0
+    assert np.flatnonzero(~keep)[0] not in choose(keep, "adaptive", 50, seed=0, scores=scores)
+
+
+def test_adaptive_ignores_the_seed_and_breaks_ties_by_index():
+    keep = np.ones(10, dtype=bool)
+    scores = np.array([0.5, 0.1, 0.1, 0.9, 0.1, 0.2, 0.3, 0.1, 0.4, 0.6], dtype=np.float32)
+    np.testing.assert_array_equal(choose(keep, "adaptive", 3, seed=0, scores=scores), [1, 2, 4])
+    np.testing.assert_array_equal(choose(keep, "adaptive", 3, seed=9, scores=scores), [1, 2, 4])
+
+
+def test_adaptive_needs_finite_aligned_scores():
+    keep = _keep(20)
+    with pytest.raises(ArtifactError, match="one score per synthetic image"):
+        choose(keep, "adaptive", 3, seed=0)
+    with pytest.raises(ArtifactError, match="one score per synthetic image"):
+        choose(keep, "adaptive", 3, seed=0, scores=_scores(19))
+    bad = _scores(20)
+    bad[np.flatnonzero(keep)[0]] = np.nan
+    with pytest.raises(ArtifactError, match="NaN"):
+        choose(keep, "adaptive", 3, seed=0, scores=bad)
+
+
+def test_score_groups_partition_the_kept_images_in_score_order():
+    keep, scores = _keep(), _scores()
+    groups = [choose(keep, f"group{g}", None, seed=0, scores=scores, n_groups=3) for g in range(3)]
+    np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.flatnonzero(keep))
+    sizes = [len(g) for g in groups]
+    assert max(sizes) - min(sizes) <= 1
+    assert scores[groups[0]].max() <= scores[groups[1]].min() and scores[groups[1]].max() <= scores[groups[2]].min()
+    with pytest.raises(ArtifactError, match="below n_groups"):
+        choose(keep, "group3", None, seed=0, scores=scores, n_groups=3)
+
+
+def test_select_images_adaptive_writes_scores_and_training_attrs(tmp_path):
+    n = 40
+    images = np.random.default_rng(0).integers(0, 256, (n, 4, 4, 1), dtype=np.uint8)
+    with ImageWriter(tmp_path / "images.h5", (4, 4, 1), provenance("sample", {}, 0, dataset="toy")) as writer:
+        writer.append(images)
+    keep = np.arange(n) % 4 != 0
+    labels = np.arange(n) % 3
+    write_arrays(tmp_path / "filter.h5", provenance("filter", {}), keep=keep, labels=labels)
+    scores = _scores(n)
+    write_arrays(tmp_path / "scores.h5", provenance("score", {}), score=scores, clean_score=scores)
+    with ImageWriter(tmp_path / "real.h5", (4, 4, 1), provenance("data", {}, 0, num_classes=3, channel_mean=[0.5],
+                                                                  channel_std=[0.2])) as writer:
+        writer.append(images[:5], labels=labels[:5])
+    out = tmp_path / "adaptive.h5"
+    assert select_images(tmp_path / "images.h5", tmp_path / "filter.h5", out, "adaptive", 10, 0,
+                         scores_path=tmp_path / "scores.h5", real_path=tmp_path / "real.h5") == 10
+    with h5py.File(out) as handle:
+        index = handle["source_index"][()]
+        np.testing.assert_array_equal(handle["images"][()], images[index])
+        np.testing.assert_array_equal(handle["score"][()], scores[index])
+        np.testing.assert_array_equal(handle["labels"][()], labels[index])
+        assert handle.attrs["num_classes"] == 3 and list(handle.attrs["channel_std"]) == [0.2]
+    assert keep[index].all() and scores[index].max() <= np.sort(scores[keep])[9]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_snakemake
@@ -12,14 +13,15 @@ from conftest import run_snakemake
 def test_digits_dag_writes_summary_tables(tiny_run):
     for threat in ("linf", "l2"):
         table = pd.read_csv(tiny_run / f"results/digits/port_{threat}.csv")
-        assert sorted(table["method"]) == ["baseline", "port"]
+        assert sorted(zip(table["method"], table["selection"])) == [("baseline", "none"), ("port", "adaptive"),
+                                                                    ("port", "random")]
         for column in ("clean_acc", "pgd_acc", "autoattack_acc"):
             assert table[column].between(0, 1).all(), column
         assert (table["autoattack_acc"] <= table["clean_acc"] + 1e-9).all()
-        port = table.set_index("method").loc["port"]
+        port = table[table["method"] == "port"]
         baseline = table.set_index("method").loc["baseline"]
-        assert port["n_synthetic"] > 0 and baseline["n_synthetic"] == 0
-        assert port["gamma"] == pytest.approx(0.4) and baseline["gamma"] == 1.0
+        assert (port["n_synthetic"] == 40).all() and baseline["n_synthetic"] == 0  # k = 40
+        assert (port["gamma"] == pytest.approx(0.4)).all() and baseline["gamma"] == 1.0
         assert (table["epochs"] == 2).all() and (table["train_seconds"] > 0).all()
 
 
@@ -44,7 +46,7 @@ def test_digits_dag_artifacts_follow_the_convention(tiny_run):
         images = handle["images"]
         assert images.shape == (240, 8, 8, 1) and images.dtype == "uint8" and images.chunks[1:] == (8, 8, 1)
         assert {"stage", "params_hash", "versions"} <= set(handle.attrs) and handle.attrs["dataset"] == "digits"
-    for name in ("labels.h5", "filter.h5", "selected/random.h5"):
+    for name in ("labels.h5", "filter.h5", "selected/random.h5", "selected/adaptive.h5", "scores.h5"):
         with h5py.File(base / "synthetic/ddpm" / name) as handle:
             assert handle.attrs["dataset"] == "digits", name
     with h5py.File(base / "synthetic/ddpm/labels.h5") as handle:
@@ -52,14 +54,52 @@ def test_digits_dag_artifacts_follow_the_convention(tiny_run):
     counts = pd.read_csv(base / "synthetic/ddpm/filter_counts.csv")
     assert counts["n_total"].sum() == 240
     with h5py.File(base / "synthetic/ddpm/selected/random.h5") as handle:
-        assert len(handle["images"]) == counts["n_kept"].sum() == len(handle["labels"])
+        assert len(handle["images"]) == 40 == len(handle["labels"])
     for slot in ("lanet", "splitnet"):
         assert pd.read_csv(base / f"labelers/{slot}/metrics.csv")["test_acc"].between(0, 1).all()
     assert not list(tiny_run.rglob("*.tmp")), "temporary files left behind"
     logs = {p.relative_to(tiny_run / "logs").parts[0] for p in (tiny_run / "logs").rglob("*.log")}
     assert {"prepare_data", "train_ddpm", "sample_shard", "merge_shards", "train_labeler", "pseudo_label",
             "filter_synthetic", "select_synthetic", "train_robust", "evaluate", "summarize", "train_smooth",
-            "certify", "summarize_smooth", "plot_synthetic", "plot_training_curves"} <= logs
+            "certify", "summarize_smooth", "plot_synthetic", "plot_training_curves", "merge_labels", "train_gan",
+            "discrimination_sets", "train_discriminator", "evaluate_discriminator", "arc_curve", "arc",
+            "score_shard", "merge_scores", "transfer_set", "train_transfer", "evaluate_transfer",
+            "distribution_metrics", "rank_generators", "summarize_score_groups"} <= logs
+
+
+@pytest.mark.integration
+def test_digits_dag_ranks_generators_by_arc(tiny_run):
+    base = tiny_run / "results/digits"
+    arc = pd.read_csv(base / "arc.csv")
+    assert sorted(arc["generator"]) == ["ddpm", "ddpm-4steps", "gan"]
+    assert arc["arc"].is_monotonic_increasing and arc["arc"].between(0, 0.05 * 0.5).all()
+    for generator in arc["generator"]:
+        curve = pd.read_csv(base / f"arc/{generator}.csv")
+        assert list(curve["eps"]) == [0.0, 0.05] and curve["robust_acc"].between(0, 1).all()
+        assert (curve["n_eval"] == 2 * 30).all()  # real test images and as many held-out synthetic
+    ranking = pd.read_csv(base / "generators.csv")
+    assert sorted(set(ranking["metric"])) == ["arc", "frechet_lanet", "nn_distance", "transfer_robust_acc"]
+    assert len(ranking) == 4 * 3 and ranking["rank"].between(1, 3).all()
+    reference = ranking[ranking["metric"] == "transfer_robust_acc"]
+    assert (reference["rank"] == reference["reference_rank"]).all() and (reference["mean_abs_rank_diff"] == 0).all()
+
+
+@pytest.mark.integration
+def test_digits_dag_scores_every_synthetic_image_and_selects_by_score(tiny_run):
+    base = tiny_run / "results/digits/synthetic/ddpm"
+    with h5py.File(base / "scores.h5") as handle:
+        score, clean = handle["score"][()], handle["clean_score"][()]
+        assert handle.attrs["n_shards"] == 2
+    assert len(score) == 240 and ((score >= 0) & (score <= clean) & (clean <= 1)).all()
+    with h5py.File(base / "filter.h5") as handle:
+        keep = handle["keep"][()]
+    with h5py.File(base / "selected/adaptive.h5") as handle:
+        index = handle["source_index"][()]
+    assert len(index) == 40 and keep[index].all()
+    assert score[index].max() <= np.sort(score[keep])[39]
+    groups = pd.read_csv(tiny_run / "results/digits/score_groups.csv")
+    assert list(groups["group"]) == [0, 1] and groups["score_mean"].is_monotonic_increasing
+    assert groups["n_images"].sum() == keep.sum() and groups["autoattack_acc"].isna().all()
 
 
 @pytest.mark.integration
@@ -68,6 +108,7 @@ def test_report_builds_offline_with_tables_and_figures(tiny_run):
     assert result.returncode == 0, result.stderr[-3000:]
     html = (tiny_run / "report.html").read_text()
     for name in ("port_linf.csv", "port_l2.csv", "port_smooth.csv", "port_smooth.png", "filter_counts.csv",
+                 "arc.csv", "arc.png", "generators.csv", "score_groups.csv", "score_groups.png",
                  "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv"):
         assert name in html, name
     assert "<script src=" not in html  # everything inlined: opens offline

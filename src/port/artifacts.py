@@ -263,9 +263,23 @@ def image_set_length(path) -> int:
         return handle["images"].shape[0]
 
 
-def iter_image_blocks(path, block: int = CHUNK_IMAGES):
-    """Yield (offset, uint8 images) in order, one contiguous block at a time."""
+def iter_image_blocks(path, block: int = CHUNK_IMAGES, start: int = 0, stop: int | None = None):
+    """Yield (offset, uint8 images) in order, one contiguous block at a time, over [start, stop)."""
     with _open(path) as handle:
         images = handle["images"]
-        for offset in range(0, images.shape[0], block):
-            yield offset, images[offset:offset + block]
+        stop = images.shape[0] if stop is None else min(stop, images.shape[0])
+        for offset in range(start, stop, block):
+            yield offset, images[offset:min(offset + block, stop)]
+
+
+def copy_image_subset(source, writer: "ImageWriter", mask: np.ndarray, **per_image: np.ndarray) -> int:
+    """Append the images of `source` where `mask` is true to `writer`, block by block (bounded
+    memory), with `per_image` arrays (indexed by global image index) and their source_index."""
+    copied = 0
+    for offset, block in iter_image_blocks(source):
+        take = mask[offset:offset + len(block)]
+        if take.any():
+            index = offset + np.flatnonzero(take)
+            writer.append(block[take], source_index=index, **{k: v[index] for k, v in per_image.items()})
+            copied += len(index)
+    return copied

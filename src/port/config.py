@@ -7,8 +7,8 @@ keys in the YAML file reruns nothing.
 
 from __future__ import annotations
 
-METHODS = ("baseline", "port")
 TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
+RUN_METHOD = r"baseline|port-[A-Za-z0-9]+"  # a run trains on real data only, or PORT on one selection
 
 
 class ConfigError(ValueError):
@@ -44,6 +44,9 @@ def check_config(config: dict) -> None:
                         raise ConfigError(f"{at}: kind diffusers needs `{key}`")
                 if gen["n_shards"] > gen["n_images"]:
                     raise ConfigError(f"{at}: n_shards ({gen['n_shards']}) exceeds n_images ({gen['n_images']})")
+            elif gen["kind"] == "gan":
+                if gen.get("model") not in ds.get("gan_models", {}) or "n_images" not in gen:
+                    raise ConfigError(f"{at}: kind gan needs `n_images` and a `model` that is a key of {where}.gan_models")
             elif not gen.get("path"):
                 raise ConfigError(f"{at}: kind npz needs `path`")
         for model_name, model in ds.get("diffusion_models", {}).items():
@@ -54,6 +57,21 @@ def check_config(config: dict) -> None:
         if ds["training"]["generator"] not in ds["generators"]:
             raise ConfigError(f"{where}.training.generator: '{ds['training']['generator']}' "
                               f"is not a key of {where}.generators")
+        for name in ds["generator_ranking"]["generators"]:
+            if name not in ds["generators"]:
+                raise ConfigError(f"{where}.generator_ranking.generators: '{name}' is not a key of {where}.generators")
+        for block in ("generator_ranking", "score_groups"):
+            if ds[block]["threat"] not in ds["threats"]:
+                raise ConfigError(f"{where}.{block}.threat: '{ds[block]['threat']}' is not a key of {where}.threats")
+        grid = ds["discrimination"]["eps"]
+        if grid != sorted(set(grid)):
+            raise ConfigError(f"{where}.discrimination.eps: must be increasing without repeats, got {grid}")
+        if ds["scores"]["discriminator_eps"] not in grid:
+            raise ConfigError(f"{where}.scores.discriminator_eps: {ds['scores']['discriminator_eps']} is not in "
+                              f"{where}.discrimination.eps {grid}")
+        methods = ds["selection"]["methods"]
+        if len(set(methods)) != len(methods):
+            raise ConfigError(f"{where}.selection.methods: repeated method in {methods}")
         if "smooth" in ds["threats"]:
             raise ConfigError(f"{where}.threats.smooth: the name `smooth` is taken by port_smooth.csv")
         for threat_name, threat in ds["threats"].items():
@@ -61,10 +79,17 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"{where}.threats.{threat_name}.step_size: must be > 0 when eps > 0")
 
 
-def trained_diffusion_model(config: dict, dataset: str, generator: str) -> str | None:
-    """Name of the pipeline-trained DDPM a generator samples from, or None if external."""
-    model = config["datasets"][dataset]["generators"][generator].get("model")
-    return model if model in config["datasets"][dataset].get("diffusion_models", {}) else None
+def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
+    """Path of the model a generator samples from when the pipeline trains it (a DDPM
+    directory or a GAN checkpoint); None for hub ids, outside directories and npz sets."""
+    ds = config["datasets"][dataset]
+    gen = ds["generators"][generator]
+    model = gen.get("model")
+    if gen["kind"] == "diffusers" and model in ds.get("diffusion_models", {}):
+        return f"results/{dataset}/diffusion/{model}"
+    if gen["kind"] == "gan":
+        return f"results/{dataset}/gan/{model}.pt"
+    return None
 
 
 def generator_settings(config: dict, dataset: str, generator: str) -> dict:
@@ -97,18 +122,91 @@ def certify_settings(config: dict, dataset: str) -> dict:
     return canonical({**smoothing["certify"], "sigma": smoothing["sigma"]})
 
 
+def run_methods(config: dict, dataset: str) -> list[str]:
+    """Run names of the result tables: the real-data baseline and PORT on each selection."""
+    return ["baseline"] + [f"port-{name}" for name in config["datasets"][dataset]["selection"]["methods"]]
+
+
+def selection_of(method: str) -> str | None:
+    """The synthetic selection a run trains on (None for the baseline)."""
+    return None if method == "baseline" else method.removeprefix("port-")
+
+
 def smoothing_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
-    """(method, arch, seed) of every randomized-smoothing run of a dataset."""
+    """(method, arch, seed) of every randomized-smoothing run: baseline and PORT on the first selection."""
     ds = config["datasets"][dataset]
     archs = ds["smoothing"].get("architectures", ds["training"]["architectures"])
-    return [(method, arch, seed) for method in METHODS for arch in archs for seed in ds["training"]["seeds"]]
+    methods = run_methods(config, dataset)[:2]
+    return [(method, arch, seed) for method in methods for arch in archs for seed in ds["training"]["seeds"]]
 
 
-def run_paths(config: dict, dataset: str, threat: str, filename: str) -> list[str]:
+def run_paths(config: dict, dataset: str, threat: str, filename: str, methods=None) -> list[str]:
     """Per-run files for every method, architecture and seed of one threat model."""
     training = config["datasets"][dataset]["training"]
+    methods = run_methods(config, dataset) if methods is None else methods
     return [f"results/{dataset}/runs/{threat}/{method}/{arch}/seed{seed}/{filename}"
-            for method in METHODS for arch in training["architectures"] for seed in training["seeds"]]
+            for method in methods for arch in training["architectures"] for seed in training["seeds"]]
+
+
+def score_group_methods(config: dict, dataset: str) -> list[str]:
+    groups = config["datasets"][dataset]["score_groups"]
+    return [f"port-group{g}" for g in range(groups["n_groups"])]
+
+
+def evaluation_settings(config: dict, dataset: str, method: str) -> dict:
+    """The evaluation block; score-group runs may skip AutoAttack (their table reports PGD)."""
+    ds = config["datasets"][dataset]
+    settings = dict(ds["evaluation"])
+    if method.startswith("port-group"):
+        settings["autoattack"] = ds["score_groups"]["autoattack"]
+    return canonical(settings)
+
+
+def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:
+    """Trainer settings of the robust discriminator at one eps: balanced real-vs-synthetic
+    batches (gamma 0.5), linf PGD at eps, the last epoch's weights."""
+    ds = config["datasets"][dataset]
+    disc = ds["discrimination"]
+    threat = None
+    if eps > 0:
+        threat = {"norm": "linf", "eps": eps, "step_size": disc["step_factor"] * eps / disc["steps"],
+                  "steps": disc["steps"]}
+    keys = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "crop_padding", "flip")
+    return canonical({**{k: disc[k] for k in keys}, "gamma": 0.5, "threat": threat, "model_selection": "last",
+                      "val_fraction": disc["val_fraction"], "val_attack_steps": disc["steps"]})
+
+
+def discrimination_data_settings(config: dict, dataset: str) -> dict:
+    disc = config["datasets"][dataset]["discrimination"]
+    return canonical({k: disc[k] for k in ("n_heldout", "n_train_synthetic")})
+
+
+def discriminator_eval_settings(config: dict, dataset: str) -> dict:
+    disc = config["datasets"][dataset]["discrimination"]
+    return canonical({k: disc[k] for k in ("eval_steps", "step_factor")})
+
+
+def score_settings(config: dict, dataset: str) -> dict:
+    scores = config["datasets"][dataset]["scores"]
+    return canonical({k: scores[k] for k in ("eps", "steps", "step_factor", "batch_size")})
+
+
+def score_discriminator_index(config: dict, dataset: str) -> int:
+    ds = config["datasets"][dataset]
+    return ds["discrimination"]["eps"].index(ds["scores"]["discriminator_eps"])
+
+
+def transfer_settings(config: dict, dataset: str) -> dict:
+    """Adversarial training on one generator's synthetic images alone (transferred robustness)."""
+    ds = config["datasets"][dataset]
+    ranking = ds["generator_ranking"]
+    settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
+    return canonical({**settings, "epochs": ranking["epochs"], "arch": ds["training"]["architectures"][0],
+                      "threat": ds["threats"][ranking["threat"]]})
+
+
+def ranked_generators(config: dict, dataset: str) -> list[str]:
+    return config["datasets"][dataset]["generator_ranking"]["generators"]
 
 
 def final_targets(config: dict, datasets=None) -> list[str]:
@@ -121,12 +219,17 @@ def final_targets(config: dict, datasets=None) -> list[str]:
             targets.append(f"results/{name}/port_smooth.csv")
         targets += [f"results/{name}/training_curves_{threat}.png" for threat in ds["threats"]]
         targets.append(f"results/{name}/synthetic/{ds['training']['generator']}/samples_per_class.png")
+        if len(ranked_generators(config, name)) >= 2:
+            targets += [f"results/{name}/arc.csv", f"results/{name}/generators.csv"]
+        if ds["score_groups"]["enabled"]:
+            targets.append(f"results/{name}/score_groups.csv")
     return targets
-
 
 
 def run_row(config: dict, dataset: str, method: str, arch: str, seed: int) -> dict:
     """The identity columns of one run in the summary tables."""
     training = config["datasets"][dataset]["training"]
-    return {"method": method, "architecture": arch, "gamma": training["gamma"] if method == "port" else 1.0,
+    selection = selection_of(method)
+    return {"method": "baseline" if selection is None else "port", "selection": selection or "none",
+            "architecture": arch, "gamma": 1.0 if selection is None else training["gamma"],
             "epochs": training["epochs"], "seed": seed}

@@ -25,6 +25,7 @@ from .data import load_npz_images
 from .loaders import to_tensor
 from .models import default_device
 from .seeds import derive_seed, rng
+from .shards import shard_bounds
 
 log = logging.getLogger(__name__)
 SCHEDULERS = ("ddpm", "ddim")
@@ -50,7 +51,8 @@ def train_ddpm(train_path, out_dir, settings: dict, seed: int, progress: bool = 
     x_all = (to_tensor(images).contiguous() * 2 - 1).to(device)
     torch.manual_seed(derive_seed(seed, "ddpm-init"))
     unet = UNet2DModel(**_unet_config(settings, images.shape[1], images.shape[-1])).to(device)
-    scheduler = DDPMScheduler(num_train_timesteps=settings.get("train_timesteps", 1000))
+    scheduler = DDPMScheduler(num_train_timesteps=settings.get("train_timesteps", 1000),
+                              beta_schedule=settings.get("beta_schedule", "linear"))
     ema = EMAModel(unet.parameters(), decay=settings.get("ema_decay", 0.999))
     optimizer = torch.optim.AdamW(unet.parameters(), lr=settings["lr"], weight_decay=0.0)
     steps, batch = settings["steps"], settings["batch_size"]
@@ -112,14 +114,6 @@ def load_pipeline(model: str, scheduler: str = "ddim"):
     return DDPMPipeline(unet=base.unet, scheduler=DDPMScheduler.from_config(base.scheduler.config))
 
 
-def shard_bounds(n_images: int, n_shards: int, shard: int) -> tuple[int, int]:
-    """Global image range of one shard; shards partition [0, n_images) evenly."""
-    if not 0 <= shard < n_shards:
-        raise ArtifactError(f"shard {shard} is outside 0..{n_shards - 1}")
-    edges = np.linspace(0, n_images, n_shards + 1).round().astype(int)
-    return int(edges[shard]), int(edges[shard + 1])
-
-
 def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True,
                  dataset: str | None = None) -> None:
     """Sample one shard. Every image has its own noise generator, seeded from (seed, global image
@@ -131,7 +125,8 @@ def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, pr
     shape = (unet_cfg.sample_size, unet_cfg.sample_size, unet_cfg.in_channels)
     out_size = settings.get("image_size") or unet_cfg.sample_size
     batch = settings["batch_size"]
-    attrs = provenance("sample", settings, seed, shard=shard, image_offset=start, model=str(model), dataset=dataset)
+    attrs = provenance("sample", settings, seed, shard=shard, image_offset=start, image_stop=stop, model=str(model),
+                       dataset=dataset)
     kwargs = {"eta": settings.get("eta", 0.0)} if settings["scheduler"] == "ddim" else {}
     with ImageWriter(out_path, (out_size, out_size, shape[2]), attrs) as writer:
         for offset in tqdm(range(start, stop, batch), desc=f"sample shard {shard}", disable=not progress,
@@ -196,5 +191,9 @@ def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dat
         sample_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "npz":
         import_npz_shard(source, out_path, shard, settings, seed, dataset=dataset)
+    elif settings["kind"] == "gan":
+        from .gan import sample_gan_shard
+
+        sample_gan_shard(source, out_path, shard, settings, seed, dataset=dataset)
     else:
-        raise ArtifactError(f"unknown generator kind '{settings['kind']}' (known: diffusers, npz)")
+        raise ArtifactError(f"unknown generator kind '{settings['kind']}' (known: diffusers, gan, npz)")

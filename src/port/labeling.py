@@ -20,6 +20,7 @@ from .artifacts import (ArtifactError, dataset_of, image_set_length, iter_image_
 from .evaluation import predict
 from .loaders import to_tensor
 from .models import default_device, load_model
+from .shards import shard_bounds
 from .training import train
 
 log = logging.getLogger(__name__)
@@ -49,27 +50,32 @@ def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, hi
     return float(test_acc)
 
 
-def class_probabilities(model, images_path, batch: int = 1024, progress: bool = True) -> np.ndarray:
-    n = image_set_length(images_path)
+def class_probabilities(model, images_path, num_classes: int, start: int = 0, stop: int | None = None,
+                        batch: int = 1024, progress: bool = True) -> np.ndarray:
+    """Softmax outputs for images [start, stop) of an image set (an empty shard gives 0 rows)."""
+    stop = image_set_length(images_path) if stop is None else stop
     device = default_device()
     model.to(device)
-    probs = []
+    probs = [np.zeros((0, num_classes), np.float32)]
     with torch.no_grad():
-        for _, block in tqdm(iter_image_blocks(images_path, batch), total=-(-n // batch),
+        for _, block in tqdm(iter_image_blocks(images_path, batch, start, stop), total=-(-(stop - start) // batch),
                              desc=f"label {Path(images_path).name}", disable=not progress, mininterval=10):
             probs.append(torch.softmax(model(to_tensor(block).to(device)), 1).float().cpu().numpy())
     return np.concatenate(probs)
 
 
-def pseudo_label(images_path, lanet_path, splitnet_path, out_path, progress: bool = True) -> None:
-    """Store both labelers' class probabilities and the pseudo-label (lanet's argmax)."""
+def pseudo_label(images_path, lanet_path, splitnet_path, out_path, shard: int = 0, n_shards: int = 1,
+                 progress: bool = True) -> None:
+    """Store both labelers' class probabilities and the pseudo-label (lanet's argmax) for one
+    shard of the image set (merged afterwards with port.shards.merge_array_shards)."""
+    start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
     lanet, spec = load_model(lanet_path)
     num_classes = spec["num_classes"]
     splitnet, _ = load_model(splitnet_path, expect_classes=num_classes)
-    probs = {slot: class_probabilities(model, images_path, progress=progress)
+    probs = {slot: class_probabilities(model, images_path, num_classes, start, stop, progress=progress)
              for slot, model in zip(SLOTS, (lanet, splitnet))}
     attrs = provenance("pseudo_label", {"num_classes": num_classes}, None, images=str(images_path),
-                       dataset=dataset_of(images_path))
+                       dataset=dataset_of(images_path), shard=shard, image_offset=start, image_stop=stop)
     write_arrays(out_path, attrs, labels=probs["lanet"].argmax(1).astype(np.int64),
                  lanet_probs=probs["lanet"], splitnet_probs=probs["splitnet"])
 

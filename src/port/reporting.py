@@ -6,8 +6,28 @@ import pandas as pd
 
 from .artifacts import atomic_path, read_csv, write_csv
 
-SUMMARY_COLUMNS = ["method", "architecture", "n_synthetic", "gamma", "epochs", "seed", "norm", "eps",
+SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "gamma", "epochs", "seed", "norm", "eps",
                    "clean_acc", "pgd_acc", "autoattack_acc", "train_seconds", "n_test"]
+
+
+def figure_axes(*args, **kwargs):
+    """matplotlib subplots on the file-only Agg backend (jobs have no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(figure, out_png, dpi: int = 110) -> None:
+    """Lay out, write atomically as PNG, and free the figure."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    with atomic_path(out_png) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    plt.close(figure)
 
 
 def summarize(eval_csvs, out_csv) -> pd.DataFrame:
@@ -16,17 +36,13 @@ def summarize(eval_csvs, out_csv) -> pd.DataFrame:
     if missing:
         raise ValueError(f"evaluation tables lack columns {missing}: {list(eval_csvs)}")
     rest = [c for c in frame.columns if c not in SUMMARY_COLUMNS]
-    frame = frame[SUMMARY_COLUMNS + rest].sort_values(["architecture", "method", "seed"], kind="stable")
+    frame = frame[SUMMARY_COLUMNS + rest].sort_values(["architecture", "method", "selection", "seed"], kind="stable")
     write_csv(frame, out_csv)
     return frame
 
 
 def summarize_certification(certificate_csvs, model_paths, rows, radii, sigma, out_csv, out_plot) -> pd.DataFrame:
     """Certified accuracy at each radius, per run (one row per run and radius), and its curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     from .models import load_model
@@ -49,37 +65,26 @@ def summarize_certification(certificate_csvs, model_paths, rows, radii, sigma, o
     table = pd.DataFrame(records)
     write_csv(table, out_csv)
 
-    figure, axis = plt.subplots(figsize=(5, 3.5))
+    figure, axis = figure_axes(figsize=(5, 3.5))
     for label, grid, accuracy in curves:
         axis.plot(grid, accuracy, label=label)
     axis.axvline(110 / 255, color="grey", linestyle=":", label="110/255 (~ linf 2/255)")
     axis.set(xlabel="l2 radius", ylabel="certified accuracy", title=f"Randomized smoothing, sigma = {sigma}")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    with atomic_path(out_plot) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out_plot, dpi=120)
     return table
 
 
 def _image_grid(images, titles, columns: int, out_png, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 1.0 + 0.4), squeeze=False)
+    figure, axes = figure_axes(rows, columns, figsize=(columns * 0.9, rows * 1.0 + 0.4), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, caption in zip(axes.flat, images, titles):
         axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
         axis.set_title(caption, fontsize=6)
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    with atomic_path(out_png) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, out_png, dpi=110)
 
 
 def plot_synthetic_grids(images_path, labels_path, filter_path, per_class_png, discarded_png, per_class: int,
@@ -112,12 +117,7 @@ def plot_synthetic_grids(images_path, labels_path, filter_path, per_class_png, d
 
 def plot_training_curves(history_csvs, run_labels, out_png) -> None:
     """Validation clean and robust accuracy per epoch for every run of one threat model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (clean, robust) = plt.subplots(1, 2, figsize=(8, 3.2), sharex=True)
+    figure, (clean, robust) = figure_axes(1, 2, figsize=(8, 3.2), sharex=True)
     for csv, label in zip(history_csvs, run_labels, strict=True):
         history = read_csv(csv)
         clean.plot(history["epoch"], history["val_clean_acc"], label=label)
@@ -125,7 +125,39 @@ def plot_training_curves(history_csvs, run_labels, out_png) -> None:
     clean.set(xlabel="epoch", ylabel="accuracy", title="validation, clean")
     robust.set(xlabel="epoch", title="validation, robust (PGD or noise)")
     robust.legend(fontsize=7)
-    figure.tight_layout()
-    with atomic_path(out_png) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, out_png, dpi=110)
+
+
+def summarize_score_groups(eval_csvs, selected_paths, out_csv, out_png) -> pd.DataFrame:
+    """Robust accuracy of PORT trained on each score group (lowest scores first; paper Figure 5)."""
+    from .artifacts import read_arrays
+
+    rows = []
+    for group, (csv, selected) in enumerate(zip(eval_csvs, selected_paths, strict=True)):
+        scores = read_arrays(selected, "score")["score"]
+        rows.append({"group": group, "n_images": len(scores), "score_mean": float(scores.mean()),
+                     "score_min": float(scores.min()), "score_max": float(scores.max()),
+                     **read_csv(csv).iloc[0].to_dict()})
+    table = pd.DataFrame(rows)
+    write_csv(table, out_csv)
+    figure, axis = figure_axes(figsize=(5, 3.2))
+    axis.plot(table["group"], table["pgd_acc"], marker="o", label="PGD accuracy")
+    axis.plot(table["group"], table["clean_acc"], marker="s", label="clean accuracy")
+    axis.set(xlabel="score group (0 = lowest synthetic scores)", ylabel="test accuracy",
+             xticks=table["group"], title="PORT per synthetic-score group")
+    axis.legend(fontsize=7)
+    save_figure(figure, out_png, dpi=110)
+    return table
+
+
+def plot_arc_curves(curves, arc_by_generator: dict, out_png) -> None:
+    """Robust discrimination accuracy against eps, one line per generator (the paper's Figure 3)."""
+    figure, axis = figure_axes(figsize=(5, 3.5))
+    for curve in curves:
+        name = curve["generator"].iloc[0]
+        axis.plot(curve["eps"], curve["robust_acc"], marker="o", label=f"{name} (ARC {arc_by_generator[name]:.4f})")
+    axis.axhline(0.5, color="grey", linestyle=":")
+    axis.set(xlabel="linf eps", ylabel="robust discrimination accuracy", ylim=(0.0, 1.02),
+             title="Robust discrimination (real vs synthetic)")
+    axis.legend(fontsize=7)
+    save_figure(figure, out_png, dpi=120)

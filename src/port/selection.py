@@ -1,5 +1,11 @@
 """Choose which filtered synthetic images PORT trains on, and materialise them.
 
+- `random`: k filtered images at random (seeded): the paper's ablation.
+- `adaptive`: the k filtered images with the lowest synthetic score, i.e. those the robust
+  discriminator finds hardest to tell from real ones (paper Section 3.2).
+- `group<g>`: the g-th of `n_groups` equal groups of filtered images sorted by score (paper
+  Figure 5): training on each group shows how robustness varies with the score.
+
 The chosen images are copied, with their pseudo-labels, into one chunked HDF5 set so that
 training streams whole chunks of exactly what it uses.
 """
@@ -7,47 +13,85 @@ training streams whole chunks of exactly what it uses.
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 
-from .artifacts import (ArtifactError, ImageWriter, dataset_of, image_set_length, iter_image_blocks, provenance,
-                        read_arrays)
+from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks, provenance,
+                        read_arrays, read_attrs)
 from .seeds import rng
 
 log = logging.getLogger(__name__)
-METHODS = ("random",)
+METHODS = ("random", "adaptive")
+GROUP = re.compile(r"group(\d+)")
 
 
-def choose(keep: np.ndarray, method: str, k: int | None, seed: int) -> np.ndarray:
+def needs_scores(method: str) -> bool:
+    return method == "adaptive" or GROUP.fullmatch(method) is not None
+
+
+def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.ndarray | None = None,
+           n_groups: int | None = None) -> np.ndarray:
     """Sorted indices of the chosen images among those with keep=True."""
     candidates = np.flatnonzero(keep)
     if len(candidates) == 0:
         raise ArtifactError("the filter kept no synthetic images: nothing to select")
+    if needs_scores(method):
+        if scores is None or len(scores) != len(keep):
+            raise ArtifactError(f"selection '{method}' needs one score per synthetic image")
+        if np.isnan(scores[candidates]).any():
+            raise ArtifactError(f"selection '{method}': scores contain NaN")
+        by_score = candidates[np.argsort(scores[candidates], kind="stable")]  # ties: lower index first
+    group = GROUP.fullmatch(method)
+    if group:
+        g = int(group.group(1))
+        if not n_groups or g >= n_groups:
+            raise ArtifactError(f"selection '{method}': group index must be below n_groups ({n_groups})")
+        if n_groups > len(candidates):
+            raise ArtifactError(f"cannot split {len(candidates)} filtered images into {n_groups} groups")
+        return np.sort(np.array_split(by_score, n_groups)[g])
+    if method not in METHODS:
+        raise ArtifactError(f"unknown selection method '{method}' (known: {', '.join(METHODS)}, group<g>)")
     if k is None:
         return candidates
     if k > len(candidates):
         raise ArtifactError(f"cannot select k={k} images: only {len(candidates)} passed the filter")
     if method == "random":
         return np.sort(rng(seed, "select").choice(candidates, size=k, replace=False))
-    raise ArtifactError(f"unknown selection method '{method}' (known: {', '.join(METHODS)})")
+    return np.sort(by_score[:k])
 
 
-def select_images(images_path, filter_path, out_path, method: str, k: int | None, seed: int) -> int:
+def select_images(images_path, filter_path, out_path, method: str, k: int | None, seed: int, scores_path=None,
+                  n_groups: int | None = None, real_path=None) -> int:
+    """Copy the chosen images and pseudo-labels into `out_path`.
+
+    With `real_path`, the set also records the real training set's class count and channel
+    statistics, so that a classifier can be trained on the synthetic images alone."""
     arrays = read_arrays(filter_path, "keep", "labels")
     n_images = image_set_length(images_path)
     if len(arrays["keep"]) != n_images or len(arrays["labels"]) != n_images:
         raise ArtifactError(f"{filter_path}: filter covers {len(arrays['keep'])} images "
                             f"({len(arrays['labels'])} labels) but {images_path} holds {n_images}")
-    chosen = choose(arrays["keep"], method, k, seed)
-    attrs = provenance("select", {"method": method, "k": k}, seed, dataset=dataset_of(images_path))
+    scores = None
+    if scores_path is not None:
+        scores = read_arrays(scores_path, "score")["score"]
+        if len(scores) != n_images:
+            raise ArtifactError(f"{scores_path}: {len(scores)} scores but {images_path} holds {n_images} images")
+    try:
+        chosen = choose(arrays["keep"], method, k, seed, scores, n_groups)
+    except ArtifactError as err:
+        raise ArtifactError(f"{filter_path}: {err}") from err
+    extra = {}
+    if real_path is not None:
+        real = read_attrs(real_path)
+        extra = {key: real[key] for key in ("num_classes", "channel_mean", "channel_std")}
+    attrs = provenance("select", {"method": method, "k": k, "n_groups": n_groups}, seed,
+                       dataset=dataset_of(images_path), **extra)
     mask = np.zeros(len(arrays["keep"]), dtype=bool)
     mask[chosen] = True
+    per_image = {"labels": arrays["labels"]} if scores is None else {"labels": arrays["labels"], "score": scores}
     first = next(iter_image_blocks(images_path, block=1))[1]
     with ImageWriter(out_path, first.shape[1:], attrs) as writer:
-        for offset, block in iter_image_blocks(images_path):
-            take = mask[offset:offset + len(block)]
-            if take.any():
-                index = offset + np.flatnonzero(take)
-                writer.append(block[take], labels=arrays["labels"][index], source_index=index)
+        copy_image_subset(images_path, writer, mask, **per_image)
     log.info("selected %d images (%s)", len(chosen), method)
     return len(chosen)

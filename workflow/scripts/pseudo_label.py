@@ -2,4 +2,5 @@ from port.labeling import pseudo_label
 from port.logs import logged_job
 
 with logged_job(snakemake):
-    pseudo_label(snakemake.input.images, snakemake.input.lanet, snakemake.input.splitnet, snakemake.output[0])
+    pseudo_label(snakemake.input.images, snakemake.input.lanet, snakemake.input.splitnet, snakemake.output[0],
+                 int(snakemake.wildcards.shard), snakemake.params.n_shards)
