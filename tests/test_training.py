@@ -218,7 +218,8 @@ def test_rerun_after_completion_trains_again_to_the_same_model(toy_data, tmp_pat
     assert len(pd.read_csv(tmp_path / "history.csv")) == 1
 
 
-def test_checkpoint_for_other_input_files_is_ignored(toy_data, tmp_path, monkeypatch):
+def _killed_in_epoch2(toy_data, out, monkeypatch, settings=SETTINGS) -> dict:
+    """Train until epoch 2 starts, then die as a killed job would; returns the checkpoint's state."""
     class KilledInEpoch2(training.ArrayBatches):
         def epoch(self, epoch):
             if epoch == 1:
@@ -227,9 +228,13 @@ def test_checkpoint_for_other_input_files_is_ignored(toy_data, tmp_path, monkeyp
 
     monkeypatch.setattr(training, "ArrayBatches", KilledInEpoch2)
     with pytest.raises(Killed):
-        _run(toy_data, tmp_path)
+        _run(toy_data, out, settings)
     monkeypatch.undo()
-    assert load_torch(tmp_path / "checkpoint.pt")["state"]["epoch"] == 1
+    return load_torch(out / "checkpoint.pt")["state"]
+
+
+def test_checkpoint_for_other_input_files_is_ignored(toy_data, tmp_path, monkeypatch):
+    assert _killed_in_epoch2(toy_data, tmp_path, monkeypatch)["epoch"] == 1
     synthetic = toy_data / "synthetic.h5"
     synthetic.write_bytes(synthetic.read_bytes())  # regenerated upstream: same path, new file
     trained_epochs = []
@@ -266,3 +271,62 @@ def test_smoothing_training_runs_with_noise_validation(toy_data, tmp_path):
     _run(toy_data, tmp_path, settings)
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["val_robust_acc"].between(0, 1).all() and np.isfinite(history["loss_synthetic"]).all()
+
+
+# --- several processes (DDP) --------------------------------------------------------------------
+# Two gloo processes on the CPU (PORT_CPU_PROCESSES, the GPU path's stand-in) must train what one
+# process trains, up to floating-point order. The MLP has no BatchNorm: BatchNorm statistics are
+# synchronised over processes only on CUDA (SyncBatchNorm does not run on the CPU), so a CNN's
+# processes would normalise with their own rows' statistics there and legitimately differ.
+
+DDP_SETTINGS = {**SETTINGS, "arch": "mlp", "epochs": 3, "lr": 0.2, "model_selection": "best",
+                "crop_padding": 1, "flip": True, "augment_synthetic": True}
+HISTORY = ["epoch", "lr", "loss_real", "loss_synthetic", "train_acc", "val_clean_acc", "val_robust_acc"]
+
+
+def test_rank_rows_take_the_same_slice_of_both_halves():
+    assert training.rank_rows(4, 2, 0, 2).tolist() == [0, 1, 4, 5]
+    assert training.rank_rows(4, 2, 1, 2).tolist() == [2, 3, 6, 7]
+    assert training.rank_rows(6, 1, 2, 3).tolist() == [4, 5]
+    assert training.rank_rows(4, 2, 0, 1).tolist() == list(range(8))
+
+
+def _assert_same_run(a, b):
+    """Equal weights up to float32 rounding, and the same history."""
+    wa, wb = _weights(a / "model.pt"), _weights(b / "model.pt")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(pd.read_csv(a / "history.csv")[HISTORY], pd.read_csv(b / "history.csv")[HISTORY],
+                                  rtol=1e-5)
+
+
+def test_two_processes_train_the_single_process_model(toy_data, tmp_path, monkeypatch):
+    one = _run(toy_data, tmp_path / "one", DDP_SETTINGS)
+    monkeypatch.setenv("PORT_CPU_PROCESSES", "2")
+    two = _run(toy_data, tmp_path / "two", DDP_SETTINGS)
+    assert one["best_epoch"] == two["best_epoch"] == 1  # selection picks an early epoch, not the last
+    assert one["val_score"] == two["val_score"]
+    _assert_same_run(tmp_path / "one", tmp_path / "two")
+    history = pd.read_csv(tmp_path / "two" / "history.csv")
+    assert history["val_clean_acc"].nunique() > 1  # the model moves: equality is not trivial
+    assert not (tmp_path / "two" / "checkpoint.pt").exists()
+
+
+def test_stability_training_resumed_by_two_processes(toy_data, tmp_path, monkeypatch):
+    settings = {**DDP_SETTINGS, "threat": None, "smoothing": {"sigma": 0.25, "beta": 6.0}}
+    _run(toy_data, tmp_path / "straight", settings)
+    saved = _killed_in_epoch2(toy_data, tmp_path / "resumed", monkeypatch, settings)
+    assert saved["epoch"] == 1
+    monkeypatch.setenv("PORT_CPU_PROCESSES", "2")  # e.g. requeued onto a node with two GPUs
+    _run(toy_data, tmp_path / "resumed", settings)
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    # epoch 1 came from the checkpoint (its recorded time), not from training it again
+    assert pd.read_csv(tmp_path / "resumed" / "history.csv")["epoch_seconds"][0] == saved["history"][0]["epoch_seconds"]
+
+
+def test_batch_size_must_split_over_the_processes(toy_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("PORT_CPU_PROCESSES", "3")
+    with pytest.raises(ArtifactError, match="batch_size 32 does not split over 3 training processes"):
+        _run(toy_data, tmp_path, DDP_SETTINGS)
+    assert not list(tmp_path.iterdir())

@@ -53,14 +53,21 @@ def random_start(x: torch.Tensor, norm: str, eps: float, generator: torch.Genera
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float, step_size: float,
-        steps: int, random_init: bool = True, loss_fn=F.cross_entropy) -> torch.Tensor:
-    """Maximise `loss_fn(model(x'), y)` over x' in the eps-ball around x, inside [0, 1]."""
+        steps: int, random_init: bool = True, loss_fn=F.cross_entropy, start: torch.Tensor | None = None
+        ) -> torch.Tensor:
+    """Maximise `loss_fn(model(x'), y)` over x' in the eps-ball around x, inside [0, 1].
+
+    `start` is the initial perturbation, when the caller draws it (training draws it for the
+    whole global batch and slices, so each process's share matches a single process's).
+    """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if eps < 0 or step_size < 0 or steps < 0:
         raise ValueError(f"eps, step size and steps must be non-negative (got {eps}, {step_size}, {steps})")
     x = x.detach()
-    delta = random_start(x, norm, eps) if random_init else torch.zeros_like(x)
+    if start is None:
+        start = random_start(x, norm, eps) if random_init else torch.zeros_like(x)
+    delta = start.detach()  # a new leaf: the caller's tensor keeps requires_grad off
     for _ in range(steps):
         delta.requires_grad_(True)
         loss = loss_fn(model(x + delta), y)
@@ -86,5 +93,6 @@ class Attack:
             return None
         return cls(threat["norm"], float(threat["eps"]), float(threat["step_size"]), int(threat["steps"]))
 
-    def __call__(self, model, x, y, steps: int | None = None):
-        return pgd(model, x, y, self.norm, self.eps, self.step_size, self.steps if steps is None else steps)
+    def __call__(self, model, x, y, steps: int | None = None, start: torch.Tensor | None = None):
+        return pgd(model, x, y, self.norm, self.eps, self.step_size, self.steps if steps is None else steps,
+                   start=start)

@@ -15,7 +15,7 @@ from .artifacts import ArtifactError, load_torch, save_torch
 
 
 def default_device() -> torch.device:
-    """The first CUDA device when there is one (under SLURM, the job's GPU), else the CPU."""
+    """The current CUDA device when there is one (each training process sets its own), else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

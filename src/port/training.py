@@ -7,6 +7,8 @@ or CE + beta * KL(f(x) || f(x + noise)) for smoothing (the paper's stability tra
 learning rate per step, weight decay. Model selection uses a held-out split of the real
 training images, never the test set. A checkpoint is written atomically after every
 epoch; a rerun with the same settings resumes from it and gives the same final model.
+With several GPUs, one process per GPU trains on its share of every global batch (DDP, see
+port.distributed) and reaches the single-process model up to floating-point order.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, save_torch,
-                        settings_hash, write_csv)
-from .attacks import Attack, batchnorm_mode
+from . import distributed
+from .artifacts import ArtifactError, load_torch, read_attrs, read_image_set, save_torch, settings_hash, write_csv
+from .attacks import Attack, batchnorm_mode, random_start
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
 from .models import build_model, default_device, model_spec, save_model
@@ -87,7 +89,7 @@ def weighted_halves(per_sample: torch.Tensor, n_real: int, gamma: float):
     the plain mean when there is no synthetic half."""
     loss_real = per_sample[:n_real].mean()
     if n_real == len(per_sample):
-        return loss_real, loss_real, torch.zeros(())
+        return loss_real, loss_real, per_sample.new_zeros(())
     loss_syn = per_sample[n_real:].mean()
     return gamma * loss_real + (1.0 - gamma) * loss_syn, loss_real, loss_syn
 
@@ -114,10 +116,48 @@ def cosine_lr(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
+def rank_rows(batch_size: int, halves: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's rows of a global batch made of `halves` blocks of `batch_size` (real, then
+    synthetic): the same contiguous slice of each block, so every rank mixes 1:1 and the mean
+    of the ranks' gamma-weighted losses (what DDP's gradient averaging takes) is the global one."""
+    share = batch_size // world
+    return torch.cat([torch.arange(share) + h * batch_size + rank * share for h in range(halves)])
+
+
+def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict:
+    """Clean and robust accuracy on the held-out split (robust: PGD, or one smoothing-noise draw)."""
+    model.eval()
+    val_clean = accuracy(model, x_val, y_val)
+    if attack is not None:
+        val_robust = accuracy(model, x_val, y_val, attack=attack, attack_steps=cfg.val_attack_steps)
+    elif cfg.smoothing:  # accuracy under one draw of the smoothing noise: a cheap proxy
+        noise = torch.randn(x_val.shape, generator=torch.Generator().manual_seed(seed)).to(x_val.device)
+        val_robust = accuracy(model, x_val + noise * cfg.smoothing["sigma"], y_val)
+    else:
+        val_robust = float("nan")
+    return dict(val_clean_acc=val_clean, val_robust_acc=val_robust)
+
+
 def train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
           synthetic_path=None, progress: bool = True) -> dict:
-    """Train one classifier; returns a summary (train seconds, best epoch, val accuracies)."""
+    """Train one classifier on all the GPUs the job was given, one process each (see
+    port.distributed), or in this process with one GPU or none; returns a summary (train
+    seconds, best epoch, val accuracies). The result is the same up to floating-point order."""
+    batch_size, processes = TrainSettings.from_dict(settings).batch_size, distributed.processes()
+    if batch_size % max(processes, 1):
+        raise ArtifactError(f"batch_size {batch_size} does not split over {processes} training processes (one per "
+                            f"GPU): use a multiple of {processes}, or give the job a number of GPUs that divides it")
+    summary = distributed.launch(_train, train_path, model_out, history_out, checkpoint_path, settings, seed,
+                                 synthetic_path, progress)
+    return summary if summary is not None else load_torch(model_out)["metadata"]
+
+
+def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int, synthetic_path,
+           progress: bool) -> dict:
+    """One training process: every rank sees every global batch and trains on its rows; rank 0
+    validates and writes the checkpoint, history and model."""
     cfg = TrainSettings.from_dict(settings)
+    rank, world = distributed.rank(), distributed.world_size()
     attack = Attack.from_settings(cfg.threat)
     attrs = read_attrs(train_path)
     num_classes = int(attrs["num_classes"])
@@ -129,11 +169,16 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
         synthetic = ChunkShuffleStream(synthetic_path, cfg.batch_size, derive_seed(seed, "syn"), cfg.buffer_chunks)
     device = default_device()
     x_val, y_val = to_tensor(images[val_idx]).to(device), torch.from_numpy(labels[val_idx]).to(device)
+    rows = rank_rows(cfg.batch_size, 1 if synthetic is None else 2, rank, world).to(device)
 
     spec = model_spec(cfg.arch, images.shape[-1], num_classes, images.shape[1],
                       attrs["channel_mean"], attrs["channel_std"])
     torch.manual_seed(derive_seed(seed, "init"))
     model = build_model(**spec).to(device)
+    if world > 1 and device.type == "cuda":
+        # BatchNorm statistics over the global batch, as in one process. SyncBatchNorm needs CUDA:
+        # processes on the CPU (the tests' gloo path) normalise with their own rows' statistics.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(real)
@@ -156,15 +201,18 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
         else:
             log.warning("ignoring %s: it was written with other settings", checkpoint_path)
 
+    # Attacks run on the bare model: their gradients are for the inputs, not for DDP to reduce.
+    ddp = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
     for epoch in range(state["epoch"], cfg.epochs):
         started = time.time()
         torch.manual_seed(derive_seed(seed, "epoch", epoch))
         aug_gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
         syn_batches = synthetic.epoch(epoch) if synthetic is not None else None
-        totals = np.zeros(4)  # loss_real, loss_syn, correct, seen
+        totals = np.zeros(4)  # loss_real, loss_syn, correct, seen (means over ranks)
         model.train()
         bar = tqdm(real.epoch(epoch), total=len(real), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, mininterval=5)
+                   disable=not progress or rank > 0, mininterval=5)
         for xr_np, yr_np in bar:
             xr = augment(to_tensor(xr_np), aug_gen, cfg.crop_padding, cfg.flip)
             xs = ys = None
@@ -175,57 +223,61 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
                     xs = augment(xs, aug_gen, cfg.crop_padding, cfg.flip)
             x, y, n_real = mix_batches(xr, torch.from_numpy(yr_np), xs, ys)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            # Randomness is drawn for the global batch on every rank, then sliced: one process's numbers.
+            start = random_start(x, attack.norm, attack.eps) if attack is not None else None
+            noise = torch.randn_like(x) * cfg.smoothing["sigma"] if cfg.smoothing else None
+            if world > 1:
+                x, y, start, noise = (t if t is None else t[rows] for t in (x, y, start, noise))
+                n_real //= world
             if attack is not None:
                 with batchnorm_mode(model, cfg.attack_batchnorm):
-                    x = attack(model, x, y)
-            logits = model(x)
+                    x = attack(model, x, y, start=start)
+            logits = ddp(x)
             if cfg.smoothing:
-                noisy_logits = model(x + torch.randn_like(x) * cfg.smoothing["sigma"])
-                per_sample = stability_loss(logits, noisy_logits, y, cfg.smoothing["beta"])
+                per_sample = stability_loss(logits, ddp(x + noise), y, cfg.smoothing["beta"])
                 loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
             else:
                 loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma)
-            if not torch.isfinite(loss):
-                raise ArtifactError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DDP averages the ranks' gradients: the global batch's gradient
+            correct = (logits.argmax(1) == y).sum().to(loss.dtype)
+            stats = distributed.mean_over_ranks(torch.stack([loss, loss_real, loss_syn, correct]).detach()).tolist()
+            if not math.isfinite(stats[0]):  # every rank sees the reduced loss, so all stop together
+                raise ArtifactError(f"training diverged at epoch {epoch + 1}: loss is {stats[0]}")
             optimizer.step()
             scheduler.step()
-            totals += [loss_real.item(), loss_syn.item(), (logits.argmax(1) == y).sum().item(), len(y)]
+            totals += [*stats[1:], len(y)]
         if syn_batches is not None:
             syn_batches.close()  # releases the HDF5 handle now, not at garbage collection
         train_seconds = time.time() - started
 
-        model.eval()
-        val_clean = accuracy(model, x_val, y_val)
-        if attack is not None:
-            val_robust = accuracy(model, x_val, y_val, attack=attack, attack_steps=cfg.val_attack_steps)
-        elif cfg.smoothing:  # accuracy under one draw of the smoothing noise: a cheap proxy
-            noise = torch.randn(x_val.shape, generator=torch.Generator().manual_seed(seed)).to(x_val.device)
-            val_robust = accuracy(model, x_val + noise * cfg.smoothing["sigma"], y_val)
-        else:
-            val_robust = float("nan")
-        score = val_clean if np.isnan(val_robust) else val_robust
-        state["seconds"] += train_seconds
-        state["history"].append(dict(
-            epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], loss_real=float(totals[0] / len(real)),
-            loss_synthetic=float(totals[1] / len(real)) if synthetic is not None else float("nan"),
-            train_acc=float(totals[2] / totals[3]), val_clean_acc=val_clean, val_robust_acc=val_robust,
-            epoch_seconds=train_seconds))
-        log.info("epoch %d: %s", epoch + 1, state["history"][-1])
+        # Rank 0 validates while the others wait; all record its numbers, so all select alike.
+        entry = None
+        if rank == 0:
+            entry = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], loss_real=float(totals[0] / len(real)),
+                         loss_synthetic=float(totals[1] / len(real)) if synthetic is not None else float("nan"),
+                         train_acc=float(totals[2] / totals[3]), **validate(model, x_val, y_val, attack, cfg, seed),
+                         epoch_seconds=train_seconds)
+        entry = distributed.from_rank0(entry)
+        score = entry["val_clean_acc"] if np.isnan(entry["val_robust_acc"]) else entry["val_robust_acc"]
+        state["seconds"] += entry["epoch_seconds"]
+        state["history"].append(entry)
+        log.info("epoch %d: %s", epoch + 1, entry)
         if score > state["best_score"]:
             state["best_score"], state["best_epoch"] = score, epoch + 1
             state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
         state["epoch"] = epoch + 1
-        save_torch({"run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "state": state}, checkpoint_path)
+        if rank == 0:
+            save_torch({"run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "state": state}, checkpoint_path)
 
     if cfg.model_selection == "best" and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     summary = dict(train_seconds=state["seconds"], best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
                    selected=cfg.model_selection, val_score=state["best_score"])
-    save_model(model, spec, model_out, **summary)
-    write_csv(pd.DataFrame(state["history"]), history_out)
-    checkpoint_path.unlink()  # finished: a forced rerun (-R) trains again instead of resuming
+    if rank == 0:
+        save_model(model, spec, model_out, **summary)
+        write_csv(pd.DataFrame(state["history"]), history_out)
+        checkpoint_path.unlink()  # finished: a forced rerun (-R) trains again instead of resuming
     return summary
