@@ -41,3 +41,32 @@ def synthetic_input(wc):
 def shard_files(pattern, count):
     """Input function: one file per shard; count(dataset config, wildcards) gives how many."""
     return lambda wc: [pattern.format(shard=i, **dict(wc.items())) for i in range(count(dataset_cfg(wc), wc))]
+
+
+def selection_scores(wc):
+    """Adaptive and score-group selections read the merged synthetic scores."""
+    return f"{SYNTHETIC}/scores.h5".format(**dict(wc.items())) if needs_scores(wc.selection) else []
+
+
+def discriminator_eps(wc):
+    """The eps of discriminator `eps{i}`: the i-th value of the dataset's grid."""
+    grid = dataset_cfg(wc)["discrimination"]["eps"]
+    index = int(wc.eps_index)
+    if index >= len(grid):
+        raise ValueError(f"eps{index}: datasets.{wc.dataset}.discrimination.eps has {len(grid)} values")
+    return grid[index]
+
+
+def ranked(pattern):
+    """Input function: the pattern for every ranked generator of the dataset."""
+    return lambda wc: [pattern.format(dataset=wc.dataset, generator=g)
+                       for g in port_config.ranked_generators(config, wc.dataset)]
+
+
+def score_group_runs(filename):
+    """Input function: a file of every score-group PORT run."""
+    def paths(wc):
+        groups = dataset_cfg(wc)["score_groups"]
+        return port_config.run_paths(config, wc.dataset, groups["threat"], filename,
+                                     port_config.score_group_methods(config, wc.dataset))
+    return paths

@@ -4,14 +4,6 @@
 DISC = "results/{dataset}/discriminators/{generator}"
 
 
-def discriminator_eps(wc):
-    grid = dataset_cfg(wc)["discrimination"]["eps"]
-    index = int(wc.eps_index)
-    if index >= len(grid):
-        raise ValueError(f"eps{index}: datasets.{wc.dataset}.discrimination.eps has {len(grid)} values")
-    return grid[index]
-
-
 rule discrimination_sets:
     input:
         train="results/{dataset}/data/train.h5",

@@ -81,10 +81,6 @@ rule filter_synthetic:
         "../workflow/scripts/filter_synthetic.py"
 
 
-def selection_scores(wc):
-    return [f"{SYNTHETIC}/scores.h5".format(**dict(wc.items()))] if needs_scores(wc.selection) else []
-
-
 rule select_synthetic:
     input:
         images=f"{SYNTHETIC}/images.h5",

@@ -85,11 +85,6 @@ rule distribution_metrics:
         "../workflow/scripts/distribution_metrics.py"
 
 
-def ranked(pattern):
-    return lambda wc: [pattern.format(dataset=wc.dataset, generator=g)
-                       for g in port_config.ranked_generators(config, wc.dataset)]
-
-
 rule rank_generators:
     input:
         arc="results/{dataset}/arc.csv",
@@ -110,14 +105,6 @@ rule rank_generators:
         ENV
     script:
         "../workflow/scripts/rank_generators.py"
-
-
-def score_group_runs(filename):
-    def paths(wc):
-        groups = dataset_cfg(wc)["score_groups"]
-        return port_config.run_paths(config, wc.dataset, groups["threat"], filename,
-                                     port_config.score_group_methods(config, wc.dataset))
-    return paths
 
 
 rule summarize_score_groups:

@@ -43,10 +43,7 @@ rule plot_training_curves:
             labels={"dataset": "{dataset}", "threat": "{threat}"},
         ),
     params:
-        run_labels=lambda wc: [
-            p.split("/runs/")[1].rsplit("/", 1)[0]
-            for p in port_config.run_paths(config, wc.dataset, wc.threat, "history.csv")
-        ],
+        run_labels=lambda wc: port_config.run_labels(config, wc.dataset),
     log:
         "logs/plot_training_curves/{dataset}/{threat}.log",
     benchmark:

@@ -148,6 +148,13 @@ def run_paths(config: dict, dataset: str, threat: str, filename: str, methods=No
             for method in methods for arch in training["architectures"] for seed in training["seeds"]]
 
 
+def run_labels(config: dict, dataset: str) -> list[str]:
+    """Legend labels of the runs, in run_paths order."""
+    training = config["datasets"][dataset]["training"]
+    return [f"{method} {arch} seed{seed}" for method in run_methods(config, dataset)
+            for arch in training["architectures"] for seed in training["seeds"]]
+
+
 def score_group_methods(config: dict, dataset: str) -> list[str]:
     groups = config["datasets"][dataset]["score_groups"]
     return [f"port-group{g}" for g in range(groups["n_groups"])]
