@@ -26,7 +26,7 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int) -> np.ndarra
     if k is None:
         return candidates
     if k > len(candidates):
-        raise ArtifactError(f"cannot select k={k} images: only {len(candidates)} passed the filter")
+        raise ArtifactError(f"cannot select k={k} images (selection.k): only {len(candidates)} passed the filter")
     if method == "random":
         return np.sort(rng(seed, "select").choice(candidates, size=k, replace=False))
     raise ArtifactError(f"unknown selection method '{method}' (known: {', '.join(METHODS)})")
@@ -38,7 +38,10 @@ def select_images(images_path, filter_path, out_path, method: str, k: int | None
     if len(arrays["keep"]) != n_images or len(arrays["labels"]) != n_images:
         raise ArtifactError(f"{filter_path}: filter covers {len(arrays['keep'])} images "
                             f"({len(arrays['labels'])} labels) but {images_path} holds {n_images}")
-    chosen = choose(arrays["keep"], method, k, seed)
+    try:
+        chosen = choose(arrays["keep"], method, k, seed)
+    except ArtifactError as err:
+        raise ArtifactError(f"{filter_path}: {err}") from err
     attrs = provenance("select", {"method": method, "k": k}, seed, dataset=dataset_of(images_path))
     mask = np.zeros(len(arrays["keep"]), dtype=bool)
     mask[chosen] = True
