@@ -3,16 +3,28 @@
 Every write goes to a temporary file beside the target and is renamed into place only
 when complete, so a killed job never leaves a file that looks finished. Every HDF5 file
 carries its provenance (stage, parameter hash, seed, package versions) as attributes.
+
+Integrity: every HDF5 file records `content_sha256`, a digest of its datasets (name, dtype,
+shape and bytes, in sorted name order; attributes excluded), and every torch checkpoint a
+digest of its contents under the key `content_sha256`. `verified_inputs` (entered by
+`port.logs.logged_job` for every Snakemake job) recomputes the digest of each input in
+bounded-memory blocks, refuses a file whose content no longer matches what was recorded,
+and makes the inputs' digests part of the provenance of everything the job writes
+(`inputs_sha256`). Checkpoints are verified whenever `load_torch` reads them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import glob
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -21,8 +33,16 @@ import h5py
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger(__name__)
 CHUNK_IMAGES = 1024  # images per HDF5 chunk: whole-chunk reads stay fast and memory-bounded
 _PACKAGES = ("port-pipeline", "torch", "numpy", "h5py", "diffusers", "snakemake")
+HASH_BLOCK_BYTES = 64 << 20  # verification reads this much at a time, whatever the file size
+CHECKSUM_KEY = "content_sha256"  # HDF5 attribute / checkpoint key holding the content digest
+INPUTS_KEY = "inputs_sha256"  # HDF5 attribute / checkpoint key: {input path: digest} of the job
+_MAX_INPUTS_ATTR = 48_000  # HDF5 attributes stop at 64 KiB; beyond this only a digest is kept
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_input_checksums: contextvars.ContextVar[dict | None] = contextvars.ContextVar("port_input_checksums",
+                                                                              default=None)
 
 
 class ArtifactError(ValueError):
@@ -56,7 +76,145 @@ def provenance(stage: str, settings: Mapping | None = None, seed: int | None = N
     if seed is not None:
         attrs["seed"] = int(seed)
     attrs.update({k: v for k, v in extra.items() if v is not None})
+    inputs = _input_checksums.get()
+    if inputs:
+        blob = json.dumps(inputs, sort_keys=True)
+        if len(blob) > _MAX_INPUTS_ATTR:  # e.g. a merge of thousands of shards: keep a digest of the map
+            attrs["inputs_count"] = len(inputs)
+            blob = json.dumps({"sha256_of_inputs_map": hashlib.sha256(blob.encode()).hexdigest()})
+        attrs[INPUTS_KEY] = blob
     return attrs
+
+
+# --- content checksums ----------------------------------------------------------------------------
+
+def _update_with_array(hasher, values: np.ndarray) -> None:
+    """Feed an array's bytes (C order) to a hash; variable-length objects by their encoded repr."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.hasobject:
+        for item in values.reshape(-1):
+            hasher.update(item if isinstance(item, bytes) else repr(item).encode())
+            hasher.update(b"\0")
+    else:
+        hasher.update(values.reshape(-1).view(np.uint8))
+
+
+def _dataset_line(name: str, dtype: np.dtype, shape: tuple, digest: str) -> bytes:
+    return f"{name}\0{np.dtype(dtype).str}\0{tuple(int(s) for s in shape)}\0{digest}\n".encode()
+
+
+def hdf5_content_digest(handle: h5py.File) -> str:
+    """sha256 over every dataset (name, dtype, shape, bytes) in sorted name order, read in blocks."""
+    names = []
+    handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    outer = hashlib.sha256()
+    for name in sorted(names):
+        dataset = handle[name]
+        inner = hashlib.sha256()
+        if dataset.shape is None:  # an empty (null) dataspace holds no data
+            pass
+        elif dataset.ndim == 0:
+            _update_with_array(inner, np.asarray(dataset[()]))
+        else:
+            row_bytes = max(1, dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64)))
+            rows = max(1, HASH_BLOCK_BYTES // row_bytes)
+            if dataset.chunks:  # whole chunks per read
+                rows = max(dataset.chunks[0], rows - rows % dataset.chunks[0])
+            for start in range(0, dataset.shape[0], rows):
+                _update_with_array(inner, dataset[start:start + rows])
+        outer.update(_dataset_line(name, dataset.dtype, dataset.shape or (), inner.hexdigest()))
+    return outer.hexdigest()
+
+
+def file_sha256(path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(8 << 20):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _mismatch(path, recorded: str, actual: str) -> ArtifactError:
+    return ArtifactError(f"{path}: content checksum mismatch: file changed after it was written "
+                         f"(recorded {recorded[:16]}, content {actual[:16]})")
+
+
+def verify_hdf5(path) -> str:
+    """The content digest of an HDF5 artifact; refuses one whose recorded digest does not match."""
+    with _open(path) as handle:
+        try:
+            actual = hdf5_content_digest(handle)
+        except (OSError, RuntimeError, KeyError) as err:  # truncated or damaged data blocks
+            raise ArtifactError(f"{path}: unreadable HDF5 content ({err})") from err
+        recorded = handle.attrs.get(CHECKSUM_KEY)
+    if recorded is not None and str(recorded) != actual:
+        raise _mismatch(path, str(recorded), actual)
+    return actual
+
+
+def artifact_digest(path) -> str:
+    """The checksum of one stage input: HDF5 content (verified against its record), else the
+    file's sha256 (checkpoints are verified when loaded), or a directory's files in sorted order."""
+    path = Path(path)
+    if path.is_dir():
+        hasher = hashlib.sha256()
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            hasher.update(f"{item.relative_to(path).as_posix()}\0{file_sha256(item)}\n".encode())
+        return hasher.hexdigest()
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found")
+    with open(path, "rb") as stream:
+        is_hdf5 = stream.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+    return verify_hdf5(path) if is_hdf5 else file_sha256(path)
+
+
+@contextlib.contextmanager
+def verified_inputs(paths) -> Iterator[dict[str, str]]:
+    """Verify every input of a job, then record their checksums in the provenance of its outputs."""
+    started = time.time()
+    checksums = {str(p): artifact_digest(p) for p in paths}
+    if checksums:
+        size = sum(_size(Path(p)) for p in checksums) / 1e6
+        log.info("verified %d input(s), %.1f MB, in %.1f s", len(checksums), size, time.time() - started)
+    token = _input_checksums.set(checksums)
+    try:
+        yield checksums
+    finally:
+        _input_checksums.reset(token)
+
+
+def _update_with_object(hasher, obj) -> None:
+    """Hash a checkpoint's structure: tensors by dtype, shape and bytes; mappings in sorted key order."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        tensor = obj.detach().cpu().contiguous()
+        hasher.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, np.ndarray):
+        hasher.update(f"A{obj.dtype.str}{obj.shape}".encode())
+        _update_with_array(hasher, obj)
+    elif isinstance(obj, Mapping):
+        hasher.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=lambda k: (type(k).__name__, repr(k))):
+            hasher.update(f"K{key!r}".encode())
+            _update_with_object(hasher, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        hasher.update(f"L{len(obj)}".encode())
+        for item in obj:
+            _update_with_object(hasher, item)
+    else:
+        hasher.update(f"V{type(obj).__name__}:{obj!r}".encode())
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def object_digest(obj) -> str:
+    hasher = hashlib.sha256()
+    _update_with_object(hasher, obj)
+    return hasher.hexdigest()
 
 
 @contextlib.contextmanager
@@ -64,6 +222,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only on success."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A job killed with SIGKILL leaves its temporary file behind; it never looks finished (a
+    # hidden .tmp name) and the rerun (Snakemake never runs two jobs for one output) removes it.
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -72,10 +234,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         yield tmp_path
+        _fsync(tmp_path)  # the data reaches the disk before the name does (node crashes)
         os.replace(tmp_path, final)
+        _fsync(final.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -90,22 +267,36 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def save_torch(obj, path: str | os.PathLike) -> None:
+    """Save a checkpoint; a dict gets its content digest (and the job's input checksums) added."""
     import torch
 
+    if isinstance(obj, Mapping):
+        obj = {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+        inputs = _input_checksums.get()
+        if inputs and INPUTS_KEY not in obj:
+            obj[INPUTS_KEY] = dict(inputs)
+        obj[CHECKSUM_KEY] = object_digest(obj)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def load_torch(path: str | os.PathLike) -> dict:
-    """Load a checkpoint without unpickling arbitrary objects."""
+    """Load a checkpoint without unpickling arbitrary objects; refuse one whose content no longer
+    matches its recorded digest. The digest key is removed from what is returned."""
     import torch
 
     if not Path(path).is_file():
         raise ArtifactError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
         raise ArtifactError(f"{path}: not a readable checkpoint ({err})") from err
+    if isinstance(checkpoint, dict) and CHECKSUM_KEY in checkpoint:
+        recorded = str(checkpoint.pop(CHECKSUM_KEY))
+        actual = object_digest(checkpoint)
+        if recorded != actual:
+            raise _mismatch(path, recorded, actual)
+    return checkpoint
 
 
 class ImageWriter:
@@ -122,6 +313,7 @@ class ImageWriter:
         self.chunk_images = chunk_images
         self._stack = contextlib.ExitStack()
         self._file: h5py.File | None = None
+        self._hashers: dict[str, "hashlib._Hash"] = {}
         self.count = 0
 
     def __enter__(self) -> "ImageWriter":
@@ -163,10 +355,20 @@ class ImageWriter:
 
     def _grow(self, key: str, values: np.ndarray, start: int) -> None:
         dataset = self._file[key]
+        values = np.asarray(values, dtype=dataset.dtype)  # hash exactly what is stored
         dataset.resize(start + len(values), axis=0)
         dataset[start:start + len(values)] = values
+        # rows arrive in order, so each dataset's digest streams along with the writes
+        _update_with_array(self._hashers.setdefault(key, hashlib.sha256()), values)
 
     def __exit__(self, *exc) -> bool:
+        if exc[0] is None:
+            outer = hashlib.sha256()
+            for name in sorted(self._file):  # every dataset here is a top-level, appended one
+                dataset = self._file[name]
+                inner = self._hashers.get(name, hashlib.sha256())
+                outer.update(_dataset_line(name, dataset.dtype, dataset.shape, inner.hexdigest()))
+            self._file.attrs[CHECKSUM_KEY] = outer.hexdigest()
         return self._stack.__exit__(*exc)
 
 
@@ -182,10 +384,12 @@ def write_arrays(path, attrs: Mapping, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         for key, values in arrays.items():
             values = np.asarray(values)
-            chunks = (min(CHUNK_IMAGES, max(len(values), 1)), *values.shape[1:]) if values.ndim else None
+            # chunked along N (an empty array cannot be chunked: HDF5 refuses chunks larger than the data)
+            chunks = (min(CHUNK_IMAGES, len(values)), *values.shape[1:]) if values.ndim and values.size else None
             handle.create_dataset(key, data=values, chunks=chunks)
         for key, value in attrs.items():
             handle.attrs[key] = value
+        handle.attrs[CHECKSUM_KEY] = hdf5_content_digest(handle)  # small arrays: read back, hash what is stored
 
 
 def _open(path) -> h5py.File:

@@ -71,6 +71,11 @@ def load_npz_images(path, image_key: str = "image", label_key: str | None = "lab
 
 
 def check_images(images: np.ndarray, source) -> None:
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+        raise ArtifactError(f"{source}: images contain NaN or Inf (expected uint8 in 0..255)")
+    if np.issubdtype(images.dtype, np.integer) and images.dtype != np.uint8 and images.size \
+            and (images.min() < 0 or images.max() > 255):
+        raise ArtifactError(f"{source}: image values {images.min()}..{images.max()} lie outside 0..255")
     if images.dtype != np.uint8:
         raise ArtifactError(f"{source}: images must be uint8 in 0..255, got {images.dtype}")
     if images.ndim != 4 or images.shape[-1] not in (1, 3):

@@ -8,6 +8,7 @@ A trained model is saved with `DDPMPipeline.save_pretrained`, so the digits DDPM
 from __future__ import annotations
 
 import copy
+import glob
 import logging
 import os
 import shutil
@@ -85,6 +86,8 @@ def save_pipeline(pipeline, out_dir) -> None:
     """save_pretrained into a temporary directory, then rename it into place."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         pipeline.save_pretrained(tmp)
@@ -163,6 +166,8 @@ def merge_shards(shard_paths, out_path) -> int:
     first = next((block for path in shard_paths for _, block in iter_image_blocks(path, block=1)), None)
     if first is None:
         raise ArtifactError(f"{shard_paths[0]}: no images in any of the {len(shard_paths)} shard(s)")
+    for path in shard_paths:  # name the shard that does not fit, not the output
+        validate_image_set(path, require_labels=False, image_shape=first.shape[1:])
     attrs = provenance("merge", {"shards": [str(p) for p in shard_paths]}, dataset=dataset_of(shard_paths[0]))
     with ImageWriter(out_path, first.shape[1:], attrs) as writer:
         for path in shard_paths:

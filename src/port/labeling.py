@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, dataset_of, image_set_length, iter_image_blocks, provenance, read_arrays,
+from .artifacts import (ArtifactError, atomic_path, dataset_of, image_set_length, iter_image_blocks, provenance, read_arrays,
                         read_attrs, read_image_set, write_arrays, write_csv)
 from .evaluation import predict
 from .loaders import to_tensor
@@ -34,8 +34,8 @@ def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, hi
     given = settings.get("checkpoint")
     if given:
         load_model(given, expect_arch=settings["arch"], expect_classes=num_classes)
-        Path(model_out).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(given, model_out)
+        with atomic_path(model_out) as tmp:
+            shutil.copyfile(given, tmp)
         write_csv(pd.DataFrame(columns=["epoch"]), history_out)
     else:
         train_settings = {k: v for k, v in settings.items() if k != "checkpoint"}

@@ -8,14 +8,18 @@ import time
 
 import torch
 
+from .artifacts import verified_inputs
+
 
 @contextlib.contextmanager
 def logged_job(smk):
-    """Send stdout, stderr and logging to `smk.log[0]` and use the job's thread count."""
+    """Send stdout, stderr and logging to `smk.log[0]` and use the job's thread count. Every input
+    is verified against its recorded checksum first, and the outputs record the inputs' checksums."""
     torch.set_num_threads(max(1, int(getattr(smk, "threads", 1))))
     log_path = smk.log[0] if len(smk.log) else None
     if log_path is None:
-        yield logging.getLogger("port")
+        with verified_inputs(smk.input):
+            yield logging.getLogger("port")
         return
     with open(log_path, "a", buffering=1) as stream, \
             contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
@@ -28,7 +32,8 @@ def logged_job(smk):
         logger = logging.getLogger("port")
         logger.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
         try:
-            yield logger
+            with verified_inputs(smk.input):
+                yield logger
             logger.info("done in %.1f s", time.time() - start)
         except Exception:
             logger.exception("failed after %.1f s", time.time() - start)

@@ -55,7 +55,7 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.n
     if k is None:
         return candidates
     if k > len(candidates):
-        raise ArtifactError(f"cannot select k={k} images: only {len(candidates)} passed the filter")
+        raise ArtifactError(f"cannot select k={k} images (selection.k): only {len(candidates)} passed the filter")
     if method == "random":
         return np.sort(rng(seed, "select").choice(candidates, size=k, replace=False))
     return np.sort(by_score[:k])

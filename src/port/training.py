@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed
-from .artifacts import ArtifactError, load_torch, read_attrs, read_image_set, save_torch, settings_hash, write_csv
+from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, save_torch, settings_hash,
+                        validate_image_set, write_csv)
 from .attacks import Attack, batchnorm_mode, random_start
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
@@ -166,6 +167,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"))
     synthetic = None
     if synthetic_path is not None:
+        validate_image_set(synthetic_path, num_classes, image_shape=images.shape[1:])
         synthetic = ChunkShuffleStream(synthetic_path, cfg.batch_size, derive_seed(seed, "syn"), cfg.buffer_chunks)
     device = default_device()
     x_val, y_val = to_tensor(images[val_idx]).to(device), torch.from_numpy(labels[val_idx]).to(device)
