@@ -265,8 +265,8 @@ CONFIG_CASES = [
     ("gamma_below_zero", _config_case(lambda d, c: d["training"].update(gamma=-0.1), "gamma", "minimum of 0")),
     ("unknown_architecture", _config_case(lambda d, c: d["training"].update(architectures=["vgg16"]),
                                           "architectures", "'vgg16'")),
-    ("unknown_generator", _config_case(lambda d, c: d["training"].update(generator="gan"),
-                                       "datasets.digits.training.generator", "'gan' is not a key")),
+    ("unknown_generator", _config_case(lambda d, c: d["training"].update(generator="vae"),
+                                       "datasets.digits.training.generator", "'vae' is not a key")),
     ("unknown_dataset", _config_case(lambda d, c: c.update(default_datasets=["mnist"]),
                                      "default_datasets", "'mnist' is not a key of datasets")),
     ("unknown_dataset_kind", _config_case(lambda d, c: d["source"].update(kind="imagenet"), "kind", "'imagenet'")),
@@ -330,7 +330,7 @@ def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     ({"training": {"epochs": "ten"}}, "['training']['epochs']"),
     ({"threats": {"linf": {"eps": -0.1}}}, "['threats']['linf']['eps']"),
     ({"training": {"gamma": 1.5}}, "['training']['gamma']"),
-    ({"training": {"generator": "gan"}}, "datasets.digits.training.generator"),
+    ({"training": {"generator": "vae"}}, "datasets.digits.training.generator"),
 ])
 def test_bad_config_stops_snakemake_before_any_job(tmp_path, override, key):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"datasets": {"digits": override}}))

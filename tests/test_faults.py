@@ -177,39 +177,40 @@ def _reference_images(tmp_path: Path, model: Path) -> np.ndarray:
 def test_sampling_killed_mid_shard_reruns_only_unfinished_shards(tmp_path, unet_dir):
     workdir = _workdir(tmp_path / "wd", unet_dir)
     shard_dir = workdir / SHARDS
-    shard_0, shard_1 = shard_dir / "shard_0.h5", shard_dir / "shard_1.h5"
 
-    def shard_1_half_written():
-        return shard_0.is_file() and any(shard_dir.glob(".shard_1.h5.*.tmp"))
+    def one_finished_one_half_written():  # Snakemake may run the shards in any order
+        return any(shard_dir.glob("shard_*.h5")) and any(shard_dir.glob(".shard_*.h5.*.tmp"))
 
     process = _start(_snakemake(workdir, "--cores", "1", TARGET), workdir, tmp_path / "first.log")
-    _kill_when(process, shard_1_half_written)
+    _kill_when(process, one_finished_one_half_written)
 
-    # the killed shard left only a hidden temporary file: no shard_1.h5 that looks complete
-    assert not shard_1.exists() and not (workdir / TARGET).exists()
-    assert list(shard_dir.glob(".shard_1.h5.*.tmp"))
-    finished = shard_0.stat()
-    finished_bytes = shard_0.read_bytes()
-    verify_hdf5(shard_0)
+    # the killed shard left only a hidden temporary file: no shard file that looks complete
+    half_written = {p.name[1:].split(".h5")[0] + ".h5" for p in shard_dir.glob(".shard_*.h5.*.tmp")}
+    finished = {p.name: (p.stat(), p.read_bytes()) for p in shard_dir.glob("shard_*.h5")}
+    assert half_written and finished and not half_written & set(finished) and not (workdir / TARGET).exists()
+    for name in finished:
+        verify_hdf5(shard_dir / name)
 
-    # the lock of the killed run is released; the plan reruns shards 1 and 2 and the merge only
+    # the lock of the killed run is released; the plan reruns the unfinished shards and the merge only
     unlock = subprocess.run(_snakemake(workdir, "--unlock"), capture_output=True, text=True, env=_env())
     assert unlock.returncode == 0, unlock.stderr[-2000:]
     plan = subprocess.run(_snakemake(workdir, "-n", "--rerun-incomplete", TARGET), capture_output=True, text=True,
                           env=_env())
     assert plan.returncode == 0, plan.stderr[-2000:]
     outputs = [line.split(":", 1)[1].strip() for line in plan.stdout.splitlines() if line.strip().startswith("output:")]
-    assert sorted(o for o in outputs if "shard_" in o) == [f"{SHARDS}/shard_1.h5", f"{SHARDS}/shard_2.h5"]
+    unfinished = sorted(f"{SHARDS}/shard_{i}.h5" for i in range(N_SHARDS) if f"shard_{i}.h5" not in finished)
+    assert sorted(o for o in outputs if "shard_" in o) == unfinished
     assert len(set(outputs)) == len(outputs)  # no two jobs write the same file
 
     rerun = subprocess.run(_snakemake(workdir, "--cores", "1", "--rerun-incomplete", TARGET), capture_output=True,
                            text=True, env=_env(), timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
-    # the finished shard was kept as it was, not recomputed
-    after = shard_0.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (finished.st_ino, finished.st_mtime_ns)
-    assert shard_0.read_bytes() == finished_bytes
+    # the finished shards were kept as they were, not recomputed
+    for name, (stat, content) in finished.items():
+        after = (shard_dir / name).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+        assert (shard_dir / name).read_bytes() == content
     assert not list(shard_dir.glob(".*.tmp")), "temporary files left behind"
 
     # the result equals an uninterrupted run, exactly
@@ -219,7 +220,8 @@ def test_sampling_killed_mid_shard_reruns_only_unfinished_shards(tmp_path, unet_
     np.testing.assert_array_equal(merged, _reference_images(tmp_path, unet_dir))
     assert verify_hdf5(workdir / TARGET) == verify_hdf5(tmp_path / "ref.h5")
     # the merge recorded the verified checksums of the shards it read
-    assert inputs[f"{SHARDS}/shard_0.h5"] == h5py.File(shard_0, "r").attrs[CHECKSUM_KEY]
+    with h5py.File(shard_dir / "shard_0.h5", "r") as handle:
+        assert inputs[f"{SHARDS}/shard_0.h5"] == handle.attrs[CHECKSUM_KEY]
     assert sorted(inputs) == [f"{SHARDS}/shard_{i}.h5" for i in range(N_SHARDS)]
 
     # merging again is idempotent: the same content, and a second run has nothing to do

@@ -21,7 +21,7 @@ def test_digits_dag_writes_summary_tables(tiny_run):
         port = table[table["method"] == "port"]
         baseline = table.set_index("method").loc["baseline"]
         assert (port["n_synthetic"] == 40).all() and baseline["n_synthetic"] == 0  # k = 40
-        assert (port["gamma"] == pytest.approx(0.4)).all() and baseline["gamma"] == 1.0
+        assert np.allclose(port["gamma"], 0.4) and baseline["gamma"] == 1.0
         assert (table["epochs"] == 2).all() and (table["train_seconds"] > 0).all()
 
 
@@ -34,7 +34,7 @@ def test_digits_dag_certifies_smoothed_classifiers(tiny_run):
         accuracy = run.sort_values("radius")["certified_acc"].to_numpy()
         assert (accuracy[:-1] >= accuracy[1:]).all() and (accuracy <= 1).all()  # falls with the radius
     assert (table["n_certified"] == 15).all()  # every 30th of the 450 test images
-    certificates = pd.read_csv(tiny_run / "results/digits/certify/port_small_cnn_seed0.csv")
+    certificates = pd.read_csv(tiny_run / "results/digits/certify/port-adaptive_small_cnn_seed0.csv")
     assert list(certificates.columns[:6]) == ["idx", "label", "predict", "radius", "correct", "smoothed_predict"]
     assert (tiny_run / "results/digits/port_smooth.png").stat().st_size > 0
 
@@ -76,7 +76,7 @@ def test_digits_dag_ranks_generators_by_arc(tiny_run):
     for generator in arc["generator"]:
         curve = pd.read_csv(base / f"arc/{generator}.csv")
         assert list(curve["eps"]) == [0.0, 0.05] and curve["robust_acc"].between(0, 1).all()
-        assert (curve["n_eval"] == 2 * 30).all()  # real test images and as many held-out synthetic
+        assert (curve["n_eval"] == 2 * 60).all()  # n_heldout synthetic images and as many real test images
     ranking = pd.read_csv(base / "generators.csv")
     assert sorted(set(ranking["metric"])) == ["arc", "frechet_lanet", "nn_distance", "transfer_robust_acc"]
     assert len(ranking) == 4 * 3 and ranking["rank"].between(1, 3).all()
