@@ -17,7 +17,9 @@ rule train_smooth:
             labels={"method": "{method}", "arch": "{arch}", "seed": "{seed}"},
         ),
     params:
-        settings=lambda wc: port_config.smoothing_settings(config, wc.dataset, wc.arch),
+        settings=lambda wc: port_config.smoothing_settings(
+            config, wc.dataset, wc.arch, wc.method
+        ),
         seed=run_seed,
         checkpoint="results/{dataset}/checkpoints/smooth/{method}/{arch}/seed{seed}.pt",
     log:
@@ -77,7 +79,9 @@ rule summarize_smooth:
         ),
     params:
         rows=lambda wc: [
-            port_config.run_row(config, wc.dataset, m, a, s)
+            port_config.run_row(
+                config, wc.dataset, m, a, s, port_config.smoothing_epochs(config, wc.dataset)
+            )
             for m, a, s in port_config.smoothing_runs(config, wc.dataset)
         ],
         radii=lambda wc: config["datasets"][wc.dataset]["smoothing"]["radii"],

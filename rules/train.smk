@@ -12,7 +12,9 @@ rule train_robust:
             labels={"method": "{method}", "arch": "{arch}", "seed": "{seed}"},
         ),
     params:
-        settings=lambda wc: port_config.training_settings(config, wc.dataset, wc.threat, wc.arch),
+        settings=lambda wc: port_config.training_settings(
+            config, wc.dataset, wc.threat, wc.arch, wc.method
+        ),
         seed=run_seed,
         checkpoint="results/{dataset}/checkpoints/runs/{threat}/{method}/{arch}/seed{seed}.pt",
     threads: 1

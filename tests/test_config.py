@@ -10,8 +10,9 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from port.config import (ConfigError, canonical, check_config, discriminator_settings, evaluation_settings, final_targets,
-                         generator_settings, labeler_settings, pipeline_model, run_paths, run_row, selection_of, training_settings, transfer_settings)
+from port.config import (ConfigError, canonical, check_config, discriminator_settings, evaluation_settings,
+                         final_targets, generator_settings, labeler_settings, pipeline_model, run_paths, run_row,
+                         selection_of, smoothing_epochs, smoothing_settings, training_settings, transfer_settings)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -210,3 +211,23 @@ def test_run_rows_and_settings_of_the_new_stages(config):
     assert pipeline_model(config, "digits", "gan") == "results/digits/gan/gan.pt"
     assert pipeline_model(config, "digits", "ddpm-4steps") == "results/digits/diffusion/ddpm"
     assert pipeline_model(config, "cifar10", "ddpm") is None  # a hub id
+
+
+def test_baseline_settings_ignore_gamma(config):
+    """The baseline has no synthetic half: its settings carry gamma 1.0, so a gamma edit
+    reruns only the PORT runs (the summary tables report 1.0 for the baseline too)."""
+    edited = copy.deepcopy(config)
+    edited["datasets"]["digits"]["training"]["gamma"] = 0.7
+    for settings in (lambda c, method: training_settings(c, "digits", "linf", "small_cnn", method),
+                     lambda c, method: smoothing_settings(c, "digits", "small_cnn", method)):
+        assert settings(config, "baseline") == settings(edited, "baseline")
+        assert settings(edited, "baseline")["gamma"] == 1.0 and settings(edited, "port")["gamma"] == 0.7
+    assert run_row(config, "digits", "baseline", "small_cnn", 0)["gamma"] == 1.0
+
+
+def test_smoothing_rows_report_the_smoothing_epochs(config):
+    edited = copy.deepcopy(config)
+    edited["datasets"]["digits"]["smoothing"]["epochs"] = 3
+    assert smoothing_epochs(edited, "digits") == 3 == smoothing_settings(edited, "digits", "small_cnn")["epochs"]
+    assert smoothing_epochs(config, "digits") == config["datasets"]["digits"]["training"]["epochs"]
+    assert run_row(edited, "digits", "port", "small_cnn", 0, smoothing_epochs(edited, "digits"))["epochs"] == 3

@@ -100,19 +100,32 @@ def labeler_settings(config: dict, dataset: str, slot: str) -> dict:
     return canonical(config["datasets"][dataset]["labelers"][slot])
 
 
-def training_settings(config: dict, dataset: str, threat: str, arch: str) -> dict:
+def _run_settings(ds: dict, method: str) -> dict:
+    """The shared training block without the run keys. The baseline has no synthetic half, so
+    its gamma is 1.0 (as in the summary tables): editing gamma does not rerun baselines."""
+    settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
+    if method == "baseline":
+        settings["gamma"] = 1.0
+    return settings
+
+
+def training_settings(config: dict, dataset: str, threat: str, arch: str, method: str = "port") -> dict:
     """What the trainer needs for one run: the shared training block, the arch and the threat."""
     ds = config["datasets"][dataset]
-    settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
-    return canonical({**settings, "arch": arch, "threat": ds["threats"][threat]})
+    return canonical({**_run_settings(ds, method), "arch": arch, "threat": ds["threats"][threat]})
 
 
-def smoothing_settings(config: dict, dataset: str, arch: str) -> dict:
+def smoothing_epochs(config: dict, dataset: str) -> int:
+    ds = config["datasets"][dataset]
+    return ds["smoothing"].get("epochs", ds["training"]["epochs"])
+
+
+def smoothing_settings(config: dict, dataset: str, arch: str, method: str = "port") -> dict:
     """The trainer's settings for stability training: the training block with the noise model."""
     ds = config["datasets"][dataset]
     smoothing = ds["smoothing"]
-    settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
-    settings["epochs"] = smoothing.get("epochs", settings["epochs"])
+    settings = _run_settings(ds, method)
+    settings["epochs"] = smoothing_epochs(config, dataset)
     return canonical({**settings, "arch": arch, "threat": None,
                       "smoothing": {"sigma": smoothing["sigma"], "beta": smoothing["beta"]}})
 
@@ -204,12 +217,12 @@ def score_discriminator_index(config: dict, dataset: str) -> int:
 
 
 def transfer_settings(config: dict, dataset: str) -> dict:
-    """Adversarial training on one generator's synthetic images alone (transferred robustness)."""
+    """Adversarial training on one generator's synthetic images alone (transferred robustness):
+    a single training set, so gamma is 1.0 as for the baseline."""
     ds = config["datasets"][dataset]
     ranking = ds["generator_ranking"]
-    settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
-    return canonical({**settings, "epochs": ranking["epochs"], "arch": ds["training"]["architectures"][0],
-                      "threat": ds["threats"][ranking["threat"]]})
+    return canonical({**_run_settings(ds, "baseline"), "epochs": ranking["epochs"],
+                      "arch": ds["training"]["architectures"][0], "threat": ds["threats"][ranking["threat"]]})
 
 
 def ranked_generators(config: dict, dataset: str) -> list[str]:
@@ -233,10 +246,10 @@ def final_targets(config: dict, datasets=None) -> list[str]:
     return targets
 
 
-def run_row(config: dict, dataset: str, method: str, arch: str, seed: int) -> dict:
-    """The identity columns of one run in the summary tables."""
+def run_row(config: dict, dataset: str, method: str, arch: str, seed: int, epochs: int | None = None) -> dict:
+    """The identity columns of one run in the summary tables (`epochs`: the run's, if not training's)."""
     training = config["datasets"][dataset]["training"]
     selection = selection_of(method)
     return {"method": "baseline" if selection is None else "port", "selection": selection or "none",
             "architecture": arch, "gamma": 1.0 if selection is None else training["gamma"],
-            "epochs": training["epochs"], "seed": seed}
+            "epochs": training["epochs"] if epochs is None else epochs, "seed": seed}

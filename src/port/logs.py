@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 
 import torch
+
+from port import devices
 
 from .artifacts import verified_inputs
 
 
 @contextlib.contextmanager
 def logged_job(smk):
-    """Send stdout, stderr and logging to `smk.log[0]` and use the job's thread count. Every input
-    is verified against its recorded checksum first, and the outputs record the inputs' checksums."""
+    """Send stdout, stderr and logging to `smk.log[0]`, use the job's thread count and, for a
+    job with `resources.gpu >= 1` that no scheduler placed, claim free GPUs (port.devices). Every
+    input is verified against its recorded checksum first, and the outputs record the inputs' checksums."""
     torch.set_num_threads(max(1, int(getattr(smk, "threads", 1))))
     log_path = smk.log[0] if len(smk.log) else None
     if log_path is None:
-        with verified_inputs(smk.input):
+        with devices.claim_gpus(devices.job_gpus(smk)) or contextlib.nullcontext(), verified_inputs(smk.input):
             yield logging.getLogger("port")
         return
     with open(log_path, "a", buffering=1) as stream, \
@@ -31,7 +35,11 @@ def logged_job(smk):
         start = time.time()
         logger = logging.getLogger("port")
         logger.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
+        claim = None
         try:
+            claim = devices.claim_gpus(devices.job_gpus(smk))
+            logger.info("CUDA_VISIBLE_DEVICES=%s (%s)", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+                        "claimed by port.devices" if claim else "not claimed: set by a scheduler, or no GPU asked")
             with verified_inputs(smk.input):
                 yield logger
             logger.info("done in %.1f s", time.time() - start)
@@ -39,4 +47,6 @@ def logged_job(smk):
             logger.exception("failed after %.1f s", time.time() - start)
             raise
         finally:
+            if claim is not None:
+                claim.release()
             root.removeHandler(handler)
