@@ -41,6 +41,7 @@ rule certify:
     params:
         settings=lambda wc: port_config.certify_settings(config, wc.dataset),
         seed=config["seed"],
+        checkpoint="results/{dataset}/checkpoints/certify/{method}_{arch}_seed{seed}.pt",
     log:
         "logs/certify/{dataset}/{method}_{arch}_seed{seed}.log",
     benchmark:

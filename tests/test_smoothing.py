@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from scipy.stats import binomtest, norm
 
-from port.artifacts import provenance, read_csv, write_images
+from port.artifacts import provenance, read_csv, save_torch, write_images
 from port.models import build_model, model_spec, save_model
 from port.smoothing import Smooth, certified_accuracy, certify_dataset, lower_confidence_bound
 
@@ -161,6 +161,41 @@ def test_same_seed_gives_the_same_certificates(tiny_problem):
     every_image = certify_dataset(model, test, tiny_problem / "c.csv", {**SETTINGS, "skip": 1}, seed=7)
     common = every_image[every_image["idx"] % 2 == 0].reset_index(drop=True)
     pd.testing.assert_frame_equal(common.drop(columns="seconds"), a.drop(columns="seconds"), check_dtype=False)
+
+
+class Killed(Exception):
+    """Stands for the job being killed part way."""
+
+
+def test_killed_certification_resumes_from_its_checkpoint_to_the_same_table(tiny_problem, monkeypatch):
+    model, test = tiny_problem / "model.pt", tiny_problem / "test.h5"
+    checkpoint = tiny_problem / "certify_ckpt.pt"
+    reference = certify_dataset(model, test, tiny_problem / "ref.csv", SETTINGS, seed=3)
+    calls, kill_at = [], [4]
+    original = Smooth.certify
+
+    def dies_on_the_fourth_image(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == kill_at[0]:
+            raise Killed
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Smooth, "certify", dies_on_the_fourth_image)
+    with pytest.raises(Killed):
+        certify_dataset(model, test, tiny_problem / "resumed.csv", SETTINGS, seed=3, checkpoint_path=checkpoint,
+                        checkpoint_seconds=0.0)
+    assert checkpoint.is_file() and not (tiny_problem / "resumed.csv").exists()
+    calls.clear()
+    kill_at[0] = None
+    resumed = certify_dataset(model, test, tiny_problem / "resumed.csv", SETTINGS, seed=3, checkpoint_path=checkpoint)
+    assert len(calls) == 2  # images 6 and 8: the first three came from the checkpoint
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), reference.drop(columns="seconds"))
+    assert not checkpoint.exists()
+    # a checkpoint of other settings is ignored
+    save_torch({"run_hash": "other", "rows": [{"idx": 0}]}, checkpoint)
+    calls.clear()
+    certify_dataset(model, test, tiny_problem / "again.csv", SETTINGS, seed=3, checkpoint_path=checkpoint)
+    assert len(calls) == 5
 
 
 def test_certified_accuracy_needs_correct_and_radius():

@@ -3,4 +3,4 @@ from port.smoothing import certify_dataset
 
 with logged_job(snakemake):
     certify_dataset(snakemake.input.model, snakemake.input.test, snakemake.output[0], snakemake.params.settings,
-                    snakemake.params.seed)
+                    snakemake.params.seed, checkpoint_path=snakemake.params.checkpoint)
