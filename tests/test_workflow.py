@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -112,6 +114,11 @@ def test_report_builds_offline_with_tables_and_figures(tiny_run):
                  "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv"):
         assert name in html, name
     assert "<script src=" not in html  # everything inlined: opens offline
+    result = run_snakemake(tiny_run, "--report", "report.zip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with zipfile.ZipFile(tiny_run / "report.zip") as archive:
+        names = archive.namelist()
+    assert "report/report.html" in names and any(n.endswith("/arc.csv") for n in names)
 
 
 @pytest.mark.integration
