@@ -408,7 +408,8 @@ def test_gan_trains_and_samples_the_same_images_for_any_shard_count(tmp_path):
                  {"num_classes": 4}, labels=np.arange(64) % 4)
     train_gan(tmp_path / "train.h5", tmp_path / "gan.pt", {"z_dim": 8, "width": 8, "steps": 3, "batch_size": 16,
                                                            "lr": 2e-4}, seed=0, progress=False)
-    assert load_generator(tmp_path / "gan.pt").embed.num_embeddings == 4
+    generator, spec = load_generator(tmp_path / "gan.pt")
+    assert generator.embed.num_embeddings == spec["num_classes"] == 4 and spec["image_size"] == 8
     settings = {"kind": "gan", "n_images": 10, "batch_size": 4}
     one = tmp_path / "one.h5"
     sample_gan_shard(tmp_path / "gan.pt", one, 0, {**settings, "n_shards": 1}, seed=3, progress=False)

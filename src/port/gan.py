@@ -96,13 +96,14 @@ def train_gan(train_path, out_path, settings: dict, seed: int, progress: bool = 
     save_torch({"spec": spec, "state_dict": generator.cpu().state_dict()}, out_path)
 
 
-def load_generator(path) -> Generator:
+def load_generator(path) -> tuple[Generator, dict]:
+    """The generator in eval mode and its spec (z_dim, num_classes, channels, image_size, width)."""
     saved = load_torch(path)
     if not isinstance(saved, dict) or "state_dict" not in saved or "z_dim" not in saved.get("spec", {}):
         raise ArtifactError(f"{path}: not a port-pipeline GAN generator checkpoint")
     generator = Generator(**saved["spec"])
     generator.load_state_dict(saved["state_dict"])
-    return generator.eval()
+    return generator.eval(), saved["spec"]
 
 
 def sample_gan_shard(model_path, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None,
@@ -110,13 +111,12 @@ def sample_gan_shard(model_path, out_path, shard: int, settings: dict, seed: int
     """One shard of GAN samples. Image i has class i mod num_classes and noise seeded by
     (seed, i), so images do not depend on the shard count or batch size."""
     start, stop = shard_bounds(settings["n_images"], settings["n_shards"], shard)
-    generator = load_generator(model_path).to(default_device())
-    spec = dict(z_dim=generator.embed.embedding_dim, num_classes=generator.embed.num_embeddings)
-    size = generator.base * 4
-    channels = generator.net[-2].out_channels
+    generator, spec = load_generator(model_path)
+    device = default_device()
+    generator.to(device)
     attrs = provenance("sample", settings, seed, shard=shard, image_offset=start, image_stop=stop,
                        model=str(model_path), dataset=dataset)
-    with ImageWriter(out_path, (size, size, channels), attrs) as writer:
+    with ImageWriter(out_path, (spec["image_size"], spec["image_size"], spec["channels"]), attrs) as writer:
         for offset in tqdm(range(start, stop, settings["batch_size"]), desc=f"sample shard {shard}",
                            disable=not progress, mininterval=10):
             index = np.arange(offset, min(offset + settings["batch_size"], stop))
@@ -124,6 +124,6 @@ def sample_gan_shard(model_path, out_path, shard: int, settings: dict, seed: int
                 derive_seed(seed, "sample", int(i)))) for i in index])
             y = torch.from_numpy(index % spec["num_classes"])
             with torch.inference_mode():
-                x = generator(z.to(generator.fc.weight.device), y.to(generator.fc.weight.device))
+                x = generator(z.to(device), y.to(device))
             images = np.clip(np.rint(x.permute(0, 2, 3, 1).cpu().numpy() * 255), 0, 255).astype(np.uint8)
             writer.append(images, source_labels=y.numpy())
