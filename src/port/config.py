@@ -153,19 +153,23 @@ def smoothing_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
     return [(method, arch, seed) for method in methods for arch in archs for seed in ds["training"]["seeds"]]
 
 
-def run_paths(config: dict, dataset: str, threat: str, filename: str, methods=None) -> list[str]:
-    """Per-run files for every method, architecture and seed of one threat model."""
+def training_runs(config: dict, dataset: str, methods=None) -> list[tuple[str, str, int]]:
+    """(method, arch, seed) of every adversarial-training run of a threat model, in table order."""
     training = config["datasets"][dataset]["training"]
     methods = run_methods(config, dataset) if methods is None else methods
+    return [(method, arch, seed) for method in methods for arch in training["architectures"]
+            for seed in training["seeds"]]
+
+
+def run_paths(config: dict, dataset: str, threat: str, filename: str, methods=None) -> list[str]:
+    """Per-run files for every method, architecture and seed of one threat model."""
     return [f"results/{dataset}/runs/{threat}/{method}/{arch}/seed{seed}/{filename}"
-            for method in methods for arch in training["architectures"] for seed in training["seeds"]]
+            for method, arch, seed in training_runs(config, dataset, methods)]
 
 
 def run_labels(config: dict, dataset: str) -> list[str]:
     """Legend labels of the runs, in run_paths order."""
-    training = config["datasets"][dataset]["training"]
-    return [f"{method} {arch} seed{seed}" for method in run_methods(config, dataset)
-            for arch in training["architectures"] for seed in training["seeds"]]
+    return [f"{method} {arch} seed{seed}" for method, arch, seed in training_runs(config, dataset)]
 
 
 def score_group_methods(config: dict, dataset: str) -> list[str]:
