@@ -21,7 +21,7 @@ from port.attacks import Attack, batchnorm_mode
 from port.config import ConfigError, check_config, recipe_settings
 from port.export import export_robustbench
 from port.models import WideResNet, build_model, load_model
-from port.reporting import mean_interval, summarize_recipe
+from port.reporting import summarize_recipe
 from port.selection import choose
 
 RECIPE = {**SETTINGS, "loss": "trades", "trades_beta": 5.0, "ema_decay": 0.9, "label_smoothing": 0.1,
@@ -230,12 +230,6 @@ def test_robustbench_export_loads_with_torch_load_and_the_architecture(toy_data,
     assert torch.equal(model.eval()(x), reference(x))
 
 
-def test_mean_interval_is_the_t_interval():
-    stats = mean_interval([1.0, 2.0, 3.0])
-    assert stats["mean"] == 2.0 and stats["sd"] == 1.0
-    assert stats["high"] - stats["mean"] == pytest.approx(4.302652729911275 / math.sqrt(3))
-
-
 def test_recipe_summary_pairs_seeds_and_calls_an_interval_over_zero_no_difference(tmp_path):
     rows = []
     for seed, (a, b, c) in enumerate([(0.50, 0.60, 0.61), (0.52, 0.61, 0.59), (0.51, 0.62, 0.60)]):
@@ -248,7 +242,8 @@ def test_recipe_summary_pairs_seeds_and_calls_an_interval_over_zero_no_differenc
         paths.append(tmp_path / f"{i}.csv")
     summary = summarize_recipe(paths, tmp_path / "runs.csv", tmp_path / "summary.csv")
     aa = summary[summary["metric"] == "autoattack_acc"].set_index("variant")
-    assert aa.loc["port", "verdict"] == "better" and aa.loc["port", "diff_mean"] == pytest.approx(0.1)
+    assert aa.loc["port", "verdict"] == "higher" and aa.loc["port", "mean_difference"] == pytest.approx(0.1)
+    assert aa.loc["port", "compared_to"] == "baseline" and aa.loc["port-trades", "compared_to"] == "port"
     assert aa.loc["port-trades", "verdict"] == "no difference"
     assert pd.isna(aa.loc["baseline", "compared_to"])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from .artifacts import atomic_path, read_csv, write_csv
@@ -164,43 +163,27 @@ def plot_arc_curves(curves, arc_by_generator: dict, out_png) -> None:
     save_figure(figure, out_png, dpi=120)
 
 
-def mean_interval(values, confidence: float = 0.95) -> dict:
-    """Mean, sample standard deviation and the two-sided t-interval of the mean over seeds."""
-    from scipy.stats import t
 
-    values = np.asarray(values, dtype=float)
-    n, mean = len(values), float(values.mean())
-    sd = float(values.std(ddof=1)) if n > 1 else float("nan")
-    half = float(t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
-    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
-
-
-RECIPE_METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
+RECIPE_METRICS = ["clean_acc", "pgd_acc", "autoattack_acc"]
 
 
 def summarize_recipe(eval_csvs, out_csv, out_summary) -> pd.DataFrame:
     """The recipe study: every run (`out_csv`), and per variant and metric the mean, sd and 95%
-    t-interval over seeds, plus the paired difference (same seeds) from the variant listed
-    before it; a difference whose interval covers zero is reported as no difference."""
+    t-interval over seeds, with the paired difference (same architecture and seed) from the
+    variant listed before it; an interval covering zero is reported as no difference."""
+    from .statistics import paired_differences, seed_summary
+
     runs = pd.concat([read_csv(path) for path in eval_csvs], ignore_index=True)
     write_csv(runs, out_csv)
     variants = list(dict.fromkeys(runs["variant"]))
-    rows = []
-    for arch, by_arch in runs.groupby("architecture", sort=False):
-        for i, variant in enumerate(variants):
-            current = by_arch[by_arch["variant"] == variant].set_index("seed")
-            for metric in RECIPE_METRICS:
-                row = {"architecture": arch, "variant": variant, "metric": metric,
-                       **mean_interval(current[metric])}
-                if i > 0:
-                    previous = by_arch[by_arch["variant"] == variants[i - 1]].set_index("seed")
-                    seeds = current.index.intersection(previous.index)
-                    diff = mean_interval(current.loc[seeds, metric] - previous.loc[seeds, metric])
-                    row.update({"compared_to": variants[i - 1], "diff_mean": diff["mean"], "diff_low": diff["low"],
-                                "diff_high": diff["high"],
-                                "verdict": "no difference" if diff["low"] <= 0 <= diff["high"] else
-                                ("better" if diff["mean"] > 0 else "worse")})
-                rows.append(row)
-    summary = pd.DataFrame(rows)
+    summary = seed_summary(runs, RECIPE_METRICS, ["architecture", "variant"])
+    steps = [paired_differences(runs[runs["variant"].isin(pair)], RECIPE_METRICS, method="variant", baseline=pair[0])
+             for pair in zip(variants, variants[1:])]
+    differences = pd.concat(steps, ignore_index=True).drop(columns=["sd"]) if steps else pd.DataFrame()
+    if len(differences):
+        summary = summary.merge(differences, on=["architecture", "variant", "metric"], how="left")
+    order = {name: i for i, name in enumerate(variants)}
+    summary = summary.sort_values(["architecture", "variant", "metric"], key=lambda c: c.map(order) if c.name == "variant"
+                                  else c, kind="stable")
     write_csv(summary, out_summary)
     return summary
