@@ -1,13 +1,14 @@
 """PORT training: adversarial, stability (for randomized smoothing) or standard training on
-real and synthetic batches mixed 1:1.
+real and synthetic batches mixed 1:1 (or at `synthetic_fraction`).
 
 loss = gamma * L(real half) + (1 - gamma) * L(synthetic half), as the paper states it (the
 official code's concatenation amounts to gamma = 0.5). L is cross-entropy on PGD examples,
-TRADES, or CE + beta * KL(f(x) || f(x + noise)) for smoothing (the paper's stability training). SGD with momentum, cosine
-learning rate per step, weight decay. The recipe options of Wang et al. (2023) (TRADES, weight
-averaging, label smoothing, the synthetic share of a batch, ...) live in port.recipe. Model selection uses a held-out split of the real
-training images, never the test set. A checkpoint is written atomically after every
-epoch; a rerun with the same settings resumes from it and gives the same final model.
+TRADES, or CE + beta * KL(f(x) || f(x + noise)) for smoothing (the paper's stability training).
+SGD with momentum, cosine learning rate per step, weight decay. The recipe options of Wang et
+al. (2023) (TRADES, weight averaging, label smoothing, warm-up, ...) live in port.recipe.
+Model selection uses a held-out split of the real training images, never the test set. A
+checkpoint is written atomically after every epoch; a rerun with the same settings resumes
+from it and gives the same final model.
 With several GPUs, one process per GPU trains on its share of every global batch (DDP, see
 port.distributed) and reaches the single-process model up to floating-point order.
 """
