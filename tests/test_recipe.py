@@ -262,3 +262,16 @@ def test_two_processes_train_the_single_process_model_with_the_recipe(toy_data, 
     one, two = _weights(tmp_path / "one" / "model.pt"), _weights(tmp_path / "two" / "model.pt")
     for key in one:
         torch.testing.assert_close(one[key], two[key], rtol=0, atol=atol)
+
+
+def test_robustbench_targets_and_run_config():
+    from port.config import recipe_paths, robustbench_targets, run_config
+
+    config = _config({})
+    targets = robustbench_targets(config)
+    assert "results/digits/robustbench/linf/port-adaptive/small_cnn/seed0.json" in targets
+    assert "results/digits/robustbench/l2/baseline/small_cnn/seed0.json" in targets
+    port = run_config(config, "digits", "linf", "small_cnn", "port-adaptive")
+    assert port["selection"]["method"] == "adaptive" and port["training"]["threat"]["norm"] == "linf"
+    assert "selection" not in run_config(config, "digits", "linf", "small_cnn", "baseline")
+    assert len(recipe_paths(config, "digits", "eval.csv")) == 4 * 3
