@@ -239,6 +239,25 @@ def test_merge_shards_refuses_misplaced_shards(tmp_path, order):
     assert not list(tmp_path.glob(".merged.h5.*"))  # no temporary left behind
 
 
+def test_merge_shards_keeps_generator_labels(tmp_path):
+    paths, arrays = fake_shards(tmp_path, sizes=(3, 0, 4))
+    labels = np.array([2, 0, 1, 1, 2, 0, 0])
+    bounds = [(0, 3), (3, 3), (3, 7)]
+    for path, images, (start, stop) in zip(paths, arrays, bounds):
+        write_images(path, images, {"stage": "sample", "image_offset": start}, source_labels=labels[start:stop])
+    merge_shards(paths, tmp_path / "merged.h5")
+    with h5py.File(tmp_path / "merged.h5", "r") as handle:
+        np.testing.assert_array_equal(handle["source_labels"][()], labels)
+        np.testing.assert_array_equal(handle["images"][()], np.concatenate(arrays))
+
+
+def test_merge_shards_refuses_labels_on_some_shards_only(tmp_path):
+    paths, arrays = fake_shards(tmp_path)
+    write_images(paths[0], arrays[0], {"stage": "sample", "image_offset": 0}, source_labels=np.zeros(3, np.int64))
+    with pytest.raises(ArtifactError, match=r"shard_1\.h5: no 'source_labels' while other shards of the set have them"):
+        merge_shards(paths, tmp_path / "merged.h5")
+
+
 def test_merge_shards_refuses_only_empty_shards(tmp_path):
     paths, _ = fake_shards(tmp_path, sizes=(0, 0))
     with pytest.raises(ArtifactError, match="no images in any of the 2 shard"):

@@ -15,13 +15,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, ImageWriter, dataset_of, iter_image_blocks, provenance, read_attrs,
-                        read_image_set, validate_image_set)
+from .artifacts import (ArtifactError, ImageWriter, check_labels, dataset_of, image_set_length, iter_image_blocks,
+                        provenance, read_attrs, read_image_set, validate_image_set)
 from .data import load_npz_images
 from .loaders import to_tensor
 from .models import default_device
@@ -30,6 +31,7 @@ from .shards import shard_bounds
 
 log = logging.getLogger(__name__)
 SCHEDULERS = ("ddpm", "ddim")
+SOURCE_LABELS = "source_labels"  # the generator's own class of each image (conditional generators)
 
 
 def _unet_config(settings: dict, image_size: int, channels: int) -> dict:
@@ -155,13 +157,25 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.rint(y.permute(0, 2, 3, 1).numpy() * 255), 0, 255).astype(np.uint8)
 
 
+def shard_source_labels(path) -> np.ndarray | None:
+    """The generator's per-image classes stored with a shard (conditional generators), or None."""
+    with h5py.File(path, "r") as handle:
+        return handle[SOURCE_LABELS][()] if SOURCE_LABELS in handle else None
+
+
 def merge_shards(shard_paths, out_path) -> int:
-    """Concatenate shard files in shard order into one chunked image set."""
+    """Concatenate shard files in shard order into one chunked image set, with the generator's
+    per-image `source_labels` when the shards carry them (all of them, or none)."""
     shard_paths = [Path(p) for p in shard_paths]
     offsets = {}
     for path in shard_paths:
         validate_image_set(path, require_labels=False)
         offsets[path] = read_attrs(path).get("image_offset")
+    labelled = {path: shard_source_labels(path) for path in shard_paths}
+    unlabelled = [str(p) for p, labels in labelled.items() if labels is None]
+    if unlabelled and len(unlabelled) < len(shard_paths):
+        raise ArtifactError(f"{unlabelled[0]}: no '{SOURCE_LABELS}' while other shards of the set have them "
+                            f"({len(unlabelled)} of {len(shard_paths)} shards unlabelled)")
     # the image shape from the first shard holding images (shards may be empty when n_shards > n_images)
     first = next((block for path in shard_paths for _, block in iter_image_blocks(path, block=1)), None)
     if first is None:
@@ -173,8 +187,14 @@ def merge_shards(shard_paths, out_path) -> int:
         for path in shard_paths:
             if offsets[path] is not None and int(offsets[path]) != writer.count:
                 raise ArtifactError(f"{path}: starts at image {offsets[path]}, expected {writer.count}")
-            for _, block in iter_image_blocks(path):
-                writer.append(block)
+            labels = labelled[path]
+            if labels is not None:
+                check_labels(labels, None, f"{path}: '{SOURCE_LABELS}'")
+                if len(labels) != image_set_length(path):
+                    raise ArtifactError(f"{path}: {image_set_length(path)} images but {len(labels)} {SOURCE_LABELS}")
+            for offset, block in iter_image_blocks(path):
+                arrays = {SOURCE_LABELS: labels[offset:offset + len(block)]} if labels is not None else {}
+                writer.append(block, **arrays)
         return writer.count
 
 
@@ -185,7 +205,7 @@ def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int, 
     start, stop = shard_bounds(n_images, settings["n_shards"], shard)
     attrs = provenance("import_npz", settings, seed, shard=shard, image_offset=start, source=str(npz_path),
                        dataset=dataset)
-    arrays = {"source_labels": labels[start:stop]} if labels is not None else {}
+    arrays = {SOURCE_LABELS: labels[start:stop]} if labels is not None else {}
     with ImageWriter(out_path, images.shape[1:], attrs) as writer:
         writer.append(images[start:stop], **arrays)
 
@@ -200,5 +220,9 @@ def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dat
         from .gan import sample_gan_shard
 
         sample_gan_shard(source, out_path, shard, settings, seed, dataset=dataset)
+    elif settings["kind"] == "stylegan":
+        from .stylegan import sample_stylegan_shard
+
+        sample_stylegan_shard(source, out_path, shard, settings, seed, dataset=dataset)
     else:
-        raise ArtifactError(f"unknown generator kind '{settings['kind']}' (known: diffusers, gan, npz)")
+        raise ArtifactError(f"unknown generator kind '{settings['kind']}' (known: diffusers, gan, stylegan, npz)")

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .artifacts import ArtifactError, ImageWriter, provenance
+from .generators import SOURCE_LABELS
 from .models import default_device
 from .safe_pickle import PersistentRecord, load_network_pickle
 from .seeds import derive_seed
@@ -421,4 +422,4 @@ def sample_stylegan_shard(model_path, out_path, shard: int, settings: dict, seed
             indices = np.arange(offset, min(offset + settings["batch_size"], stop))
             images, labels = generate(generator, indices, seed, settings.get("truncation_psi", 1.0),
                                       settings.get("noise_mode", "const"), settings.get("class_labels"))
-            writer.append(images, **({"source_labels": labels} if labels is not None else {}))
+            writer.append(images, **({SOURCE_LABELS: labels} if labels is not None else {}))
