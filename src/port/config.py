@@ -12,6 +12,7 @@ TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
 # kind does not change (and rerun) the other kinds' sampling settings.
 KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "class_labels": None}}
 LABEL_SOURCES = ("generator", "lanet")
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # classes of the built-in dataset kinds
 CONDITIONAL_KINDS = ("gan", "stylegan", "npz")  # kinds whose shards may carry the generator's labels
 RUN_METHOD = r"baseline|port-[A-Za-z0-9]+"  # a run trains on real data only, or PORT on one selection
 
@@ -111,9 +112,12 @@ def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
 def generator_settings(config: dict, dataset: str, generator: str) -> dict:
     """What a sampling shard needs: the generator's block with its kind's defaults, without the
     labelling choice (labels_from reaches the pseudo-label stage, not the sampler)."""
-    gen = config["datasets"][dataset]["generators"][generator]
+    ds = config["datasets"][dataset]
+    gen = ds["generators"][generator]
     settings = {**KIND_DEFAULTS.get(gen["kind"], {}), **gen}
     settings.pop("labels_from", None)
+    if gen["kind"] == "npz":  # imported labels are checked against the dataset's classes
+        settings["num_classes"] = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
     return canonical(settings)
 
 

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from .artifacts import (ArtifactError, ImageWriter, check_labels, dataset_of, image_set_length, iter_image_blocks,
                         provenance, read_attrs, read_image_set, validate_image_set)
-from .data import load_npz_images
 from .loaders import to_tensor
 from .models import default_device
+from .presampled import PresampledSet
 from .seeds import derive_seed, rng
 from .shards import shard_bounds
 
@@ -172,8 +172,9 @@ def merge_shards(shard_paths, out_path) -> int:
         validate_image_set(path, require_labels=False)
         offsets[path] = read_attrs(path).get("image_offset")
     labelled = {path: shard_source_labels(path) for path in shard_paths}
-    unlabelled = [str(p) for p, labels in labelled.items() if labels is None]
-    if unlabelled and len(unlabelled) < len(shard_paths):
+    sizes = {path: image_set_length(path) for path in shard_paths}
+    unlabelled = [str(p) for p, labels in labelled.items() if labels is None and sizes[p]]  # empty: no rows
+    if unlabelled and len(unlabelled) < sum(1 for n in sizes.values() if n):
         raise ArtifactError(f"{unlabelled[0]}: no '{SOURCE_LABELS}' while other shards of the set have them "
                             f"({len(unlabelled)} of {len(shard_paths)} shards unlabelled)")
     # the image shape from the first shard holding images (shards may be empty when n_shards > n_images)
@@ -190,24 +191,25 @@ def merge_shards(shard_paths, out_path) -> int:
             labels = labelled[path]
             if labels is not None:
                 check_labels(labels, None, f"{path}: '{SOURCE_LABELS}'")
-                if len(labels) != image_set_length(path):
-                    raise ArtifactError(f"{path}: {image_set_length(path)} images but {len(labels)} {SOURCE_LABELS}")
+                if len(labels) != sizes[path]:
+                    raise ArtifactError(f"{path}: {sizes[path]} images but {len(labels)} {SOURCE_LABELS}")
             for offset, block in iter_image_blocks(path):
                 arrays = {SOURCE_LABELS: labels[offset:offset + len(block)]} if labels is not None else {}
                 writer.append(block, **arrays)
         return writer.count
 
 
-def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
-    """One shard of a pre-sampled set (key `image`, optional `label`, as the public sets ship)."""
-    images, labels = load_npz_images(npz_path, settings.get("image_key", "image"), settings.get("label_key"))
-    n_images = min(settings.get("n_images") or len(images), len(images))
+def import_npz_shard(parts, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
+    """One shard of a pre-sampled set (npz parts with keys `image`/`label` as the public sets ship,
+    or .npy pairs), read block by block from the shard's own range only."""
+    presampled = PresampledSet.open(parts, settings.get("image_key", "image"), settings.get("label_key"))
+    n_images = min(settings.get("n_images") or len(presampled), len(presampled))
     start, stop = shard_bounds(n_images, settings["n_shards"], shard)
-    attrs = provenance("import_npz", settings, seed, shard=shard, image_offset=start, source=str(npz_path),
+    attrs = provenance("import_npz", settings, seed, shard=shard, image_offset=start, source=str(parts),
                        dataset=dataset)
-    arrays = {SOURCE_LABELS: labels[start:stop]} if labels is not None else {}
-    with ImageWriter(out_path, images.shape[1:], attrs) as writer:
-        writer.append(images[start:stop], **arrays)
+    with ImageWriter(out_path, presampled.image_shape, attrs) as writer:
+        for images, labels in presampled.blocks(start, stop, settings.get("num_classes")):
+            writer.append(images, **({SOURCE_LABELS: labels} if labels is not None else {}))
 
 
 def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
