@@ -63,9 +63,10 @@ def check_config(config: dict) -> None:
                           for key in defaults if key in gen]
             if other_kind:
                 raise ConfigError(f"{at}: {', '.join(other_kind)} only apply to kind stylegan")
-            if gen.get("labels_from") == "generator" and gen["kind"] not in CONDITIONAL_KINDS:
-                raise ConfigError(f"{at}: labels_from generator needs a generator that records labels "
-                                  f"(kinds {', '.join(CONDITIONAL_KINDS)}), not kind {gen['kind']}")
+            conditional_ddpm = ds.get("diffusion_models", {}).get(gen.get("model"), {}).get("class_conditional")
+            if gen.get("labels_from") == "generator" and not (gen["kind"] in CONDITIONAL_KINDS or conditional_ddpm):
+                raise ConfigError(f"{at}: labels_from generator needs a generator that records labels (kinds "
+                                  f"{', '.join(CONDITIONAL_KINDS)}, or a class_conditional diffusion_models entry)")
         for model_name, model in ds.get("diffusion_models", {}).items():
             levels = model.get("attention_levels", [])
             if any(level >= len(model["block_out_channels"]) for level in levels):

@@ -31,6 +31,8 @@ from .shards import shard_bounds
 
 log = logging.getLogger(__name__)
 SCHEDULERS = ("ddpm", "ddim")
+LABEL_DROPOUT = 0.1  # class-conditional DDPMs: P(label -> "no class") in training, for guidance
+GUIDANCE_SCALE = 1.0  # 1.0: plain conditional sampling; > 1 extrapolates away from the unconditional model
 SOURCE_LABELS = "source_labels"  # the generator's own class of each image (conditional generators)
 
 
@@ -45,15 +47,21 @@ def _unet_config(settings: dict, image_size: int, channels: int) -> dict:
 
 
 def train_ddpm(train_path, out_dir, settings: dict, seed: int, progress: bool = True) -> None:
-    """Train an unconditional DDPM (UNet2DModel, EMA weights) on the real training images."""
+    """Train a DDPM (UNet2DModel, EMA weights) on the real training images. With
+    `class_conditional`, the UNet embeds the class (one extra embedding is the "no class" of
+    classifier-free guidance) and each label is dropped to it with probability `label_dropout`."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from diffusers.training_utils import EMAModel
 
-    images, _ = read_image_set(train_path)
+    images, labels = read_image_set(train_path)
     device = default_device()
     x_all = (to_tensor(images).contiguous() * 2 - 1).to(device)
+    conditional = settings.get("class_conditional", False)
+    num_classes = int(read_attrs(train_path)["num_classes"])
+    y_all = torch.from_numpy(labels).to(device)
     torch.manual_seed(derive_seed(seed, "ddpm-init"))
-    unet = UNet2DModel(**_unet_config(settings, images.shape[1], images.shape[-1])).to(device)
+    unet = UNet2DModel(**_unet_config(settings, images.shape[1], images.shape[-1]),
+                       num_class_embeds=num_classes + 1 if conditional else None).to(device)
     scheduler = DDPMScheduler(num_train_timesteps=settings.get("train_timesteps", 1000),
                               beta_schedule=settings.get("beta_schedule", "linear"))
     ema = EMAModel(unet.parameters(), decay=settings.get("ema_decay", 0.999))
@@ -64,13 +72,18 @@ def train_ddpm(train_path, out_dir, settings: dict, seed: int, progress: bool = 
     noise_gen = torch.Generator().manual_seed(derive_seed(seed, "ddpm-noise"))
     unet.train()
     for step in tqdm(range(steps), desc="train ddpm", disable=not progress, mininterval=10):
-        x0 = x_all[torch.from_numpy(generator.integers(0, len(x_all), batch)).to(device)]
+        index = torch.from_numpy(generator.integers(0, len(x_all), batch)).to(device)
+        x0 = x_all[index]
         if settings.get("flip", False):
             flip = (torch.rand(batch, 1, 1, 1, generator=noise_gen) < 0.5).to(device)
             x0 = torch.where(flip, x0.flip(3), x0)
         noise = torch.randn(x0.shape, generator=noise_gen).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=noise_gen).to(device)
-        loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
+        class_labels = None
+        if conditional:
+            dropped = (torch.rand(batch, generator=noise_gen) < settings.get("label_dropout", LABEL_DROPOUT)).to(device)
+            class_labels = torch.where(dropped, num_classes, y_all[index])
+        loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t, class_labels=class_labels).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -133,21 +146,51 @@ def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, pr
     attrs = provenance("sample", settings, seed, shard=shard, image_offset=start, image_stop=stop, model=str(model),
                        dataset=dataset)
     kwargs = {"eta": settings.get("eta", 0.0)} if settings["scheduler"] == "ddim" else {}
+    num_classes = (unet_cfg.num_class_embeds - 1) if unet_cfg.num_class_embeds else None  # last: "no class"
     with ImageWriter(out_path, (out_size, out_size, shape[2]), attrs) as writer:
         for offset in tqdm(range(start, stop, batch), desc=f"sample shard {shard}", disable=not progress,
                            mininterval=10):
             count = min(batch, stop - offset)
             generator = [torch.Generator().manual_seed(derive_seed(seed, "sample", index))
                          for index in range(offset, offset + count)]
+            labels = np.arange(offset, offset + count) % num_classes if num_classes else None
             with torch.inference_mode():
-                result = pipeline(batch_size=count, generator=generator, num_inference_steps=settings["steps"],
-                                  output_type="np", **kwargs).images
+                if labels is None:
+                    result = pipeline(batch_size=count, generator=generator, num_inference_steps=settings["steps"],
+                                      output_type="np", **kwargs).images
+                else:
+                    result = sample_class_conditional(pipeline, generator, labels, settings["steps"],
+                                                      settings.get("guidance_scale", GUIDANCE_SCALE), **kwargs)
             images = np.clip(np.rint(np.asarray(result) * 255.0), 0, 255).astype(np.uint8)
             if images.ndim == 3:
                 images = images[..., None]
             if out_size != shape[0]:
                 images = resize_images(images, out_size)
-            writer.append(images)
+            writer.append(images, **({SOURCE_LABELS: labels} if labels is not None else {}))
+
+
+def sample_class_conditional(pipeline, generator, labels: np.ndarray, steps: int, guidance_scale: float,
+                             **step_kwargs) -> np.ndarray:
+    """The pipeline's sampling loop with class labels and classifier-free guidance (Ho & Salimans
+    2022): eps = eps(x, none) + scale * (eps(x, y) - eps(x, none)). Same initial noise and
+    scheduler steps as the unconditional pipeline; returns NHWC floats in [0, 1]."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    unet, scheduler = pipeline.unet, pipeline.scheduler
+    size = unet.config.sample_size
+    x = randn_tensor((len(labels), unet.config.in_channels, size, size), generator=generator, device=unet.device,
+                     dtype=unet.dtype)
+    y = torch.as_tensor(labels, device=unet.device)
+    no_class = torch.full_like(y, unet.config.num_class_embeds - 1)
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        if guidance_scale == 1.0:
+            eps = unet(x, t, class_labels=y).sample
+        else:
+            cond, uncond = unet(torch.cat([x, x]), t, class_labels=torch.cat([y, no_class])).sample.chunk(2)
+            eps = uncond + guidance_scale * (cond - uncond)
+        x = scheduler.step(eps, t, x, generator=generator, **step_kwargs).prev_sample
+    return (x / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

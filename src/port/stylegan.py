@@ -316,6 +316,9 @@ class StyleGAN2Generator(nn.Module):
         self.img_channels = int(_attr(record, "img_channels"))
         self.synthesis = SynthesisNetwork(synthesis, self.w_dim, self.img_resolution, self.img_channels)
         self.num_ws = self.synthesis.num_ws
+        if int(record.state.get("num_ws", self.num_ws)) != self.num_ws:
+            raise StyleGANError(f"Generator records {record.state['num_ws']} ws, the synthesis network uses "
+                                f"{self.num_ws}")
         self.mapping = MappingNetwork(_child(record, "mapping", "MappingNetwork"), self.z_dim, self.c_dim, self.w_dim)
 
     def forward(self, z, c, truncation_psi: float = 1.0, noises: list | None = None):
