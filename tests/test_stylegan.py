@@ -219,3 +219,19 @@ def test_unconditional_generator_writes_no_labels(tmp_path):
     make_shard(str(path), out, 0, settings(n_images=3), seed=0)  # the kind dispatch of sample_shard
     images, labels = read(out)
     assert images.shape == (3, 8, 8, 1) and labels is None
+
+
+def test_bf16_autocast_runs_and_stays_close(network_pkl):
+    """The CUDA path samples under bf16 autocast; CPU autocast exercises the same dtype handling
+    (truncation lerp, float32 image path) and the result stays near the float32 one."""
+    from port.stylegan import image_inputs
+
+    generator = load_stylegan(network_pkl)
+    z, noises = image_inputs(generator, np.arange(4), 0, "random")
+    c = torch.nn.functional.one_hot(torch.arange(4) % 3, 3).float()
+    with torch.no_grad():
+        reference = generator(z, c, 0.7, noises)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = generator(z, c, 0.7, noises)
+    assert low.dtype == torch.float32
+    assert (low - reference).abs().max() < 0.05 * reference.abs().max()

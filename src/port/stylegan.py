@@ -262,8 +262,9 @@ class SynthesisBlock(nn.Module):
             x = self.const.to(ws.dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
         for index, layer in enumerate(self.layers()):
             x = layer(x, ws[:, index], noises.pop(0) if noises else None)
-        if img is not None:
-            img = upsample2d(img, self.resample_filter)
+        if img is not None:  # the image path stays float32, as in the official mixed-precision blocks
+            with torch.autocast(img.device.type, enabled=False):
+                img = upsample2d(img.float(), self.resample_filter)
         if self.num_torgb:
             y = self.torgb(x, ws[:, self.num_conv]).float()
             img = y if img is None else img + y
@@ -326,7 +327,7 @@ class StyleGAN2Generator(nn.Module):
         if truncation_psi != 1:
             if self.mapping.w_avg is None:
                 raise StyleGANError("truncation needs the mapping network's w_avg, which this pickle lacks")
-            w = self.mapping.w_avg.lerp(w, truncation_psi)
+            w = self.mapping.w_avg.lerp(w.float(), truncation_psi)
         return self.synthesis(w.unsqueeze(1).expand(-1, self.num_ws, -1), noises)
 
 
