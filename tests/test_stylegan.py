@@ -235,3 +235,23 @@ def test_bf16_autocast_runs_and_stays_close(network_pkl):
             low = generator(z, c, 0.7, noises)
     assert low.dtype == torch.float32
     assert (low - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_upsampling_conv_equals_fir_upsampling_then_convolution():
+    """The stride-2 transposed-convolution path equals its definition: zero-insert, FIR low-pass
+    (gain 4, padding for a 4-tap filter and a 3x3 kernel), then a true convolution (flipped kernel)."""
+    from port.stylegan import fir_filter, modulated_conv2d
+
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(2, 3, 5, 5, generator=gen), torch.randn(4, 3, 3, 3, generator=gen)
+    styles = torch.rand(2, 3, generator=gen) + 0.5
+    f = torch.outer(torch.tensor([1., 3, 3, 1]), torch.tensor([1., 3, 3, 1])) / 64
+    got = modulated_conv2d(x, weight, styles, up=2, padding=1, resample_filter=f)
+    w = weight[None] * styles[:, None, :, None, None]
+    w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+    stuffed = torch.zeros(2, 3, 10, 10)
+    stuffed[..., ::2, ::2] = x
+    blurred = fir_filter(stuffed, f, (3, 2, 3, 2), gain=4)
+    expected = torch.stack([torch.nn.functional.conv2d(blurred[i:i + 1], w[i].flip([2, 3]))[0] for i in range(2)])
+    assert got.shape == (2, 4, 10, 10)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
