@@ -255,3 +255,15 @@ def test_upsampling_conv_equals_fir_upsampling_then_convolution():
     expected = torch.stack([torch.nn.functional.conv2d(blurred[i:i + 1], w[i].flip([2, 3]))[0] for i in range(2)])
     assert got.shape == (2, 4, 10, 10)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_url_is_fetched_once_into_the_cache(tmp_path, network_pkl, g_record):
+    from port.stylegan import network_file
+
+    url = network_pkl.resolve().as_uri()  # file:// stands in for NVIDIA's https address
+    cached = network_file(url, cache_dir=tmp_path / "cache")
+    assert cached.read_bytes() == network_pkl.read_bytes() and cached.parent == tmp_path / "cache" / "stylegan"
+    assert network_file(url, cache_dir=tmp_path / "cache") == cached
+    assert network_file(str(network_pkl)) == network_pkl  # a path is used in place
+    with pytest.raises(StyleGANError, match="cannot fetch the network pickle"):
+        network_file((tmp_path / "missing.pkl").as_uri(), cache_dir=tmp_path / "cache")

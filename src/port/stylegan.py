@@ -22,14 +22,20 @@ nothing is left over and nothing is missing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import urlopen
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .artifacts import ArtifactError, ImageWriter, provenance
+from .artifacts import ArtifactError, ImageWriter, atomic_path, provenance
 from .generators import SOURCE_LABELS
 from .models import default_device
 from .safe_pickle import PersistentRecord, load_network_pickle
@@ -353,8 +359,25 @@ def load_state_exactly(model: nn.Module, tensors: dict[str, torch.Tensor], sourc
     model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
 
 
+def network_file(model: str, cache_dir=None) -> Path:
+    """A local pickle path as given; a URL (https, file) fetched once into the cache. Parallel
+    shard jobs may fetch at once: each writes its own temporary file and renames it into place."""
+    if "://" not in str(model):
+        return Path(model)
+    cache = Path(cache_dir or os.environ.get("PORT_CACHE", "~/.cache/port-pipeline")).expanduser() / "stylegan"
+    target = cache / f"{hashlib.sha256(model.encode()).hexdigest()[:16]}-{Path(urlparse(model).path).name}"
+    if not target.is_file():
+        try:
+            with urlopen(model) as response, atomic_path(target) as tmp, open(tmp, "wb") as handle:
+                shutil.copyfileobj(response, handle)
+        except OSError as err:
+            raise StyleGANError(f"{model}: cannot fetch the network pickle ({err})") from err
+    return target
+
+
 def load_stylegan(path) -> StyleGAN2Generator:
-    """G_ema of an official StyleGAN2-ADA network pickle, in eval mode on the CPU."""
+    """G_ema of an official StyleGAN2-ADA network pickle (path or URL), in eval mode on the CPU."""
+    path = network_file(str(path))
     data = load_network_pickle(path)
     record = data.get("G_ema")
     if not isinstance(record, PersistentRecord):
