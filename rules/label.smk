@@ -1,15 +1,17 @@
 rule train_labeler:
     input:
-        train="results/{dataset}/data/train.h5",
-        test="results/{dataset}/data/test.h5",
+        train=paths.TRAIN,
+        test=paths.TEST,
     output:
-        model="results/{dataset}/labelers/{slot}/model.pt",
-        history="results/{dataset}/labelers/{slot}/history.csv",
-        metrics="results/{dataset}/labelers/{slot}/metrics.csv",
+        model=paths.LABELER_MODEL,
+        history=paths.LABELER_HISTORY,
+        metrics=paths.LABELER_METRICS,
     params:
         settings=lambda wc: port_config.labeler_settings(config, wc.dataset, wc.slot),
         seed=lambda wc: derive_seed(config["seed"], "labeler", wc.slot),
-        checkpoint="results/{dataset}/checkpoints/labelers/{slot}.pt",
+        checkpoint=paths.LABELER_CHECKPOINT,
+    resources:
+        gpu=1,
     log:
         "logs/train_labeler/{dataset}/{slot}.log",
     benchmark:
@@ -22,13 +24,15 @@ rule train_labeler:
 
 rule pseudo_label:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        lanet="results/{dataset}/labelers/lanet/model.pt",
-        splitnet="results/{dataset}/labelers/splitnet/model.pt",
+        images=paths.IMAGES,
+        lanet=paths.fill(paths.LABELER_MODEL, slot="lanet"),
+        splitnet=paths.fill(paths.LABELER_MODEL, slot="splitnet"),
     output:
-        f"{SYNTHETIC}/labels/shard_{{shard}}.h5",
+        paths.LABEL_SHARD,
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
+    resources:
+        gpu=1,
     priority: 10  # the synthetic-data chain is the critical path
     log:
         "logs/pseudo_label/{dataset}/{generator}/{shard}.log",
@@ -42,10 +46,10 @@ rule pseudo_label:
 
 rule merge_labels:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        shards=shard_files(f"{SYNTHETIC}/labels/shard_{{shard}}.h5", lambda ds, wc: ds["pseudo_label"]["n_shards"]),
+        images=paths.IMAGES,
+        shards=shard_files(paths.LABEL_SHARD, lambda ds, wc: ds["pseudo_label"]["n_shards"]),
     output:
-        f"{SYNTHETIC}/labels.h5",
+        paths.LABELS,
     priority: 10
     log:
         "logs/merge_labels/{dataset}/{generator}.log",
@@ -59,11 +63,11 @@ rule merge_labels:
 
 rule filter_synthetic:
     input:
-        "results/{dataset}/synthetic/{generator}/labels.h5",
+        paths.LABELS,
     output:
-        mask="results/{dataset}/synthetic/{generator}/filter.h5",
+        mask=paths.FILTER_MASK,
         counts=report(
-            "results/{dataset}/synthetic/{generator}/filter_counts.csv",
+            paths.FILTER_COUNTS,
             caption="../report/filter_counts.rst",
             category="Synthetic data",
             labels={"dataset": "{dataset}", "generator": "{generator}", "table": "filter counts"},
@@ -83,11 +87,11 @@ rule filter_synthetic:
 
 rule select_synthetic:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        mask=f"{SYNTHETIC}/filter.h5",
+        images=paths.IMAGES,
+        mask=paths.FILTER_MASK,
         scores=selection_scores,
     output:
-        f"{SYNTHETIC}/selected/{{selection}}.h5",
+        paths.SELECTED,
     params:
         k=lambda wc: None if wc.selection.startswith("group") else dataset_cfg(wc)["selection"]["k"],
         n_groups=lambda wc: dataset_cfg(wc)["score_groups"]["n_groups"] if wc.selection.startswith("group") else None,

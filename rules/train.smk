@@ -1,11 +1,11 @@
 rule train_robust:
     input:
-        train="results/{dataset}/data/train.h5",
+        train=paths.TRAIN,
         synthetic=synthetic_input,
     output:
-        model=f"{RUN}/model.pt",
+        model=paths.RUN_MODEL,
         history=report(
-            f"{RUN}/history.csv",
+            paths.RUN_HISTORY,
             caption="../report/history.rst",
             category="Training curves",
             subcategory="{dataset} {threat}",
@@ -16,7 +16,9 @@ rule train_robust:
             config, wc.dataset, wc.threat, wc.arch, wc.method
         ),
         seed=run_seed,
-        checkpoint="results/{dataset}/checkpoints/runs/{threat}/{method}/{arch}/seed{seed}.pt",
+        checkpoint=paths.RUN_CHECKPOINT,
+    resources:
+        gpu=1,  # a profile's set-resources gpu: N trains with DDP over N GPUs (same result)
     threads: 1
     log:
         "logs/train_robust/{dataset}/{threat}/{method}/{arch}/seed{seed}.log",

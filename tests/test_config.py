@@ -12,7 +12,9 @@ from snakemake.utils import validate
 
 from port.config import (ConfigError, canonical, check_config, discriminator_settings, evaluation_settings,
                          final_targets, generator_settings, labeler_settings, pipeline_model, run_paths, run_row,
-                         selection_of, smoothing_epochs, smoothing_settings, training_settings, transfer_settings)
+                         smoothing_epochs, smoothing_settings, training_settings, transfer_settings)
+
+from port.paths import RUN_MODEL, selection_of
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -181,15 +183,15 @@ def test_labeler_and_generator_settings_sorted(config):
 def test_targets_and_run_paths(config):
     figures = ["training_curves_linf.png", "training_curves_l2.png", "synthetic/ddpm/samples_per_class.png"]
     assert final_targets(config) == [f"results/digits/{name}" for name in
-                                     ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures, "arc.csv",
+                                     ["port_linf.csv", "port_l2.csv", "certified.csv", *figures, "arc.csv",
                                       "generators.csv", "score_groups.csv"]]
     # cifar10 ranks no generators and trains no score groups by default
     assert final_targets(config, ["cifar10"]) == [f"results/cifar10/{name}" for name in
-                                                  ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures]]
+                                                  ["port_linf.csv", "port_l2.csv", "certified.csv", *figures]]
     no_smoothing = {**config, "datasets": {"digits": {k: v for k, v in config["datasets"]["digits"].items()
                                                       if k != "smoothing"}}}
-    assert "results/digits/port_smooth.csv" not in final_targets(no_smoothing)
-    paths = run_paths(config, "cifar10", "linf", "model.pt")
+    assert "results/digits/certified.csv" not in final_targets(no_smoothing)
+    paths = run_paths(config, "cifar10", "linf", RUN_MODEL)
     assert len(paths) == 3 * 2 * 1  # (baseline, adaptive, random) x architectures x seeds
     assert "results/cifar10/runs/linf/port-adaptive/wrn-34-10/seed0/model.pt" in paths
     assert "results/cifar10/runs/linf/baseline/resnet18/seed0/model.pt" in paths

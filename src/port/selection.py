@@ -13,21 +13,15 @@ training streams whole chunks of exactly what it uses.
 from __future__ import annotations
 
 import logging
-import re
 
 import numpy as np
 
 from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks, provenance,
                         read_arrays, read_attrs)
+from .paths import SELECTIONS, group_of, needs_scores
 from .seeds import rng
 
 log = logging.getLogger(__name__)
-METHODS = ("random", "adaptive")
-GROUP = re.compile(r"group(\d+)")
-
-
-def needs_scores(method: str) -> bool:
-    return method == "adaptive" or GROUP.fullmatch(method) is not None
 
 
 def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.ndarray | None = None,
@@ -42,16 +36,15 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.n
         if np.isnan(scores[candidates]).any():
             raise ArtifactError(f"selection '{method}': scores contain NaN")
         by_score = candidates[np.argsort(scores[candidates], kind="stable")]  # ties: lower index first
-    group = GROUP.fullmatch(method)
-    if group:
-        g = int(group.group(1))
+    g = group_of(method)
+    if g is not None:
         if not n_groups or g >= n_groups:
             raise ArtifactError(f"selection '{method}': group index must be below n_groups ({n_groups})")
         if n_groups > len(candidates):
             raise ArtifactError(f"cannot split {len(candidates)} filtered images into {n_groups} groups")
         return np.sort(np.array_split(by_score, n_groups)[g])
-    if method not in METHODS:
-        raise ArtifactError(f"unknown selection method '{method}' (known: {', '.join(METHODS)}, group<g>)")
+    if method not in SELECTIONS:
+        raise ArtifactError(f"unknown selection method '{method}' (known: {', '.join(SELECTIONS)}, group<g>)")
     if k is None:
         return candidates
     if k > len(candidates):
