@@ -1,7 +1,7 @@
 rule prepare_data:
     output:
-        train=paths.TRAIN,
-        test=paths.TEST,
+        train_out=paths.TRAIN,
+        test_out=paths.TEST,
     params:
         source=lambda wc: port_config.canonical(dataset_cfg(wc)["source"]),
         seed=config["seed"],

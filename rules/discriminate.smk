@@ -4,13 +4,13 @@
 
 rule discrimination_sets:
     input:
-        train=paths.TRAIN,
-        test=paths.TEST,
-        synthetic=paths.IMAGES,
+        train_path=paths.TRAIN,
+        test_path=paths.TEST,
+        synthetic_path=paths.IMAGES,
     output:
-        real=paths.DISCRIMINATION_REAL,
-        synthetic=paths.DISCRIMINATION_SYNTHETIC,
-        heldout=paths.DISCRIMINATION_HELDOUT,
+        out_real=paths.DISCRIMINATION_REAL,
+        out_synthetic=paths.DISCRIMINATION_SYNTHETIC,
+        out_heldout=paths.DISCRIMINATION_HELDOUT,
     params:
         settings=lambda wc: port_config.discrimination_data_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator),
@@ -26,15 +26,15 @@ rule discrimination_sets:
 
 rule train_discriminator:
     input:
-        train=paths.DISCRIMINATION_REAL,
-        synthetic=paths.DISCRIMINATION_SYNTHETIC,
+        train_path=paths.DISCRIMINATION_REAL,
+        synthetic_path=paths.DISCRIMINATION_SYNTHETIC,
     output:
-        model=paths.DISCRIMINATOR_MODEL,
-        history=paths.DISCRIMINATOR_HISTORY,
+        model_out=paths.DISCRIMINATOR_MODEL,
+        history_out=paths.DISCRIMINATOR_HISTORY,
     params:
         settings=lambda wc: port_config.discriminator_settings(config, wc.dataset, discriminator_eps(wc)),
         seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator, int(wc.eps_index)),
-        checkpoint=paths.DISCRIMINATOR_CHECKPOINT,
+        checkpoint_path=paths.DISCRIMINATOR_CHECKPOINT,
     resources:
         gpu=1,
     log:
@@ -49,10 +49,10 @@ rule train_discriminator:
 
 rule evaluate_discriminator:
     input:
-        model=paths.DISCRIMINATOR_MODEL,
-        heldout=paths.DISCRIMINATION_HELDOUT,
+        model_path=paths.DISCRIMINATOR_MODEL,
+        heldout_path=paths.DISCRIMINATION_HELDOUT,
     output:
-        paths.DISCRIMINATOR_METRICS,
+        out_csv=paths.DISCRIMINATOR_METRICS,
     params:
         eps=discriminator_eps,
         settings=lambda wc: port_config.discriminator_eval_settings(config, wc.dataset),
@@ -72,12 +72,12 @@ rule evaluate_discriminator:
 
 rule arc_curve:
     input:
-        lambda wc: [
+        metric_csvs=lambda wc: [
             paths.DISCRIMINATOR_METRICS.format(dataset=wc.dataset, generator=wc.generator, eps_index=i)
             for i in range(len(dataset_cfg(wc)["discrimination"]["eps"]))
         ],
     output:
-        paths.ARC_CURVE,
+        out_csv=paths.ARC_CURVE,
     log:
         "logs/arc_curve/{dataset}/{generator}.log",
     benchmark:
@@ -90,15 +90,15 @@ rule arc_curve:
 
 rule arc:
     input:
-        ranked(paths.ARC_CURVE),
+        curve_csvs=ranked(paths.ARC_CURVE),
     output:
-        table=report(
+        out_table=report(
             paths.ARC_TABLE,
             caption="../report/arc.rst",
             category="Generators",
             labels={"dataset": "{dataset}", "table": "ARC"},
         ),
-        plot=report(
+        out_plot=report(
             paths.ARC_PLOT,
             caption="../report/arc_plot.rst",
             category="Generators",
@@ -116,12 +116,12 @@ rule arc:
 
 rule score_shard:
     input:
-        model=lambda wc: paths.DISCRIMINATOR_MODEL.format(
+        model_path=lambda wc: paths.DISCRIMINATOR_MODEL.format(
             dataset=wc.dataset, generator=wc.generator,
             eps_index=port_config.score_discriminator_index(config, wc.dataset)),
-        images=paths.IMAGES,
+        images_path=paths.IMAGES,
     output:
-        paths.SCORE_SHARD,
+        out_path=paths.SCORE_SHARD,
     params:
         settings=lambda wc: port_config.score_settings(config, wc.dataset),
         n_shards=lambda wc: dataset_cfg(wc)["scores"]["n_shards"],
@@ -141,9 +141,9 @@ rule score_shard:
 rule merge_scores:
     input:
         images=paths.IMAGES,
-        shards=shard_files(paths.SCORE_SHARD, lambda ds, wc: ds["scores"]["n_shards"]),
+        shard_paths=shard_files(paths.SCORE_SHARD, lambda ds, wc: ds["scores"]["n_shards"]),
     output:
-        paths.SCORES,
+        out_path=paths.SCORES,
     priority: 10
     log:
         "logs/merge_scores/{dataset}/{generator}.log",

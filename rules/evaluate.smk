@@ -1,9 +1,9 @@
 rule evaluate:
     input:
-        model=paths.RUN_MODEL,
-        test=paths.TEST,
+        model_path=paths.RUN_MODEL,
+        test_path=paths.TEST,
     output:
-        paths.RUN_EVAL,
+        out_csv=paths.RUN_EVAL,
     params:
         threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][wc.threat]),
         settings=lambda wc: port_config.evaluation_settings(config, wc.dataset, wc.method),
@@ -23,9 +23,9 @@ rule evaluate:
 
 rule summarize:
     input:
-        lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, paths.RUN_EVAL),
+        eval_csvs=lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, paths.RUN_EVAL),
     output:
-        report(
+        out_csv=report(
             paths.PORT_TABLE,
             caption="../report/port_table.rst",
             category="Results",

@@ -1,8 +1,8 @@
 rule train_ddpm:
     input:
-        train=paths.TRAIN,
+        train_path=paths.TRAIN,
     output:
-        directory(paths.DIFFUSION_MODEL),
+        out_dir=directory(paths.DIFFUSION_MODEL),
     params:
         settings=lambda wc: port_config.canonical(dataset_cfg(wc)["diffusion_models"][wc.model]),
         seed=config["seed"],
@@ -22,9 +22,9 @@ rule train_ddpm:
 
 rule train_gan:
     input:
-        train=paths.TRAIN,
+        train_path=paths.TRAIN,
     output:
-        paths.GAN_MODEL,
+        out_path=paths.GAN_MODEL,
     params:
         settings=lambda wc: port_config.canonical(dataset_cfg(wc)["gan_models"][wc.model]),
         seed=config["seed"],
@@ -45,7 +45,7 @@ rule sample_shard:
     input:
         trained_generator_model,
     output:
-        paths.SAMPLE_SHARD,
+        out_path=paths.SAMPLE_SHARD,
     params:
         source=generator_source,
         settings=lambda wc: port_config.generator_settings(config, wc.dataset, wc.generator),
@@ -65,9 +65,9 @@ rule sample_shard:
 
 rule merge_shards:
     input:
-        shard_files(paths.SAMPLE_SHARD, lambda ds, wc: ds["generators"][wc.generator]["n_shards"]),
+        shard_paths=shard_files(paths.SAMPLE_SHARD, lambda ds, wc: ds["generators"][wc.generator]["n_shards"]),
     output:
-        paths.IMAGES,
+        out_path=paths.IMAGES,
     priority: 10
     log:
         "logs/merge_shards/{dataset}/{generator}.log",

@@ -1,15 +1,15 @@
 rule train_labeler:
     input:
-        train=paths.TRAIN,
-        test=paths.TEST,
+        train_path=paths.TRAIN,
+        test_path=paths.TEST,
     output:
-        model=paths.LABELER_MODEL,
-        history=paths.LABELER_HISTORY,
-        metrics=paths.LABELER_METRICS,
+        model_out=paths.LABELER_MODEL,
+        history_out=paths.LABELER_HISTORY,
+        metrics_out=paths.LABELER_METRICS,
     params:
         settings=lambda wc: port_config.labeler_settings(config, wc.dataset, wc.slot),
         seed=lambda wc: derive_seed(config["seed"], "labeler", wc.slot),
-        checkpoint=paths.LABELER_CHECKPOINT,
+        checkpoint_path=paths.LABELER_CHECKPOINT,
     resources:
         gpu=1,
     log:
@@ -24,11 +24,11 @@ rule train_labeler:
 
 rule pseudo_label:
     input:
-        images=paths.IMAGES,
-        lanet=paths.fill(paths.LABELER_MODEL, slot="lanet"),
-        splitnet=paths.fill(paths.LABELER_MODEL, slot="splitnet"),
+        images_path=paths.IMAGES,
+        lanet_path=paths.fill(paths.LABELER_MODEL, slot="lanet"),
+        splitnet_path=paths.fill(paths.LABELER_MODEL, slot="splitnet"),
     output:
-        paths.LABEL_SHARD,
+        out_path=paths.LABEL_SHARD,
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
     resources:
@@ -47,9 +47,9 @@ rule pseudo_label:
 rule merge_labels:
     input:
         images=paths.IMAGES,
-        shards=shard_files(paths.LABEL_SHARD, lambda ds, wc: ds["pseudo_label"]["n_shards"]),
+        shard_paths=shard_files(paths.LABEL_SHARD, lambda ds, wc: ds["pseudo_label"]["n_shards"]),
     output:
-        paths.LABELS,
+        out_path=paths.LABELS,
     priority: 10
     log:
         "logs/merge_labels/{dataset}/{generator}.log",
@@ -63,10 +63,10 @@ rule merge_labels:
 
 rule filter_synthetic:
     input:
-        paths.LABELS,
+        labels_path=paths.LABELS,
     output:
-        mask=paths.FILTER_MASK,
-        counts=report(
+        out_mask=paths.FILTER_MASK,
+        out_counts=report(
             paths.FILTER_COUNTS,
             caption="../report/filter_counts.rst",
             category="Synthetic data",
@@ -87,11 +87,11 @@ rule filter_synthetic:
 
 rule select_synthetic:
     input:
-        images=paths.IMAGES,
-        mask=paths.FILTER_MASK,
-        scores=selection_scores,
+        images_path=paths.IMAGES,
+        filter_path=paths.FILTER_MASK,
+        scores_path=selection_scores,
     output:
-        paths.SELECTED,
+        out_path=paths.SELECTED,
     params:
         k=lambda wc: None if wc.selection.startswith("group") else dataset_cfg(wc)["selection"]["k"],
         n_groups=lambda wc: dataset_cfg(wc)["score_groups"]["n_groups"] if wc.selection.startswith("group") else None,

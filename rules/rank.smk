@@ -4,11 +4,11 @@
 
 rule transfer_set:
     input:
-        images=paths.IMAGES,
-        mask=paths.FILTER_MASK,
-        train=paths.TRAIN,
+        images_path=paths.IMAGES,
+        filter_path=paths.FILTER_MASK,
+        real_path=paths.TRAIN,
     output:
-        paths.TRANSFER_SET,
+        out_path=paths.TRANSFER_SET,
     params:
         k=lambda wc: dataset_cfg(wc)["generator_ranking"]["n_train"],
         seed=lambda wc: derive_seed(config["seed"], "transfer", wc.generator),
@@ -24,15 +24,15 @@ rule transfer_set:
 
 rule train_transfer:
     input:
-        train=paths.TRANSFER_SET,
-        synthetic=[],
+        train_path=paths.TRANSFER_SET,
+        synthetic_path=[],
     output:
-        model=paths.TRANSFER_MODEL,
-        history=paths.TRANSFER_HISTORY,
+        model_out=paths.TRANSFER_MODEL,
+        history_out=paths.TRANSFER_HISTORY,
     params:
         settings=lambda wc: port_config.transfer_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "transfer", wc.generator),
-        checkpoint=paths.TRANSFER_CHECKPOINT,
+        checkpoint_path=paths.TRANSFER_CHECKPOINT,
     resources:
         gpu=1,
     log:
@@ -47,10 +47,10 @@ rule train_transfer:
 
 rule evaluate_transfer:
     input:
-        model=paths.TRANSFER_MODEL,
-        test=paths.TEST,
+        model_path=paths.TRANSFER_MODEL,
+        test_path=paths.TEST,
     output:
-        paths.TRANSFER_EVAL,
+        out_csv=paths.TRANSFER_EVAL,
     params:
         threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][dataset_cfg(wc)["generator_ranking"]["threat"]]),
         settings=lambda wc: port_config.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False}),
@@ -70,11 +70,11 @@ rule evaluate_transfer:
 
 rule distribution_metrics:
     input:
-        images=paths.IMAGES,
-        train=paths.TRAIN,
-        lanet=paths.fill(paths.LABELER_MODEL, slot="lanet"),
+        images_path=paths.IMAGES,
+        train_path=paths.TRAIN,
+        lanet_path=paths.fill(paths.LABELER_MODEL, slot="lanet"),
     output:
-        paths.DISTRIBUTION_METRICS,
+        out_csv=paths.DISTRIBUTION_METRICS,
     params:
         n_images=lambda wc: dataset_cfg(wc)["generator_ranking"]["n_metric_images"],
     resources:
@@ -91,11 +91,11 @@ rule distribution_metrics:
 
 rule rank_generators:
     input:
-        arc=paths.ARC_TABLE,
-        distribution=ranked(paths.DISTRIBUTION_METRICS),
-        transfer=ranked(paths.TRANSFER_EVAL),
+        arc_csv=paths.ARC_TABLE,
+        distribution_csvs=ranked(paths.DISTRIBUTION_METRICS),
+        transfer_csvs=ranked(paths.TRANSFER_EVAL),
     output:
-        report(
+        out_csv=report(
             paths.GENERATOR_RANKING,
             caption="../report/generators.rst",
             category="Generators",
@@ -113,19 +113,19 @@ rule rank_generators:
 
 rule summarize_score_groups:
     input:
-        evals=score_group_runs(paths.RUN_EVAL),
-        selections=lambda wc: [
+        eval_csvs=score_group_runs(paths.RUN_EVAL),
+        selected_paths=lambda wc: [
             selected_images(wc.dataset, paths.selection_of(m))
             for m in port_config.score_group_methods(config, wc.dataset)
         ],
     output:
-        table=report(
+        out_csv=report(
             paths.SCORE_GROUP_TABLE,
             caption="../report/score_groups.rst",
             category="Results",
             labels={"dataset": "{dataset}", "table": "score groups"},
         ),
-        plot=report(
+        out_png=report(
             paths.SCORE_GROUP_PLOT,
             caption="../report/score_groups.rst",
             category="Results",

@@ -3,17 +3,17 @@
 
 rule plot_synthetic:
     input:
-        images=paths.IMAGES,
-        labels=paths.LABELS,
-        mask=paths.FILTER_MASK,
+        images_path=paths.IMAGES,
+        labels_path=paths.LABELS,
+        filter_path=paths.FILTER_MASK,
     output:
-        per_class=report(
+        per_class_png=report(
             paths.SAMPLES_PER_CLASS,
             caption="../report/samples_per_class.rst",
             category="Synthetic data",
             labels={"dataset": "{dataset}", "generator": "{generator}", "figure": "samples per class"},
         ),
-        discarded=report(
+        discarded_png=report(
             paths.DISCARDED,
             caption="../report/discarded.rst",
             category="Synthetic data",
@@ -34,9 +34,9 @@ rule plot_synthetic:
 
 rule plot_training_curves:
     input:
-        lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, paths.RUN_HISTORY),
+        history_csvs=lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, paths.RUN_HISTORY),
     output:
-        report(
+        out_png=report(
             paths.TRAINING_CURVES,
             caption="../report/training_curves.rst",
             category="Training curves",

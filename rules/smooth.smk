@@ -3,11 +3,11 @@
 
 rule train_smooth:
     input:
-        train=paths.TRAIN,
-        synthetic=synthetic_input,
+        train_path=paths.TRAIN,
+        synthetic_path=synthetic_input,
     output:
-        model=paths.SMOOTH_MODEL,
-        history=report(
+        model_out=paths.SMOOTH_MODEL,
+        history_out=report(
             paths.SMOOTH_HISTORY,
             caption="../report/history.rst",
             category="Training curves",
@@ -19,7 +19,7 @@ rule train_smooth:
             config, wc.dataset, wc.arch, wc.method
         ),
         seed=run_seed,
-        checkpoint=paths.SMOOTH_CHECKPOINT,
+        checkpoint_path=paths.SMOOTH_CHECKPOINT,
     resources:
         gpu=1,
     log:
@@ -34,14 +34,14 @@ rule train_smooth:
 
 rule certify:
     input:
-        model=paths.SMOOTH_MODEL,
-        test=paths.TEST,
+        model_path=paths.SMOOTH_MODEL,
+        test_path=paths.TEST,
     output:
-        paths.CERTIFICATE,
+        out_csv=paths.CERTIFICATE,
     params:
         settings=lambda wc: port_config.certify_settings(config, wc.dataset),
         seed=config["seed"],
-        checkpoint=paths.CERTIFY_CHECKPOINT,
+        checkpoint_path=paths.CERTIFY_CHECKPOINT,
     resources:
         gpu=1,
     log:
@@ -56,16 +56,16 @@ rule certify:
 
 rule summarize_smooth:
     input:
-        certificates=smoothing_runs(paths.CERTIFICATE),
-        models=smoothing_runs(paths.SMOOTH_MODEL),
+        certificate_csvs=smoothing_runs(paths.CERTIFICATE),
+        model_paths=smoothing_runs(paths.SMOOTH_MODEL),
     output:
-        table=report(
+        out_csv=report(
             paths.CERTIFIED_TABLE,
             caption="../report/certified.rst",
             category="Results",
             labels={"dataset": "{dataset}", "threat": "smoothing (l2 certified)"},
         ),
-        plot=report(
+        out_plot=report(
             paths.CERTIFIED_PLOT,
             caption="../report/certified.rst",
             category="Results",

@@ -1,10 +1,10 @@
 rule train_robust:
     input:
-        train=paths.TRAIN,
-        synthetic=synthetic_input,
+        train_path=paths.TRAIN,
+        synthetic_path=synthetic_input,
     output:
-        model=paths.RUN_MODEL,
-        history=report(
+        model_out=paths.RUN_MODEL,
+        history_out=report(
             paths.RUN_HISTORY,
             caption="../report/history.rst",
             category="Training curves",
@@ -16,7 +16,7 @@ rule train_robust:
             config, wc.dataset, wc.threat, wc.arch, wc.method
         ),
         seed=run_seed,
-        checkpoint=paths.RUN_CHECKPOINT,
+        checkpoint_path=paths.RUN_CHECKPOINT,
     resources:
         gpu=1,  # a profile's set-resources gpu: N trains with DDP over N GPUs (same result)
     threads: 1

@@ -232,4 +232,4 @@ def test_smoothing_rows_report_the_smoothing_epochs(config):
     edited["datasets"]["digits"]["smoothing"]["epochs"] = 3
     assert smoothing_epochs(edited, "digits") == 3 == smoothing_settings(edited, "digits", "small_cnn")["epochs"]
     assert smoothing_epochs(config, "digits") == config["datasets"]["digits"]["training"]["epochs"]
-    assert run_row(edited, "digits", "port", "small_cnn", 0, smoothing_epochs(edited, "digits"))["epochs"] == 3
+    assert run_row(edited, "digits", "port-adaptive", "small_cnn", 0, smoothing_epochs(edited, "digits"))["epochs"] == 3

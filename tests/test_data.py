@@ -32,7 +32,7 @@ def read_h5(path):
 
 def prepare(tmp_path, name, source, seed=0, tag="run"):
     train, test = tmp_path / tag / "train.h5", tmp_path / tag / "test.h5"
-    prepare_dataset(name, source, seed, train, test)
+    prepare_dataset(name=name, source=source, seed=seed, train_out=train, test_out=test)
     return train, test
 
 

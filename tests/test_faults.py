@@ -92,7 +92,8 @@ def _train_call(train_path, synthetic_path, out: Path) -> list[str]:
 def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     train_path, synthetic_path = _real_and_synthetic(tmp_path)
     reference = tmp_path / "reference"
-    train(train_path, reference / "model.pt", reference / "history.csv", reference / "ckpt.pt", SETTINGS, 3,
+    train(train_path=train_path, model_out=reference / "model.pt", history_out=reference / "history.csv",
+          checkpoint_path=reference / "ckpt.pt", settings=SETTINGS, seed=3,
           synthetic_path=synthetic_path, progress=False)
 
     run = tmp_path / "run"
@@ -169,7 +170,7 @@ def _reference_images(tmp_path: Path, model: Path) -> np.ndarray:
     paths = [tmp_path / f"ref_{shard}.h5" for shard in range(N_SHARDS)]
     for shard, path in enumerate(paths):
         sample_shard(str(model), path, shard, settings, seed, progress=False)
-    merge_shards(paths, tmp_path / "ref.h5")
+    merge_shards(shard_paths=paths, out_path=tmp_path / "ref.h5")
     with h5py.File(tmp_path / "ref.h5") as handle:
         return handle["images"][()]
 
@@ -225,7 +226,7 @@ def test_sampling_killed_mid_shard_reruns_only_unfinished_shards(tmp_path, unet_
     assert sorted(inputs) == [f"{SHARDS}/shard_{i}.h5" for i in range(N_SHARDS)]
 
     # merging again is idempotent: the same content, and a second run has nothing to do
-    merge_shards([shard_dir / f"shard_{i}.h5" for i in range(N_SHARDS)], tmp_path / "again.h5")
+    merge_shards(shard_paths=[shard_dir / f"shard_{i}.h5" for i in range(N_SHARDS)], out_path=tmp_path / "again.h5")
     assert verify_hdf5(tmp_path / "again.h5") == verify_hdf5(workdir / TARGET)
     again = subprocess.run(_snakemake(workdir, "-n", TARGET), capture_output=True, text=True, env=_env())
     assert "Nothing to be done" in again.stdout + again.stderr

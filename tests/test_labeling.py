@@ -67,7 +67,8 @@ def test_filter_images_end_to_end(tmp_path):
     expected_keep = [False, True, True, False, False, True, True, False]
     path = _labels_file(tmp_path / "labels.h5", lanet, split)
 
-    kept = filter_images(path, tmp_path / "filter.h5", tmp_path / "counts.csv", threshold=0.9)
+    kept = filter_images(labels_path=path, out_mask=tmp_path / "filter.h5", out_counts=tmp_path / "counts.csv",
+                         threshold=0.9)
     assert kept == 4
     mask = read_arrays(tmp_path / "filter.h5", "keep", "labels")
     assert mask["keep"].tolist() == expected_keep
@@ -89,7 +90,8 @@ def test_filter_counts_include_empty_classes(tmp_path):
     lanet = _probs([0, 0, 2], [.5, .5, .5], num_classes=4)
     split = _probs([0, 1, 2], [.5, .5, .5], num_classes=4)
     path = _labels_file(tmp_path / "labels.h5", lanet, split)
-    assert filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9) == 2
+    assert filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv",
+                         threshold=0.9) == 2
     counts = pd.read_csv(tmp_path / "c.csv")
     assert counts["n_total"].tolist() == [2, 0, 1, 0]
     assert counts["n_kept"].tolist() == [1, 0, 1, 0]
@@ -100,8 +102,10 @@ def test_filter_threshold_zero_keeps_all_and_one_discards_all_disagreements(tmp_
     lanet = _probs([0, 1, 2], [.99, .5, .5])
     split = _probs([1, 1, 0], [.99, .5, .5])
     path = _labels_file(tmp_path / "labels.h5", lanet, split)
-    assert filter_images(path, tmp_path / "f0.h5", tmp_path / "c0.csv", threshold=0.0) == 3
-    assert filter_images(path, tmp_path / "f1.h5", tmp_path / "c1.csv", threshold=1.0) == 1
+    assert filter_images(labels_path=path, out_mask=tmp_path / "f0.h5", out_counts=tmp_path / "c0.csv",
+                         threshold=0.0) == 3
+    assert filter_images(labels_path=path, out_mask=tmp_path / "f1.h5", out_counts=tmp_path / "c1.csv",
+                         threshold=1.0) == 1
     assert read_arrays(tmp_path / "f1.h5", "keep")["keep"].tolist() == [False, True, False]
 
 
@@ -113,7 +117,7 @@ def test_filter_non_finite_probabilities_raise(tmp_path, slot, bad):
     (lanet if slot == "lanet" else split)[1, 0] = bad
     path = _labels_file(tmp_path / "labels.h5", lanet, split)
     with pytest.raises(ArtifactError, match="labels.h5.*NaN"):
-        filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9)
+        filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv", threshold=0.9)
     assert not (tmp_path / "f.h5").exists() and not (tmp_path / "c.csv").exists()
 
 
@@ -121,14 +125,15 @@ def test_filter_rejects_threshold_outside_unit_interval(tmp_path):
     path = _labels_file(tmp_path / "labels.h5", _probs([0], [.5]), _probs([0], [.5]))
     for threshold in (-0.1, 1.5):
         with pytest.raises(ArtifactError, match="threshold"):
-            filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=threshold)
+            filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv",
+                          threshold=threshold)
 
 
 def test_filter_missing_probabilities_raise(tmp_path):
     path = tmp_path / "labels.h5"
     write_arrays(path, {}, labels=np.zeros(3, dtype=np.int64), lanet_probs=_probs([0, 0, 0], [.5] * 3))
     with pytest.raises(ArtifactError, match="splitnet_probs"):
-        filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9)
+        filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv", threshold=0.9)
 
 
 def test_pseudo_labels_in_shards_merge_to_the_unsharded_result(tmp_path):
@@ -147,7 +152,7 @@ def test_pseudo_labels_in_shards_merge_to_the_unsharded_result(tmp_path):
     shards = [tmp_path / f"shard_{i}.h5" for i in range(3)]
     for i, path in enumerate(shards):
         pseudo_label(*models, path, shard=i, n_shards=3, progress=False)
-    merge_array_shards(shards, tmp_path / "merged.h5", n_images=25)
+    merge_array_shards(shard_paths=shards, out_path=tmp_path / "merged.h5", n_images=25)
     whole = read_arrays(tmp_path / "whole.h5", "labels", "lanet_probs", "splitnet_probs")
     merged = read_arrays(tmp_path / "merged.h5", "labels", "lanet_probs", "splitnet_probs")
     for key in whole:

@@ -126,8 +126,9 @@ SETTINGS = dict(arch="small_cnn", epochs=2, batch_size=32, lr=0.05, gamma=0.4, v
 
 
 def _run(toy_data, out, settings=SETTINGS, synthetic=True, seed=0):
-    return train(toy_data / "train.h5", out / "model.pt", out / "history.csv", out / "checkpoint.pt",
-                 dict(settings), seed, synthetic_path=toy_data / "synthetic.h5" if synthetic else None,
+    return train(train_path=toy_data / "train.h5", model_out=out / "model.pt", history_out=out / "history.csv",
+                 checkpoint_path=out / "checkpoint.pt",
+                 settings=dict(settings), seed=seed, synthetic_path=toy_data / "synthetic.h5" if synthetic else None,
                  progress=False)
 
 

@@ -89,7 +89,7 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(0).tolist(), np.maximum(pixels.std(0), 1e-3).tolist()
 
 
-def prepare_dataset(name: str, source: dict, seed: int, train_out, test_out) -> None:
+def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) -> None:
     """Materialise one configured dataset as train/test HDF5 image sets."""
     kind = source["kind"]
     num_classes = source.get("num_classes") or NUM_CLASSES.get(kind)

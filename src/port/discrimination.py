@@ -52,7 +52,7 @@ def heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: i
     return pool, heldout
 
 
-def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_synthetic, out_heldout,
+def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_synthetic, out_heldout,
                         settings: dict, seed: int) -> dict:
     """The discriminator's data: real training images labelled 0, a pool of synthetic images
     labelled 1, and a balanced held-out set (real test images + as many held-out synthetic)."""
@@ -80,7 +80,7 @@ def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_syn
     return counts
 
 
-def evaluate_discriminator(model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
+def evaluate_discriminator(*, model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
                            row: dict) -> dict:
     """Clean and robust discrimination accuracy on the balanced held-out set; PGD at `eps`."""
     model, _ = load_model(model_path, expect_classes=2)
@@ -115,7 +115,7 @@ def arc(eps, robust_acc) -> float:
     return float(np.trapezoid(np.maximum(robust_acc[order], 0.5) - 0.5, eps[order]))
 
 
-def arc_curve(metric_csvs, out_csv) -> pd.DataFrame:
+def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
     """One generator's robust discrimination accuracy per eps (a tidy CSV sorted by eps)."""
     curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True).sort_values("eps", kind="stable")
     if curve["generator"].nunique() != 1:
@@ -124,7 +124,7 @@ def arc_curve(metric_csvs, out_csv) -> pd.DataFrame:
     return curve
 
 
-def arc_table(curve_csvs, out_table, out_plot) -> pd.DataFrame:
+def arc_table(*, curve_csvs, out_table, out_plot) -> pd.DataFrame:
     """ARC per generator (lowest first: hardest to tell from real data) and the paper's Figure 3."""
     curves = [read_csv(p) for p in curve_csvs]
     table = pd.DataFrame([{"generator": c["generator"].iloc[0], "arc": arc(c["eps"], c["robust_acc"]),
@@ -158,7 +158,7 @@ def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: 
     return best, clean
 
 
-def score_shard(model_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
+def score_shard(*, model_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
                 progress: bool = True) -> int:
     """Scores of images [start, stop) of one shard; merged with port.shards.merge_array_shards."""
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)

@@ -66,7 +66,7 @@ def test_subset(n: int, n_test: int | None) -> np.ndarray:
     return np.linspace(0, n - 1, n_test).round().astype(int)
 
 
-def evaluate(model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
+def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
     """Evaluate one trained model and write a one-row CSV (row identity + metrics)."""
     from .models import default_device, load_model
 

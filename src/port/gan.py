@@ -60,7 +60,7 @@ class Critic(nn.Module):
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
 
 
-def train_gan(train_path, out_path, settings: dict, seed: int, progress: bool = True) -> None:
+def train_gan(*, train_path, out_path, settings: dict, seed: int, progress: bool = True) -> None:
     """Train on the real training images and labels; save the generator's spec and weights."""
     images, labels = read_image_set(train_path)
     num_classes = int(labels.max()) + 1

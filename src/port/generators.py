@@ -42,7 +42,7 @@ def _unet_config(settings: dict, image_size: int, channels: int) -> dict:
                 up_block_types=up, norm_num_groups=settings.get("norm_num_groups", 8))
 
 
-def train_ddpm(train_path, out_dir, settings: dict, seed: int, progress: bool = True) -> None:
+def train_ddpm(*, train_path, out_dir, settings: dict, seed: int, progress: bool = True) -> None:
     """Train an unconditional DDPM (UNet2DModel, EMA weights) on the real training images."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from diffusers.training_utils import EMAModel
@@ -155,7 +155,7 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.rint(y.permute(0, 2, 3, 1).numpy() * 255), 0, 255).astype(np.uint8)
 
 
-def merge_shards(shard_paths, out_path) -> int:
+def merge_shards(*, shard_paths, out_path) -> int:
     """Concatenate shard files in shard order into one chunked image set."""
     shard_paths = [Path(p) for p in shard_paths]
     offsets = {}
@@ -190,7 +190,7 @@ def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int, 
         writer.append(images[start:stop], **arrays)
 
 
-def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
+def make_shard(*, source: str, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
     """Produce one shard of a generator's images, whatever its kind."""
     if settings["kind"] == "diffusers":
         sample_shard(source, out_path, shard, settings, seed, dataset=dataset)

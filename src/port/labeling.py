@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SLOTS = ("lanet", "splitnet")
 
 
-def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, history_out, checkpoint_path,
+def prepare_labeler(*, slot: str, train_path, test_path, model_out, metrics_out, history_out, checkpoint_path,
                     settings: dict, seed: int) -> float:
     """Train a labeler on the real training set (or take a given checkpoint); record test accuracy."""
     num_classes = int(read_attrs(train_path)["num_classes"])
@@ -39,7 +39,8 @@ def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, hi
         write_csv(pd.DataFrame(columns=["epoch"]), history_out)
     else:
         train_settings = {k: v for k, v in settings.items() if k != "checkpoint"}
-        train(train_path, model_out, history_out, checkpoint_path, train_settings, seed)
+        train(train_path=train_path, model_out=model_out, history_out=history_out, checkpoint_path=checkpoint_path,
+              settings=train_settings, seed=seed)
     model, _ = load_model(model_out, expect_classes=num_classes)
     device = default_device()
     images, labels = read_image_set(test_path, num_classes)
@@ -64,7 +65,7 @@ def class_probabilities(model, images_path, num_classes: int, start: int = 0, st
     return np.concatenate(probs)
 
 
-def pseudo_label(images_path, lanet_path, splitnet_path, out_path, shard: int = 0, n_shards: int = 1,
+def pseudo_label(*, images_path, lanet_path, splitnet_path, out_path, shard: int = 0, n_shards: int = 1,
                  progress: bool = True) -> None:
     """Store both labelers' class probabilities and the pseudo-label (lanet's argmax) for one
     shard of the image set (merged afterwards with port.shards.merge_array_shards)."""
@@ -89,7 +90,7 @@ def keep_mask(pred_a, conf_a, pred_b, conf_b, threshold: float) -> np.ndarray:
     return ~((pred_a != pred_b) & (conf_a < threshold) & (conf_b < threshold))
 
 
-def filter_images(labels_path, out_mask, out_counts, threshold: float) -> int:
+def filter_images(*, labels_path, out_mask, out_counts, threshold: float) -> int:
     """Write the keep mask (HDF5) and per-class counts (CSV); returns the number kept."""
     if not 0.0 <= threshold <= 1.0:
         raise ArtifactError(f"filter threshold must lie in [0, 1], got {threshold}")

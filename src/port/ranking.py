@@ -68,7 +68,7 @@ def sample_images(path, n: int) -> np.ndarray:
     return np.concatenate([block[keep[offset:offset + len(block)]] for offset, block in iter_image_blocks(path)])
 
 
-def distribution_metrics(images_path, train_path, lanet_path, out_csv, generator: str, n_images: int) -> dict:
+def distribution_metrics(*, images_path, train_path, lanet_path, out_csv, generator: str, n_images: int) -> dict:
     """Frechet distance in lanet feature space and nearest-real distance for one generator."""
     synthetic = sample_images(images_path, n_images)
     real, _ = read_image_set(train_path)
@@ -80,7 +80,7 @@ def distribution_metrics(images_path, train_path, lanet_path, out_csv, generator
     return row
 
 
-def rank_generators(arc_csv, distribution_csvs, transfer_csvs, out_csv) -> pd.DataFrame:
+def rank_generators(*, arc_csv, distribution_csvs, transfer_csvs, out_csv) -> pd.DataFrame:
     """Tidy table: generator, metric, value, rank (1 = best), the reference (transferred
     robustness) rank, and per metric the mean absolute rank difference from the reference."""
     arc = read_csv(arc_csv)[["generator", "arc"]]

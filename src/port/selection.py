@@ -54,7 +54,7 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.n
     return np.sort(by_score[:k])
 
 
-def select_images(images_path, filter_path, out_path, method: str, k: int | None, seed: int, scores_path=None,
+def select_images(*, images_path, filter_path, out_path, method: str, k: int | None, seed: int, scores_path=None,
                   n_groups: int | None = None, real_path=None) -> int:
     """Copy the chosen images and pseudo-labels into `out_path`.
 

@@ -72,7 +72,7 @@ class Smooth:
         return counts.cpu().numpy()
 
 
-def certify_dataset(model_path, test_path, out_csv, settings: dict, seed: int, checkpoint_path=None,
+def certify_dataset(*, model_path, test_path, out_csv, settings: dict, seed: int, checkpoint_path=None,
                     checkpoint_seconds: float = 60.0) -> pd.DataFrame:
     """Certify every `skip`-th test image and write one CSV row per image (Cohen et al.'s
     certify.py columns). Each image's noise is seeded from (seed, idx), so a certificate

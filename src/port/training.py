@@ -139,7 +139,7 @@ def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict
     return dict(val_clean_acc=val_clean, val_robust_acc=val_robust)
 
 
-def train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
+def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
           synthetic_path=None, progress: bool = True) -> dict:
     """Train one classifier on all the GPUs the job was given, one process each (see
     port.distributed), or in this process with one GPU or none; returns a summary (train
