@@ -27,7 +27,7 @@ from port.artifacts import (ArtifactError, load_torch, provenance, read_image_se
                             write_arrays, write_images)
 from port.config import ConfigError, check_config
 from port.data import prepare_dataset
-from port.generators import make_shard, merge_shards
+from port.generators import merge_shards, sample_shard
 from port.labeling import filter_images, prepare_labeler, pseudo_label
 from port.logs import logged_job
 from port.models import build_model, load_model, model_spec, save_model
@@ -220,7 +220,7 @@ def not_a_diffusers_model(ws):
     ws.path("plain").mkdir()
     (ws.path("plain") / "weights.bin").write_bytes(b"\0" * 16)
     settings = {"kind": "diffusers", "scheduler": "ddim", "steps": 2, "n_images": 4, "n_shards": 1, "batch_size": 2}
-    return lambda: make_shard(source=str(ws.path("plain")), out_path=ws.out, shard=0, settings=settings, seed=0), \
+    return lambda: sample_shard(source=str(ws.path("plain")), out_path=ws.out, shard=0, settings=settings, seed=0), \
         ["plain", "not a diffusers model directory (no model_index.json)"]
 
 

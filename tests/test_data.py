@@ -20,6 +20,7 @@ import pytest
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from port.artifacts import ArtifactError, read_image_set
+from port.config import SettingsError
 from port.data import load_npz_images, prepare_dataset
 
 DIGITS = {"kind": "digits", "test_fraction": 0.25}
@@ -116,7 +117,7 @@ def test_digits_test_fraction_is_honoured(tmp_path):
 
 
 def test_unknown_kind_is_an_artifact_error(tmp_path):
-    with pytest.raises(ArtifactError, match="unknown dataset kind 'mnist'"):
+    with pytest.raises(SettingsError, match="unknown dataset kind 'mnist'"):
         prepare(tmp_path, "mine", {"kind": "mnist"})
 
 

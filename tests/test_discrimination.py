@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_images
 from port.discrimination import (arc, arc_curve, arc_table, discrimination_sets, evaluate_discriminator,
-                                 heldout_split, synthetic_scores)
+                                 synthetic_heldout_split, synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
 from port.training import train
 
@@ -25,11 +25,11 @@ def test_arc_matches_the_trapezoid_by_hand():
 
 
 def test_heldout_split_is_disjoint_seeded_and_bounded():
-    pool, held = heldout_split(100, 20, 50, seed=1)
+    pool, held = synthetic_heldout_split(100, 20, 50, seed=1)
     assert held.sum() == 20 and pool.sum() == 50 and not (pool & held).any()
-    np.testing.assert_array_equal(held, heldout_split(100, 20, None, seed=1)[1])
+    np.testing.assert_array_equal(held, synthetic_heldout_split(100, 20, None, seed=1)[1])
     with pytest.raises(ArtifactError, match="hold out 100 of 100"):
-        heldout_split(100, 100, None, seed=1)
+        synthetic_heldout_split(100, 100, None, seed=1)
 
 
 def _softmax_model(weight):

@@ -25,7 +25,7 @@ import yaml
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from port.artifacts import CHECKSUM_KEY, load_torch, provenance, verify_hdf5, write_images
-from port.generators import merge_shards, sample_shard
+from port.generators import merge_shards, sample_diffusers_shard
 from port.models import load_model
 from port.training import train
 
@@ -169,7 +169,7 @@ def _reference_images(tmp_path: Path, model: Path) -> np.ndarray:
     settings = {"kind": "diffusers", "eta": 0.0, **GENERATOR}
     paths = [tmp_path / f"ref_{shard}.h5" for shard in range(N_SHARDS)]
     for shard, path in enumerate(paths):
-        sample_shard(str(model), path, shard, settings, seed, progress=False)
+        sample_diffusers_shard(str(model), path, shard, settings, seed, progress=False)
     merge_shards(shard_paths=paths, out_path=tmp_path / "ref.h5")
     with h5py.File(tmp_path / "ref.h5") as handle:
         return handle["images"][()]

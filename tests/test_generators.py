@@ -19,7 +19,8 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 
 from port import generators
 from port.artifacts import ArtifactError, write_images
-from port.generators import (load_pipeline, make_shard, merge_shards, resize_images, sample_shard,
+from port.config import SettingsError
+from port.generators import (load_pipeline, merge_shards, resize_images, sample_diffusers_shard, sample_shard,
                              shard_bounds, train_ddpm)
 
 
@@ -62,7 +63,7 @@ def sha256(images: np.ndarray) -> str:
 
 
 def sample(model, out, shard=0, seed=0, **overrides):
-    sample_shard(model, out, shard, settings(**overrides), seed, progress=False)
+    sample_diffusers_shard(model, out, shard, settings(**overrides), seed, progress=False)
     return read(out)
 
 
@@ -108,10 +109,10 @@ def test_load_pipeline_refuses_a_plain_directory(tmp_path, rgb_model):
     with pytest.raises(ArtifactError, match="not a diffusers model directory") as info:
         load_pipeline(str(tmp_path))
     assert str(tmp_path) in str(info.value)
-    with pytest.raises(ArtifactError, match="unknown scheduler 'euler'"):
+    with pytest.raises(SettingsError, match="unknown scheduler 'euler'"):
         load_pipeline(rgb_model, "euler")
-    with pytest.raises(ArtifactError, match="unknown scheduler"):
-        sample_shard(rgb_model, tmp_path / "out.h5", 0, settings(scheduler="pndm"), 0, progress=False)
+    with pytest.raises(SettingsError, match="unknown scheduler"):
+        sample_diffusers_shard(rgb_model, tmp_path / "out.h5", 0, settings(scheduler="pndm"), 0, progress=False)
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -274,7 +275,7 @@ def test_npz_shards_partition_and_merge(tmp_path, npz_set):
     shards = []
     for shard in (0, 1):
         out = tmp_path / f"shard_{shard}.h5"
-        make_shard(source=str(path), out_path=out, shard=shard, settings=NPZ, seed=0)
+        sample_shard(source=str(path), out_path=out, shard=shard, settings=NPZ, seed=0)
         start, stop = shard_bounds(11, 2, shard)
         with h5py.File(out, "r") as handle:
             assert np.array_equal(handle["images"][()], images[start:stop])
@@ -289,12 +290,12 @@ def test_npz_shards_partition_and_merge(tmp_path, npz_set):
 def test_npz_shard_respects_n_images_and_optional_labels(tmp_path, npz_set):
     path, images, _ = npz_set
     out = tmp_path / "first.h5"
-    make_shard(source=str(path), out_path=out, shard=0,
+    sample_shard(source=str(path), out_path=out, shard=0,
                settings={"kind": "npz", "n_shards": 1, "n_images": 4, "image_key": "image"}, seed=0)
     with h5py.File(out, "r") as handle:
         assert np.array_equal(handle["images"][()], images[:4])
         assert "source_labels" not in handle  # no label_key: images only
-    make_shard(source=str(path), out_path=out, shard=0, settings={"kind": "npz", "n_shards": 1, "n_images": 50}, seed=0)
+    sample_shard(source=str(path), out_path=out, shard=0, settings={"kind": "npz", "n_shards": 1, "n_images": 50}, seed=0)
     assert np.array_equal(read(out)[0], images)  # n_images beyond the file is capped
 
 
@@ -304,7 +305,7 @@ def test_npz_more_shards_than_images(tmp_path, npz_set):
     config = {**NPZ, "n_shards": 5, "n_images": 2}
     shards = [tmp_path / f"shard_{shard}.h5" for shard in range(5)]
     for shard, out in enumerate(shards):
-        make_shard(source=str(path), out_path=out, shard=shard, settings=config, seed=0)
+        sample_shard(source=str(path), out_path=out, shard=shard, settings=config, seed=0)
     assert [len(read(p)[0]) for p in shards] == [0, 1, 0, 1, 0]
     assert merge_shards(shard_paths=shards, out_path=tmp_path / "merged.h5") == 2
     assert np.array_equal(read(tmp_path / "merged.h5")[0], images[:2])
@@ -313,11 +314,11 @@ def test_npz_more_shards_than_images(tmp_path, npz_set):
 def test_npz_shard_errors(tmp_path, npz_set):
     path, _, _ = npz_set
     with pytest.raises(ArtifactError, match="file not found"):
-        make_shard(source=str(tmp_path / "missing.npz"), out_path=tmp_path / "s.h5", shard=0, settings=NPZ, seed=0)
+        sample_shard(source=str(tmp_path / "missing.npz"), out_path=tmp_path / "s.h5", shard=0, settings=NPZ, seed=0)
     with pytest.raises(ArtifactError, match=r"no key 'x' \(keys: image, label\)"):
-        make_shard(source=str(path), out_path=tmp_path / "s.h5", shard=0, settings={**NPZ, "image_key": "x"}, seed=0)
-    with pytest.raises(ArtifactError, match="unknown generator kind 'vae'"):
-        make_shard(source=str(path), out_path=tmp_path / "s.h5", shard=0, settings={**NPZ, "kind": "vae"}, seed=0)
+        sample_shard(source=str(path), out_path=tmp_path / "s.h5", shard=0, settings={**NPZ, "image_key": "x"}, seed=0)
+    with pytest.raises(SettingsError, match="unknown generator kind 'vae'"):
+        sample_shard(source=str(path), out_path=tmp_path / "s.h5", shard=0, settings={**NPZ, "kind": "vae"}, seed=0)
     assert not (tmp_path / "s.h5").exists()
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from port.artifacts import ArtifactError, provenance, read_arrays, read_attrs, write_arrays
+from port.config import SettingsError
 from port.labeling import filter_images, keep_mask
 
 
@@ -124,7 +125,7 @@ def test_filter_non_finite_probabilities_raise(tmp_path, slot, bad):
 def test_filter_rejects_threshold_outside_unit_interval(tmp_path):
     path = _labels_file(tmp_path / "labels.h5", _probs([0], [.5]), _probs([0], [.5]))
     for threshold in (-0.1, 1.5):
-        with pytest.raises(ArtifactError, match="threshold"):
+        with pytest.raises(SettingsError, match="threshold"):
             filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv",
                           threshold=threshold)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from port.artifacts import ArtifactError, ImageWriter, provenance, read_attrs, validate_image_set, write_arrays
+from port.config import SettingsError
 from port.selection import choose, select_images
 
 
@@ -54,7 +55,7 @@ def test_empty_filter_raises(k):
 
 
 def test_unknown_method_raises():
-    with pytest.raises(ArtifactError, match="unknown selection method"):
+    with pytest.raises(SettingsError, match="unknown selection method"):
         choose(_keep(20), "hardest", 3, seed=0)
 
 
@@ -150,7 +151,7 @@ def test_score_groups_partition_the_kept_images_in_score_order():
     sizes = [len(g) for g in groups]
     assert max(sizes) - min(sizes) <= 1
     assert scores[groups[0]].max() <= scores[groups[1]].min() and scores[groups[1]].max() <= scores[groups[2]].min()
-    with pytest.raises(ArtifactError, match="below n_groups"):
+    with pytest.raises(SettingsError, match="below n_groups"):
         choose(keep, "group3", None, seed=0, scores=scores, n_groups=3)
 
 

@@ -16,6 +16,11 @@ class ConfigError(ValueError):
     """A configuration that the schema accepts but that cannot work."""
 
 
+class SettingsError(ConfigError):
+    """Settings that a stage itself finds unworkable (an unknown name, a value out of range), as
+    opposed to an ArtifactError (a bad input file)."""
+
+
 def canonical(value):
     """Builtins with dict keys sorted recursively (a stable repr for Snakemake's params check)."""
     if isinstance(value, dict):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import ArtifactError, check_labels, provenance, write_images
+from .config import SettingsError
 
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 
@@ -103,7 +104,7 @@ def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) 
         train = load_npz_images(source["train"], **keys)
         test = load_npz_images(source["test"], **keys)
     else:
-        raise ArtifactError(f"datasets.{name}.source.kind: unknown dataset kind '{kind}'")
+        raise SettingsError(f"datasets.{name}.source.kind: unknown dataset kind '{kind}'")
     for split, (images, labels) in (("train", train), ("test", test)):
         check_images(images, f"{name}/{split}")
         check_labels(labels, num_classes, f"{name}/{split}")

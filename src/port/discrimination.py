@@ -24,9 +24,10 @@ from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_o
                         iter_image_blocks, provenance, read_attrs, read_csv, read_image_set, write_arrays, write_csv,
                         write_images)
 from .attacks import Attack
-from .evaluation import accuracy, test_subset
+from .devices import default_device
+from .evaluation import accuracy, evenly_spaced
 from .loaders import to_tensor
-from .models import default_device, load_model
+from .models import load_model
 from .reporting import plot_arc_curves
 from .seeds import rng
 from .shards import shard_bounds
@@ -41,8 +42,10 @@ def _two_class_attrs(real_path, stage: str, settings: dict, seed: int | None) ->
                       channel_mean=real["channel_mean"], channel_std=real["channel_std"])
 
 
-def heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training pool, held-out) masks over the synthetic images, disjoint and seeded."""
+def synthetic_heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None,
+                            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training pool, held-out) masks over the synthetic images, disjoint and seeded: the
+    discriminator's own held-out set (not the classifier's validation_split)."""
     if n_heldout >= n_synthetic:
         raise ArtifactError(f"cannot hold out {n_heldout} of {n_synthetic} synthetic images and still train")
     order = rng(seed, "discriminator-heldout").permutation(n_synthetic)
@@ -57,7 +60,7 @@ def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_
     """The discriminator's data: real training images labelled 0, a pool of synthetic images
     labelled 1, and a balanced held-out set (real test images + as many held-out synthetic)."""
     n_synthetic = image_set_length(synthetic_path)
-    pool, heldout = heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed)
+    pool, heldout = synthetic_heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed)
     images, _ = read_image_set(train_path)
     write_images(out_real, images, _two_class_attrs(train_path, "discriminator_real", settings, seed),
                  labels=np.full(len(images), REAL, dtype=np.int64))
@@ -67,7 +70,7 @@ def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_
         copy_image_subset(synthetic_path, writer, pool, labels=np.full(n_synthetic, SYNTHETIC, dtype=np.int64))
     test_images, _ = read_image_set(test_path)
     n_each = min(len(test_images), int(heldout.sum()))
-    real_eval = test_images[test_subset(len(test_images), n_each)]
+    real_eval = test_images[evenly_spaced(len(test_images), n_each)]
     held_index = np.flatnonzero(heldout)[:n_each]
     held_mask = np.zeros(n_synthetic, bool)
     held_mask[held_index] = True

@@ -16,8 +16,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .artifacts import ArtifactError, ImageWriter, load_torch, provenance, read_image_set, save_torch
+from .devices import default_device
 from .loaders import to_tensor
-from .models import default_device
 from .seeds import derive_seed, rng
 from .shards import shard_bounds
 

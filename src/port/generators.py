@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from .artifacts import (ArtifactError, ImageWriter, dataset_of, iter_image_blocks, provenance, read_attrs,
                         read_image_set, validate_image_set)
+from .config import SettingsError
 from .data import load_npz_images
+from .devices import default_device
 from .loaders import to_tensor
-from .models import default_device
 from .seeds import derive_seed, rng
 from .shards import shard_bounds
 
@@ -104,7 +105,7 @@ def load_pipeline(model: str, scheduler: str = "ddim"):
     from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
 
     if scheduler not in SCHEDULERS:
-        raise ArtifactError(f"unknown scheduler '{scheduler}' (known: {', '.join(SCHEDULERS)})")
+        raise SettingsError(f"unknown scheduler '{scheduler}' (known: {', '.join(SCHEDULERS)})")
     local = Path(model)
     if local.exists() and not (local / "model_index.json").is_file():
         raise ArtifactError(f"{model}: not a diffusers model directory (no model_index.json)")
@@ -117,9 +118,9 @@ def load_pipeline(model: str, scheduler: str = "ddim"):
     return DDPMPipeline(unet=base.unet, scheduler=DDPMScheduler.from_config(base.scheduler.config))
 
 
-def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True,
-                 dataset: str | None = None) -> None:
-    """Sample one shard. Every image has its own noise generator, seeded from (seed, global image
+def sample_diffusers_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True,
+                           dataset: str | None = None) -> None:
+    """Sample one shard from a diffusers pipeline. Every image has its own noise generator, seeded from (seed, global image
     index), so the images do not depend on the shard count, the batch size or which job ran."""
     start, stop = shard_bounds(settings["n_images"], settings["n_shards"], shard)
     pipeline = load_pipeline(model, settings["scheduler"]).to(default_device())
@@ -190,10 +191,11 @@ def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int, 
         writer.append(images[start:stop], **arrays)
 
 
-def make_shard(*, source: str, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
-    """Produce one shard of a generator's images, whatever its kind."""
+def sample_shard(*, source: str, out_path, shard: int, settings: dict, seed: int,
+                 dataset: str | None = None) -> None:
+    """One shard of a generator's images, whatever its kind (the rule sample_shard)."""
     if settings["kind"] == "diffusers":
-        sample_shard(source, out_path, shard, settings, seed, dataset=dataset)
+        sample_diffusers_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "npz":
         import_npz_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "gan":
@@ -201,4 +203,4 @@ def make_shard(*, source: str, out_path, shard: int, settings: dict, seed: int, 
 
         sample_gan_shard(source, out_path, shard, settings, seed, dataset=dataset)
     else:
-        raise ArtifactError(f"unknown generator kind '{settings['kind']}' (known: diffusers, gan, npz)")
+        raise SettingsError(f"unknown generator kind '{settings['kind']}' (known: diffusers, gan, npz)")

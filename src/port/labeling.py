@@ -17,9 +17,11 @@ from tqdm import tqdm
 
 from .artifacts import (ArtifactError, atomic_path, dataset_of, image_set_length, iter_image_blocks, provenance, read_arrays,
                         read_attrs, read_image_set, write_arrays, write_csv)
+from .config import SettingsError
+from .devices import default_device
 from .evaluation import predict
 from .loaders import to_tensor
-from .models import default_device, load_model
+from .models import load_model
 from .shards import shard_bounds
 from .training import train
 
@@ -93,7 +95,7 @@ def keep_mask(pred_a, conf_a, pred_b, conf_b, threshold: float) -> np.ndarray:
 def filter_images(*, labels_path, out_mask, out_counts, threshold: float) -> int:
     """Write the keep mask (HDF5) and per-class counts (CSV); returns the number kept."""
     if not 0.0 <= threshold <= 1.0:
-        raise ArtifactError(f"filter threshold must lie in [0, 1], got {threshold}")
+        raise SettingsError(f"filter threshold must lie in [0, 1], got {threshold}")
     arrays = read_arrays(labels_path, "labels", "lanet_probs", "splitnet_probs")
     a, b = arrays["lanet_probs"], arrays["splitnet_probs"]
     if not (np.isfinite(a).all() and np.isfinite(b).all()):

@@ -12,11 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .artifacts import ArtifactError, load_torch, save_torch
-
-
-def default_device() -> torch.device:
-    """The current CUDA device when there is one (each training process sets its own), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from .config import SettingsError
 
 
 class Normalize(nn.Module):
@@ -138,7 +134,7 @@ def build_model(arch: str, in_channels: int, num_classes: int, image_size: int,
                 mean, std) -> nn.Sequential:
     """A classifier taking [0, 1] images: Normalize followed by the named network."""
     if arch not in ARCHITECTURES:
-        raise ArtifactError(f"unknown architecture '{arch}' (known: {', '.join(sorted(ARCHITECTURES))})")
+        raise SettingsError(f"unknown architecture '{arch}' (known: {', '.join(sorted(ARCHITECTURES))})")
     net = ARCHITECTURES[arch](in_channels, num_classes, image_size)
     return nn.Sequential(Normalize(mean, std), net).to(memory_format=torch.channels_last)
 

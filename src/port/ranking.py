@@ -18,9 +18,10 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
 from .artifacts import ArtifactError, image_set_length, iter_image_blocks, read_csv, read_image_set, write_csv
-from .evaluation import test_subset
+from .devices import default_device
+from .evaluation import evenly_spaced
 from .loaders import to_tensor
-from .models import default_device, load_model
+from .models import load_model
 
 # metric -> True when a higher value means a better generator
 METRICS = {"transfer_robust_acc": True, "arc": False, "frechet_lanet": False, "nn_distance": False}
@@ -64,7 +65,7 @@ def nearest_real_distance(synthetic: np.ndarray, real: np.ndarray) -> float:
 def sample_images(path, n: int) -> np.ndarray:
     """n evenly spaced images of a (possibly huge) image set, read block by block."""
     keep = np.zeros(image_set_length(path), bool)
-    keep[test_subset(len(keep), n)] = True
+    keep[evenly_spaced(len(keep), n)] = True
     return np.concatenate([block[keep[offset:offset + len(block)]] for offset, block in iter_image_blocks(path)])
 
 

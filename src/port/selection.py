@@ -18,6 +18,7 @@ import numpy as np
 
 from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks, provenance,
                         read_arrays, read_attrs)
+from .config import SettingsError
 from .paths import SELECTIONS, group_of, needs_scores
 from .seeds import rng
 
@@ -39,12 +40,12 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.n
     g = group_of(method)
     if g is not None:
         if not n_groups or g >= n_groups:
-            raise ArtifactError(f"selection '{method}': group index must be below n_groups ({n_groups})")
+            raise SettingsError(f"selection '{method}': group index must be below n_groups ({n_groups})")
         if n_groups > len(candidates):
             raise ArtifactError(f"cannot split {len(candidates)} filtered images into {n_groups} groups")
         return np.sort(np.array_split(by_score, n_groups)[g])
     if method not in SELECTIONS:
-        raise ArtifactError(f"unknown selection method '{method}' (known: {', '.join(SELECTIONS)}, group<g>)")
+        raise SettingsError(f"unknown selection method '{method}' (known: {', '.join(SELECTIONS)}, group<g>)")
     if k is None:
         return candidates
     if k > len(candidates):

@@ -78,7 +78,8 @@ def certify_dataset(*, model_path, test_path, out_csv, settings: dict, seed: int
     certify.py columns). Each image's noise is seeded from (seed, idx), so a certificate
     does not depend on which other images are certified, and a run killed part way resumes
     from its checkpoint (the rows so far, saved every `checkpoint_seconds`) to the same table."""
-    from .models import default_device, load_model
+    from .devices import default_device
+    from .models import load_model
     from .training import file_identity
 
     model, spec = load_model(model_path)

@@ -29,9 +29,11 @@ from . import distributed
 from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, save_torch, settings_hash,
                         validate_image_set, write_csv)
 from .attacks import Attack, batchnorm_mode, random_start
+from .config import SettingsError
+from .devices import default_device
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
-from .models import build_model, default_device, model_spec, save_model
+from .models import build_model, model_spec, save_model
 from .seeds import derive_seed, rng
 
 log = logging.getLogger(__name__)
@@ -61,18 +63,18 @@ class TrainSettings:
     def from_dict(cls, settings: dict) -> "TrainSettings":
         unknown = set(settings) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ArtifactError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+            raise SettingsError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
         if not 0.0 <= float(settings.get("gamma", 0.4)) <= 1.0:
-            raise ArtifactError(f"gamma must lie in [0, 1], got {settings['gamma']}")
+            raise SettingsError(f"gamma must lie in [0, 1], got {settings['gamma']}")
         return cls(**settings)
 
 
-def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation) of a seeded random split of the real training set."""
     order = rng(seed, "validation").permutation(n)
     n_val = max(1, int(round(n * fraction)))
     if n_val >= n:
-        raise ArtifactError(f"val_fraction {fraction} leaves no training images out of {n}")
+        raise SettingsError(f"val_fraction {fraction} leaves no training images out of {n}")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -146,7 +148,7 @@ def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict
     seconds, best epoch, val accuracies). The result is the same up to floating-point order."""
     batch_size, processes = TrainSettings.from_dict(settings).batch_size, distributed.processes()
     if batch_size % max(processes, 1):
-        raise ArtifactError(f"batch_size {batch_size} does not split over {processes} training processes (one per "
+        raise SettingsError(f"batch_size {batch_size} does not split over {processes} training processes (one per "
                             f"GPU): use a multiple of {processes}, or give the job a number of GPUs that divides it")
     summary = distributed.launch(_train, train_path, model_out, history_out, checkpoint_path, settings, seed,
                                  synthetic_path, progress)
@@ -163,7 +165,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     attrs = read_attrs(train_path)
     num_classes = int(attrs["num_classes"])
     images, labels = read_image_set(train_path, num_classes)
-    train_idx, val_idx = held_out_split(len(images), cfg.val_fraction, seed)
+    train_idx, val_idx = validation_split(len(images), cfg.val_fraction, seed)
     real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"))
     synthetic = None
     if synthetic_path is not None:
