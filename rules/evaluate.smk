@@ -7,7 +7,7 @@ rule evaluate:
     params:
         threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][wc.threat]),
         settings=lambda wc: port_config.evaluation_settings(config, wc.dataset, wc.method),
-        row=lambda wc: port_config.run_row(config, wc.dataset, wc.method, wc.arch, int(wc.seed)),
+        row=lambda wc: port_config.run_row(wc.method, wc.arch, int(wc.seed)),
         seed=config["seed"],
     resources:
         gpu=1,

@@ -72,12 +72,7 @@ rule summarize_smooth:
             labels={"dataset": "{dataset}", "threat": "smoothing (plot)"},
         ),
     params:
-        rows=lambda wc: [
-            port_config.run_row(
-                config, wc.dataset, m, a, s, port_config.smoothing_epochs(config, wc.dataset)
-            )
-            for m, a, s in port_config.smoothing_runs(config, wc.dataset)
-        ],
+        rows=lambda wc: [port_config.run_row(m, a, s) for m, a, s in port_config.smoothing_runs(config, wc.dataset)],
         radii=lambda wc: config["datasets"][wc.dataset]["smoothing"]["radii"],
         sigma=lambda wc: config["datasets"][wc.dataset]["smoothing"]["sigma"],
     log:

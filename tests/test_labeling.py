@@ -148,11 +148,12 @@ def test_pseudo_labels_in_shards_merge_to_the_unsharded_result(tmp_path):
         save_model(build_model(**spec), spec, tmp_path / f"{name}.pt")
     images = np.random.default_rng(0).integers(0, 256, (25, 8, 8, 1), dtype=np.uint8)
     write_images(tmp_path / "images.h5", images, provenance("sample", {}, 0, dataset="toy"))
-    models = (tmp_path / "images.h5", tmp_path / "lanet.pt", tmp_path / "splitnet.pt")
-    pseudo_label(*models, tmp_path / "whole.h5", progress=False)
+    inputs = dict(images_path=tmp_path / "images.h5", lanet_path=tmp_path / "lanet.pt",
+                  splitnet_path=tmp_path / "splitnet.pt")
+    pseudo_label(**inputs, out_path=tmp_path / "whole.h5", progress=False)
     shards = [tmp_path / f"shard_{i}.h5" for i in range(3)]
     for i, path in enumerate(shards):
-        pseudo_label(*models, path, shard=i, n_shards=3, progress=False)
+        pseudo_label(**inputs, out_path=path, shard=i, n_shards=3, progress=False)
     merge_array_shards(shard_paths=shards, out_path=tmp_path / "merged.h5", n_images=25)
     whole = read_arrays(tmp_path / "whole.h5", "labels", "lanet_probs", "splitnet_probs")
     merged = read_arrays(tmp_path / "merged.h5", "labels", "lanet_probs", "splitnet_probs")

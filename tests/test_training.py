@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import port.training as training
 from port.artifacts import ImageWriter, load_torch, provenance, write_images
 from port.config import SettingsError
-from port.models import load_model
+from port.models import load_model, training_record
 from port.training import TrainSettings, mix_batches, port_loss, train, validation_split
 
 # --- mix_batches and port_loss ------------------------------------------------------------------
@@ -148,6 +148,8 @@ def test_train_writes_model_and_history(toy_data, tmp_path):
     model, spec = load_model(tmp_path / "model.pt", expect_arch="small_cnn", expect_classes=NUM_CLASSES)
     assert spec["in_channels"] == 1 and spec["image_size"] == 8
     assert spec["metadata"]["n_synthetic"] == 200 and summary["n_synthetic"] == 200
+    # what the summary tables report comes from the model, not from the config
+    assert training_record(spec["metadata"]) == {"gamma": SETTINGS["gamma"], "epochs": SETTINGS["epochs"], "n_synthetic": 200}
     assert summary["selected"] == "last" and summary["train_seconds"] > 0
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2]

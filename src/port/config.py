@@ -7,9 +7,13 @@ keys in the YAML file reruns nothing.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 from . import paths
 
 TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"  # the package is installed editable
 
 
 class ConfigError(ValueError):
@@ -19,6 +23,17 @@ class ConfigError(ValueError):
 class SettingsError(ConfigError):
     """Settings that a stage itself finds unworkable (an unknown name, a value out of range), as
     opposed to an ArtifactError (a bad input file)."""
+
+
+@functools.cache
+def schema_defaults(definition: str) -> dict:
+    """The defaults of one `$defs` block of config/schema.yaml, the one home of every default."""
+    import yaml
+
+    if not SCHEMA.is_file():
+        raise ConfigError(f"{SCHEMA}: the config schema is missing (install the package editable, `pip install -e .`)")
+    properties = yaml.safe_load(SCHEMA.read_text())["$defs"][definition]["properties"]
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
 
 
 def canonical(value):
@@ -251,10 +266,9 @@ def final_targets(config: dict, datasets=None) -> list[str]:
     return targets
 
 
-def run_row(config: dict, dataset: str, method: str, arch: str, seed: int, epochs: int | None = None) -> dict:
-    """The identity columns of one run in the summary tables (`epochs`: the run's, if not training's)."""
-    training = config["datasets"][dataset]["training"]
+def run_row(method: str, arch: str, seed: int) -> dict:
+    """The identity columns of one run in the summary tables. How it was trained (gamma, epochs)
+    is read from the model's own metadata (port.models.training_record), not from the config."""
     selection = paths.selection_of(method)
     return {"method": paths.BASELINE if selection is None else "port", "selection": selection or "none",
-            "architecture": arch, "gamma": 1.0 if selection is None else training["gamma"],
-            "epochs": training["epochs"] if epochs is None else epochs, "seed": seed}
+            "architecture": arch, "seed": seed}

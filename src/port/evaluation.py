@@ -70,7 +70,7 @@ def evenly_spaced(n: int, count: int | None) -> np.ndarray:
 def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
     """Evaluate one trained model and write a one-row CSV (row identity + metrics)."""
     from .devices import default_device
-    from .models import load_model
+    from .models import load_model, training_record
 
     model, spec = load_model(model_path)
     device = default_device()
@@ -95,7 +95,7 @@ def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, se
         metrics["autoattack_acc"] = float("nan")
     metrics.update(n_test=len(idx), eval_seconds=time.time() - started)
     trained = spec["metadata"]
-    result = {**row, "n_synthetic": trained.get("n_synthetic", 0), "norm": threat["norm"], "eps": threat["eps"],
+    result = {**row, **training_record(trained), "norm": threat["norm"], "eps": threat["eps"],
               **metrics, "train_seconds": trained.get("train_seconds", float("nan"))}
     write_csv(pd.DataFrame([result]), out_csv)
     return result

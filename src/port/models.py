@@ -148,6 +148,12 @@ def save_model(model: nn.Module, spec: dict, path, **metadata) -> None:
     save_torch({"spec": spec, "state_dict": model.state_dict(), "metadata": metadata}, path)
 
 
+def training_record(metadata: dict) -> dict:
+    """How a saved model was trained, as the summary tables report it: from its own metadata."""
+    return {"gamma": metadata.get("gamma"), "epochs": metadata.get("epochs"),
+            "n_synthetic": metadata.get("n_synthetic", 0)}
+
+
 def load_model(path, expect_arch: str | None = None, expect_classes: int | None = None) -> tuple[nn.Module, dict]:
     """Rebuild a saved classifier in eval mode; refuse a mismatching architecture or class count."""
     checkpoint = load_torch(path)

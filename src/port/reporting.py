@@ -45,7 +45,7 @@ def summarize_certification(*, certificate_csvs, model_paths, rows, radii, sigma
     """Certified accuracy at each radius, per run (one row per run and radius), and its curve."""
     import numpy as np
 
-    from .models import load_model
+    from .models import load_model, training_record
     from .smoothing import certified_accuracy
 
     records, curves = [], []
@@ -53,7 +53,7 @@ def summarize_certification(*, certificate_csvs, model_paths, rows, radii, sigma
         certificates = read_csv(csv)
         trained = load_model(model_path)[1]["metadata"]
         seconds = certificates["seconds"].sum()
-        identity = {**row, "n_synthetic": trained.get("n_synthetic", 0), "sigma": sigma}
+        identity = {**row, **training_record(trained), "sigma": sigma}
         shared = {"smoothed_clean_acc": float((certificates["smoothed_predict"] == certificates["label"]).mean()),
                   "abstain_rate": float((certificates["predict"] < 0).mean()), "n_certified": len(certificates),
                   "certify_seconds": float(seconds)}

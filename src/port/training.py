@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,10 +25,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed
-from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, save_torch, settings_hash,
-                        validate_image_set, write_csv)
+from .artifacts import (ArtifactError, ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set,
+                        write_csv)
 from .attacks import Attack, batchnorm_mode, random_start
-from .config import SettingsError
+from .config import SettingsError, schema_defaults
 from .devices import default_device
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
@@ -41,32 +40,36 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainSettings:
+    """One training run's settings. Defaults: the schema's `training` block (config/schema.yaml),
+    so a stage that gives fewer keys (labelers, discriminators) trains as a PORT run would."""
     arch: str
     epochs: int
     batch_size: int
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    gamma: float = 0.4
-    threat: dict | None = None
-    smoothing: dict | None = None
-    attack_batchnorm: str = "train"
-    crop_padding: int = 0
-    flip: bool = False
-    augment_synthetic: bool = False
-    val_fraction: float = 0.1
-    val_attack_steps: int = 10
-    model_selection: str = "best"
-    buffer_chunks: int = 16
+    lr: float
+    momentum: float
+    weight_decay: float
+    gamma: float
+    attack_batchnorm: str
+    crop_padding: int
+    flip: bool
+    augment_synthetic: bool
+    val_fraction: float
+    val_attack_steps: int
+    model_selection: str
+    buffer_chunks: int
+    threat: dict | None = None  # none: standard training
+    smoothing: dict | None = None  # none: no stability training
 
     @classmethod
     def from_dict(cls, settings: dict) -> "TrainSettings":
         unknown = set(settings) - set(cls.__dataclass_fields__)
         if unknown:
             raise SettingsError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        if not 0.0 <= float(settings.get("gamma", 0.4)) <= 1.0:
-            raise SettingsError(f"gamma must lie in [0, 1], got {settings['gamma']}")
-        return cls(**settings)
+        defaults = {k: v for k, v in schema_defaults("training").items() if k in cls.__dataclass_fields__}
+        cfg = cls(**{**defaults, **settings})
+        if not 0.0 <= float(cfg.gamma) <= 1.0:
+            raise SettingsError(f"gamma must lie in [0, 1], got {cfg.gamma}")
+        return cfg
 
 
 def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,12 +110,6 @@ def stability_loss(logits, noisy_logits, y, beta: float) -> torch.Tensor:
     log_clean = F.log_softmax(logits, 1)
     kl = (log_clean.exp() * (log_clean - F.log_softmax(noisy_logits, 1))).sum(1)
     return F.cross_entropy(logits, y, reduction="none") + beta * kl
-
-
-def file_identity(path) -> list:
-    """Path, size and modification time: enough to tell a regenerated input from the same one."""
-    stat = Path(path).stat()
-    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
 def cosine_lr(step: int, total: int) -> float:
@@ -188,22 +185,13 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     total_steps = cfg.epochs * len(real)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total_steps))
 
-    # A checkpoint is resumed only by the same settings on the same input files: a rerun after an
-    # upstream change (say, a new synthetic set) starts afresh instead of reusing stale weights.
-    run_hash = settings_hash({"settings": settings, "seed": seed,
-                              "inputs": [file_identity(p) for p in (train_path, synthetic_path) if p is not None]})
+    checkpoint = ResumeCheckpoint(checkpoint_path, settings, seed, (train_path, synthetic_path))
     state = {"epoch": 0, "history": [], "best_score": -1.0, "best_state": None, "seconds": 0.0}
-    checkpoint_path = Path(checkpoint_path)
-    if checkpoint_path.is_file():
-        saved = load_torch(checkpoint_path)
-        if saved.get("run_hash") == run_hash:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            state = saved["state"]
-            log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
-        else:
-            log.warning("ignoring %s: it was written with other settings", checkpoint_path)
+    if (saved := checkpoint.load()) is not None:
+        for part, module in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
+            module.load_state_dict(saved.pop(part))
+        state = saved
+        log.info("resumed after epoch %d", state["epoch"])
 
     # Attacks run on the bare model: their gradients are for the inputs, not for DDP to reduce.
     ddp = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
@@ -272,16 +260,17 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
             state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
         state["epoch"] = epoch + 1
         if rank == 0:
-            save_torch({"run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "state": state}, checkpoint_path)
+            checkpoint.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict()})
 
     if cfg.model_selection == "best" and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
-    summary = dict(train_seconds=state["seconds"], best_epoch=state.get("best_epoch", cfg.epochs),
+    summary = dict(train_seconds=state["seconds"], epochs=cfg.epochs, gamma=cfg.gamma,
+                   best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
                    selected=cfg.model_selection, val_score=state["best_score"])
     if rank == 0:
         save_model(model, spec, model_out, **summary)
         write_csv(pd.DataFrame(state["history"]), history_out)
-        checkpoint_path.unlink()  # finished: a forced rerun (-R) trains again instead of resuming
+        checkpoint.finish()
     return summary
