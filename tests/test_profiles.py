@@ -12,21 +12,10 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, declared_gpu_rules
 
 SLURM = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
 LOCAL = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
-
-
-def declared_gpu_rules() -> dict[str, int]:
-    """{rule: N} for every rule in rules/*.smk that declares `resources: gpu=N` itself."""
-    found = {}
-    for path in sorted((REPO / "rules").glob("*.smk")):
-        for rule, body in re.findall(r"^rule (\w+):\n((?:(?:    .*)?\n)*)", path.read_text(), flags=re.M):
-            if resources := re.search(r"^    resources:\n(?:        .*\n)*?        gpu=(\d+)", body, flags=re.M):
-                found[rule] = int(resources.group(1))
-    return found
-
 
 GPU_RULES = set(declared_gpu_rules())
 
