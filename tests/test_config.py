@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -234,3 +236,25 @@ def test_smoothing_runs_train_for_the_smoothing_epochs(config):
     edited["datasets"]["digits"]["smoothing"]["epochs"] = 3
     assert smoothing_epochs(edited, "digits") == 3 == smoothing_settings(edited, "digits", "small_cnn")["epochs"]
     assert smoothing_epochs(config, "digits") == config["datasets"]["digits"]["training"]["epochs"]
+
+
+def test_run_name_grammar_has_one_parser():
+    from port import paths
+
+    for selection in (None, "random", "adaptive", "group2"):
+        assert paths.selection_of(paths.run_name(selection)) == selection
+    for bad in ("port", "port-", "port-best", "baseline2", "port-group"):
+        with pytest.raises(ValueError, match="run name"):
+            paths.selection_of(bad)
+    assert [paths.group_of(s) for s in ("group0", "group12", "adaptive", None)] == [0, 12, None, None]
+    assert paths.needs_scores("adaptive") and paths.needs_scores("group1") and not paths.needs_scores("random")
+    assert paths.fill(paths.LABELER_MODEL, slot="lanet") == "results/{dataset}/labelers/lanet/model.pt"
+
+
+def test_the_snakefile_helpers_import_nothing_heavy():
+    """port.paths and port.config are what the Snakefile imports: DAG parsing must not load torch,
+    h5py or pandas."""
+    code = ("import sys, port.paths, port.config; "
+            "print(sorted(m for m in ('torch', 'h5py', 'pandas') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
