@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed
-from .artifacts import (ArtifactError, ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set,
-                        write_csv)
+from .artifacts import ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set, write_csv
 from .attacks import Attack, batchnorm_mode, random_start
 from .config import SettingsError, schema_defaults
 from .devices import default_device
@@ -36,6 +35,10 @@ from .models import build_model, model_spec, save_model
 from .seeds import derive_seed, rng
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the settings (say, the learning rate) do not train."""
 
 
 @dataclass
@@ -235,7 +238,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
             correct = (logits.argmax(1) == y).sum().to(loss.dtype)
             stats = distributed.mean_over_ranks(torch.stack([loss, loss_real, loss_syn, correct]).detach()).tolist()
             if not math.isfinite(stats[0]):  # every rank sees the reduced loss, so all stop together
-                raise ArtifactError(f"training diverged at epoch {epoch + 1}: loss is {stats[0]}")
+                raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: loss is {stats[0]}")
             optimizer.step()
             scheduler.step()
             totals += [*stats[1:], len(y)]
