@@ -79,8 +79,9 @@ def _digit_sets(tmp_path, synthetic_kind):
 def _arc_of(tmp_path, synthetic_kind):
     _digit_sets(tmp_path, synthetic_kind)
     sets = [tmp_path / f"{name}.h5" for name in ("d_real", "d_syn", "d_held")]
-    discrimination_sets(tmp_path / "train.h5", tmp_path / "test.h5", tmp_path / "synthetic.h5", *sets,
-                        {"n_heldout": 150, "n_train_synthetic": None}, seed=0)
+    discrimination_sets(train_path=tmp_path / "train.h5", test_path=tmp_path / "test.h5",
+                        synthetic_path=tmp_path / "synthetic.h5", out_real=sets[0], out_synthetic=sets[1],
+                        out_heldout=sets[2], settings={"n_heldout": 150, "n_train_synthetic": None}, seed=0)
     metrics = []
     for i, eps in enumerate([0.0, 0.05, 0.1]):
         threat = {"norm": "linf", "eps": eps, "step_size": eps / 2, "steps": 3} if eps else None
