@@ -249,6 +249,10 @@ def test_run_name_grammar_has_one_parser():
     assert [paths.group_of(s) for s in ("group0", "group12", "adaptive", None)] == [0, 12, None, None]
     assert paths.needs_scores("adaptive") and paths.needs_scores("group1") and not paths.needs_scores("random")
     assert paths.fill(paths.LABELER_MODEL, slot="lanet") == "results/{dataset}/labelers/lanet/model.pt"
+    # the schema's selection names (what a config may ask for) are the grammar's
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    methods = schema["$defs"]["dataset"]["properties"]["selection"]["properties"]
+    assert set(methods["methods"]["items"]["enum"]) == set(paths.SELECTIONS)
 
 
 def test_the_snakefile_helpers_import_nothing_heavy():
