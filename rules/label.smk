@@ -93,8 +93,11 @@ rule select_synthetic:
     output:
         out_path=paths.SELECTED,
     params:
-        k=lambda wc: None if wc.selection.startswith("group") else dataset_cfg(wc)["selection"]["k"],
-        n_groups=lambda wc: dataset_cfg(wc)["score_groups"]["n_groups"] if wc.selection.startswith("group") else None,
+        # a score group takes its whole group (no k); the other selections take k images
+        k=lambda wc: None if paths.group_of(wc.selection) is not None else dataset_cfg(wc)["selection"]["k"],
+        n_groups=lambda wc: (
+            dataset_cfg(wc)["score_groups"]["n_groups"] if paths.group_of(wc.selection) is not None else None
+        ),
         seed=lambda wc: derive_seed(config["seed"], "selection", wc.selection),
     priority: 10
     log:
