@@ -31,6 +31,7 @@ rule pseudo_label:
         out_path=paths.LABEL_SHARD,
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
+        labels_from=lambda wc: port_config.labels_from(config, wc.dataset, wc.generator),
     resources:
         gpu=1,
     priority: 10  # the synthetic-data chain is the critical path

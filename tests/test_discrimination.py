@@ -24,7 +24,7 @@ def test_arc_matches_the_trapezoid_by_hand():
         arc([0.0], [0.9])
 
 
-def test_heldout_split_is_disjoint_seeded_and_bounded():
+def test_synthetic_heldout_split_is_disjoint_seeded_and_bounded():
     pool, held = synthetic_heldout_split(100, 20, 50, seed=1)
     assert held.sum() == 20 and pool.sum() == 50 and not (pool & held).any()
     np.testing.assert_array_equal(held, synthetic_heldout_split(100, 20, None, seed=1)[1])

@@ -82,7 +82,7 @@ def test_settings_reject_gamma_outside_unit_interval_and_unknown_keys():
     assert TrainSettings.from_dict({"arch": "mlp", "epochs": 1, "batch_size": 8}).gamma == 0.4
 
 
-def test_held_out_split_is_a_seeded_partition():
+def test_validation_split_is_a_seeded_partition():
     train_idx, val_idx = validation_split(50, 0.2, seed=3)
     assert len(val_idx) == 10 and len(train_idx) == 40
     assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(50))
@@ -149,7 +149,8 @@ def test_train_writes_model_and_history(toy_data, tmp_path):
     assert spec["in_channels"] == 1 and spec["image_size"] == 8
     assert spec["metadata"]["n_synthetic"] == 200 and summary["n_synthetic"] == 200
     # what the summary tables report comes from the model, not from the config
-    assert training_record(spec["metadata"]) == {"gamma": SETTINGS["gamma"], "epochs": SETTINGS["epochs"], "n_synthetic": 200}
+    assert training_record(spec["metadata"]) == {"gamma": SETTINGS["gamma"], "epochs": SETTINGS["epochs"],
+                                                 "n_synthetic": 200}
     assert summary["selected"] == "last" and summary["train_seconds"] > 0
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2]

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import ArtifactError, check_labels, provenance, write_images
-from .config import SettingsError
-
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+from .config import NUM_CLASSES, SettingsError
 
 
 def load_digits_split(test_fraction: float, seed: int):
