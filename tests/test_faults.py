@@ -82,8 +82,9 @@ def _train_call(train_path, synthetic_path, out: Path) -> list[str]:
     code = (
         "import sys, torch; torch.set_num_threads(1)\n"
         "from port.training import train\n"
-        f"train({str(train_path)!r}, {str(out / 'model.pt')!r}, {str(out / 'history.csv')!r}, "
-        f"{str(out / 'ckpt' / 'run.pt')!r}, {SETTINGS!r}, 3, synthetic_path={str(synthetic_path)!r}, progress=False)\n"
+        f"train(train_path={str(train_path)!r}, model_out={str(out / 'model.pt')!r}, "
+        f"history_out={str(out / 'history.csv')!r}, checkpoint_path={str(out / 'ckpt' / 'run.pt')!r}, "
+        f"settings={SETTINGS!r}, seed=3, synthetic_path={str(synthetic_path)!r}, progress=False)\n"
     )
     return [sys.executable, "-c", "import logging, sys; logging.basicConfig(stream=sys.stderr, level=logging.INFO)\n"
             + code]

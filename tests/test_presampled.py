@@ -89,11 +89,12 @@ MEASURE = textwrap.dedent("""
             return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
     listing, out, shard, settings, warm_up = json.loads(sys.argv[1])
-    sample_shard(warm_up, out + ".warm", 0, {**settings, "n_shards": 1}, seed=0)  # one-time library set-up
+    sample_shard(source=warm_up, out_path=out + ".warm", shard=0, settings={**settings, "n_shards": 1},
+                 seed=0)  # one-time library set-up
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset the peak (VmHWM) to the current RSS
     before = status_kib("VmRSS")
-    sample_shard(listing, out, shard, settings, seed=0)
+    sample_shard(source=listing, out_path=out, shard=shard, settings=settings, seed=0)
     print(json.dumps({"before_kib": before, "peak_kib": status_kib("VmHWM")}))
 """)
 
