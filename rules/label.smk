@@ -29,6 +29,8 @@ rule pseudo_label:
         f"{SYNTHETIC}/labels/shard_{{shard}}.h5",
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
+        batch_size=lambda wc: dataset_cfg(wc)["pseudo_label"]["batch_size"],
+        compute=lambda wc: port_config.compute_settings(config, wc.dataset),
     priority: 10  # the synthetic-data chain is the critical path
     log:
         "logs/pseudo_label/{dataset}/{generator}/{shard}.log",

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .artifacts import (ArtifactError, atomic_path, dataset_of, image_set_length, iter_image_blocks, provenance, read_arrays,
                         read_attrs, read_image_set, write_arrays, write_csv)
+from .compute import Compute
 from .evaluation import predict
 from .loaders import to_tensor
 from .models import default_device, load_model
@@ -51,28 +52,35 @@ def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, hi
 
 
 def class_probabilities(model, images_path, num_classes: int, start: int = 0, stop: int | None = None,
-                        batch: int = 1024, progress: bool = True) -> np.ndarray:
-    """Softmax outputs for images [start, stop) of an image set (an empty shard gives 0 rows)."""
+                        batch: int = 1024, progress: bool = True, compute: Compute | None = None) -> np.ndarray:
+    """Softmax outputs for images [start, stop) of an image set (an empty shard gives 0 rows);
+    `compute` runs the forward passes in bf16 on CUDA (None: fp32)."""
     stop = image_set_length(images_path) if stop is None else stop
     device = default_device()
     model.to(device)
+    forward = (compute or Compute("fp32")).compiled(model)
+    autocast = (compute or Compute("fp32")).autocast(device)
     probs = [np.zeros((0, num_classes), np.float32)]
-    with torch.no_grad():
+    with torch.inference_mode():
         for _, block in tqdm(iter_image_blocks(images_path, batch, start, stop), total=-(-(stop - start) // batch),
                              desc=f"label {Path(images_path).name}", disable=not progress, mininterval=10):
-            probs.append(torch.softmax(model(to_tensor(block).to(device)), 1).float().cpu().numpy())
+            with autocast:
+                logits = forward(to_tensor(block).to(device, non_blocking=True))
+            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
     return np.concatenate(probs)
 
 
 def pseudo_label(images_path, lanet_path, splitnet_path, out_path, shard: int = 0, n_shards: int = 1,
-                 progress: bool = True) -> None:
+                 progress: bool = True, batch_size: int = 1024, compute: dict | None = None) -> None:
     """Store both labelers' class probabilities and the pseudo-label (lanet's argmax) for one
-    shard of the image set (merged afterwards with port.shards.merge_array_shards)."""
+    shard of the image set (merged afterwards with port.shards.merge_array_shards); `batch_size`
+    images per forward pass, run as the `compute` block says (bf16 on CUDA by default)."""
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
     lanet, spec = load_model(lanet_path)
     num_classes = spec["num_classes"]
     splitnet, _ = load_model(splitnet_path, expect_classes=num_classes)
-    probs = {slot: class_probabilities(model, images_path, num_classes, start, stop, progress=progress)
+    probs = {slot: class_probabilities(model, images_path, num_classes, start, stop, batch_size, progress,
+                                       Compute.from_settings(compute))
              for slot, model in zip(SLOTS, (lanet, splitnet))}
     attrs = provenance("pseudo_label", {"num_classes": num_classes}, None, images=str(images_path),
                        dataset=dataset_of(images_path), shard=shard, image_offset=start, image_stop=stop)

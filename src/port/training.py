@@ -29,12 +29,16 @@ from . import distributed
 from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, save_torch, settings_hash,
                         validate_image_set, write_csv)
 from .attacks import Attack, batchnorm_mode, random_start
+from .compute import Compute, channels_last
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
 from .models import build_model, default_device, model_spec, save_model
 from .seeds import derive_seed, rng
 
 log = logging.getLogger(__name__)
+# Reading the losses back makes the host wait for the GPU, so the loop does it every this many
+# steps, not every step: a diverged run still stops within a few seconds of GPU time.
+LOSS_READBACK_STEPS = 50
 
 
 @dataclass
@@ -56,6 +60,7 @@ class TrainSettings:
     val_attack_steps: int = 10
     model_selection: str = "best"
     buffer_chunks: int = 16
+    compute: dict | None = None
 
     @classmethod
     def from_dict(cls, settings: dict) -> "TrainSettings":
@@ -123,6 +128,41 @@ def rank_rows(batch_size: int, halves: int, rank: int, world: int) -> torch.Tens
     of the ranks' gamma-weighted losses (what DDP's gradient averaging takes) is the global one."""
     share = batch_size // world
     return torch.cat([torch.arange(share) + h * batch_size + rank * share for h in range(halves)])
+
+
+class TrainStep:
+    """One optimiser step on a mixed batch: craft the attack (or add the smoothing noise), then
+    the gamma-weighted loss, backward and update, under the run's `compute` block.
+
+    Returns this rank's [loss, loss_real, loss_syn, correct] as a tensor on the device, without
+    waiting for it: reading it back (a host sync) is the caller's choice. `forward` is the module
+    the loss goes through (DDP's wrapper when there are several processes); attacks use the bare model.
+    """
+
+    def __init__(self, model, optimizer, cfg: TrainSettings, forward=None):
+        self.model, self.optimizer, self.cfg = model, optimizer, cfg
+        self.compute = Compute.from_settings(cfg.compute)
+        self.attack = Attack.from_settings(cfg.threat, self.compute)
+        self.attack_net = self.compute.compiled(model)
+        self.train_net = self.attack_net if forward is None or forward is model else self.compute.compiled(forward)
+
+    def __call__(self, x, y, n_real: int, start=None, noise=None) -> torch.Tensor:
+        x = channels_last(x)
+        if self.attack is not None:
+            with batchnorm_mode(self.model, self.cfg.attack_batchnorm):
+                x = self.attack(self.attack_net, x, y, start=start)
+        with self.compute.autocast(x.device):
+            logits = self.train_net(x)
+            if self.cfg.smoothing:
+                per_sample = stability_loss(logits, self.train_net(x + noise), y, self.cfg.smoothing["beta"])
+                loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, self.cfg.gamma)
+            else:
+                loss, loss_real, loss_syn = port_loss(logits, y, n_real, self.cfg.gamma)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # DDP averages the ranks' gradients: the global batch's gradient
+        self.optimizer.step()
+        correct = (logits.argmax(1) == y).sum().to(loss.dtype)
+        return torch.stack([loss, loss_real, loss_syn, correct]).detach().float()
 
 
 def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict:
@@ -206,16 +246,18 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     # Attacks run on the bare model: their gradients are for the inputs, not for DDP to reduce.
     ddp = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+    train_step = TrainStep(model, optimizer, cfg, forward=ddp)
     for epoch in range(state["epoch"], cfg.epochs):
         started = time.time()
         torch.manual_seed(derive_seed(seed, "epoch", epoch))
         aug_gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
         syn_batches = synthetic.epoch(epoch) if synthetic is not None else None
         totals = np.zeros(4)  # loss_real, loss_syn, correct, seen (means over ranks)
+        pending = torch.zeros(4, device=device)  # this rank's step stats since the last read-back
         model.train()
         bar = tqdm(real.epoch(epoch), total=len(real), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank > 0, mininterval=5)
-        for xr_np, yr_np in bar:
+        for step, (xr_np, yr_np) in enumerate(bar):
             xr = augment(to_tensor(xr_np), aug_gen, cfg.crop_padding, cfg.flip)
             xs = ys = None
             if syn_batches is not None:
@@ -231,24 +273,16 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
             if world > 1:
                 x, y, start, noise = (t if t is None else t[rows] for t in (x, y, start, noise))
                 n_real //= world
-            if attack is not None:
-                with batchnorm_mode(model, cfg.attack_batchnorm):
-                    x = attack(model, x, y, start=start)
-            logits = ddp(x)
-            if cfg.smoothing:
-                per_sample = stability_loss(logits, ddp(x + noise), y, cfg.smoothing["beta"])
-                loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
-            else:
-                loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # DDP averages the ranks' gradients: the global batch's gradient
-            correct = (logits.argmax(1) == y).sum().to(loss.dtype)
-            stats = distributed.mean_over_ranks(torch.stack([loss, loss_real, loss_syn, correct]).detach()).tolist()
-            if not math.isfinite(stats[0]):  # every rank sees the reduced loss, so all stop together
-                raise ArtifactError(f"training diverged at epoch {epoch + 1}: loss is {stats[0]}")
-            optimizer.step()
+            pending += train_step(x, y, n_real, start=start, noise=noise)
             scheduler.step()
-            totals += [*stats[1:], len(y)]
+            totals[3] += len(y)
+            if (step + 1) % LOSS_READBACK_STEPS == 0 or step + 1 == len(real):
+                sums = distributed.mean_over_ranks(pending).tolist()  # every rank sees it: all stop together
+                if not math.isfinite(sums[0]):
+                    raise ArtifactError(f"training diverged at epoch {epoch + 1} (by step {step + 1}): "
+                                        f"loss is {sums[0]}")
+                totals[:3] += sums[1:]
+                pending.zero_()
         if syn_batches is not None:
             syn_batches.close()  # releases the HDF5 handle now, not at garbage collection
         train_seconds = time.time() - started
