@@ -32,6 +32,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the arguments; `--small` runs on one CPU thread: small kernels gain nothing from more,
+    and on a shared CI machine spinning threads make them many times slower."""
+    args = p.parse_args()
+    if args.small:
+        torch.set_num_threads(1)
+    return args
+
+
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
@@ -100,3 +109,20 @@ def compared(what: str, unit: str, fast: float, plain: float, **extra) -> dict:
     """One result row: the project's path against the plain baseline measured in the same run."""
     return {"what": what, "unit": unit, "rate": fast, "baseline_rate": plain,
             "ratio": fast / plain if plain else None, **extra}
+
+
+def profile_summary(step: Callable[[], object], device, steps: int = 3, rows: int = 25) -> str:
+    """torch.profiler's table of the top kernels (by device time) over `steps` calls of `step`:
+    what to read when a rate misses its target."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    step()
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=60)
