@@ -111,18 +111,29 @@ def compared(what: str, unit: str, fast: float, plain: float, **extra) -> dict:
             "ratio": fast / plain if plain else None, **extra}
 
 
-def profile_summary(step: Callable[[], object], device, steps: int = 3, rows: int = 25) -> str:
-    """torch.profiler's table of the top kernels (by device time) over `steps` calls of `step`:
-    what to read when a rate misses its target."""
+def profile_summary(step: Callable[[], object], device, steps: int = 3, rows: int = 25) -> dict:
+    """torch.profiler over `steps` calls of `step`: the top kernels by device time, the wall time,
+    and the device's busy time (kernel time summed): what to read when a rate misses its target.
+    busy/wall well below 1 means the host cannot launch kernels fast enough (launch-bound)."""
     from torch.profiler import ProfilerActivity, profile
 
     device = torch.device(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    cuda = device.type == "cuda"
     step()
     synchronize(device)
-    with profile(activities=activities) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        start = time.perf_counter()
         for _ in range(steps):
             step()
         synchronize(device)
-    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    return prof.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=60)
+        wall = time.perf_counter() - start
+    averages = prof.key_averages()
+    table = averages.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=rows,
+                           max_name_column_width=70)
+    summary = {"steps": steps, "wall_seconds": wall, "table": table}
+    if cuda:
+        on_device = [e for e in averages if getattr(e, "self_device_time_total", 0) > 0]
+        busy = sum(e.self_device_time_total for e in on_device) / 1e6
+        summary.update(device_busy_seconds=busy, device_busy_fraction=busy / wall,
+                       device_ops_per_step=sum(e.count for e in on_device) / steps)
+    return summary

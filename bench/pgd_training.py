@@ -5,7 +5,8 @@ against a plain fp32 loop (NCHW, loss read back every step) on the same model an
 
     python bench/pgd_training.py            # full GPU setting
     python bench/pgd_training.py --small    # CPU, seconds
-    python bench/pgd_training.py --profile  # also torch.profiler's top kernels of the ResNet-18 step
+    python bench/pgd_training.py --profile  # also torch.profiler's top kernels of the first model's
+                                            # step (profile_<arch>.txt) and its device busy fraction
 
 Before timing, the project's step and the plain step each take one step from the same weights
 (same layout) on the same batch and random start; their losses and weights after it are recorded
@@ -15,6 +16,7 @@ Before timing, the project's step and the plain step each take one step from the
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -101,14 +103,17 @@ def main():
         row, profile = measure(arch, image_size, batch, args, timing)
         rows.append(row)
         if profile is not None and not profiles:
-            profiles[arch] = profile
-            print(profile)
+            table = profile.pop("table")
+            profiles[arch] = {**profile, "table_file": f"profile_{arch}.txt"}
+            print(table)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / f"profile_{arch}.txt").write_text(table)
     settings = {"archs": archs, "image_size": image_size, "batch_real": batch, "batch_synthetic": batch,
                 "threat": THREAT, "precision": args.precision, "compile": args.compile,
                 "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32, "timing": timing,
                 "plain": "fp32 NCHW textbook PGD + SGD step, loss read back every step"}
     if profiles:
-        settings["profile_top_kernels"] = profiles
+        settings["profile"] = profiles
     harness.write_result("pgd_training" + ("-compile" if args.compile else ""), args, settings, rows)
 
 

@@ -1,7 +1,8 @@
-"""The training-side benchmarks (bench/pgd_training, certification, scoring, autoattack) run in their
-`--small` CPU setting, write complete JSON, and their fast paths agree with the plain paths: on
-the CPU the project computes in fp32, so the step's weights, the certification counts and the
-scores must equal the plain loop's. Also the `compute` block's rules (bf16 only on CUDA)."""
+"""The training-side benchmarks (bench/pgd_training, certification, scoring, autoattack,
+precision_digits) run in their `--small` CPU setting, write complete JSON, and their fast paths
+agree with the plain paths: on the CPU the project computes in fp32, so the step's weights, the
+certification counts and the scores must equal the plain loop's. Also the `compute` block's
+rules (bf16 only on CUDA)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,14 @@ def test_autoattack_benchmark(tmp_path):
     (row,) = run_bench("autoattack", tmp_path)["results"]
     assert 0.0 <= row["robust_accuracy"] <= 1.0
     assert row["baseline_rate"] is None
+
+
+def test_bf16_training_on_the_cpu_is_fp32(tmp_path):
+    """The CPU ignores precision: a bf16 run's accuracies are the fp32 run's exactly."""
+    (row,) = run_bench("precision_digits", tmp_path)["results"]
+    assert {r["precision"] for r in row["runs"]} == {"bf16", "fp32"}
+    assert row["mean_diff_bf16_minus_fp32"] == {"clean_acc": 0.0, "pgd20_acc": 0.0}
+    assert row["within_one_point"] is True
 
 
 def test_compute_uses_bf16_only_on_cuda():

@@ -62,7 +62,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: floa
     `start` is the initial perturbation, when the caller draws it (training draws it for the
     whole global batch and slices, so each process's share matches a single process's).
     `compute` runs the forward and backward passes in bf16 on CUDA (None: fp32, as evaluation
-    needs); the perturbation itself stays fp32. Nothing in the loop waits for the host.
+    needs); the perturbation itself stays fp32. One autocast region spans the loop, so the
+    weights are cast to bf16 once per attack, not once per step (autocast caches casts until
+    its outermost region ends; backward passes run in their forward's dtypes either way).
+    Nothing in the loop waits for the host.
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -73,15 +76,14 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: floa
     if start is None:
         start = random_start(x, norm, eps) if random_init else torch.zeros_like(x)
     delta = start.detach()  # a new leaf: the caller's tensor keeps requires_grad off
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        with autocast:
-            loss = loss_fn(model(x + delta), y)
-        (grad,) = torch.autograd.grad(loss, delta)
-        with torch.no_grad():
-            step = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
-            delta = project(delta + step_size * step, norm, eps)
-            delta = (x + delta).clamp(0, 1) - x
+    with autocast:
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            (grad,) = torch.autograd.grad(loss_fn(model(x + delta), y), delta)
+            with torch.no_grad():
+                step = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
+                delta = project(delta + step_size * step, norm, eps)
+                delta = (x + delta).clamp(0, 1) - x
     return (x + delta).detach()
 
 

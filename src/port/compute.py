@@ -43,8 +43,11 @@ class Compute:
         return self.precision == "bf16" and torch.device(device).type == "cuda"
 
     def autocast(self, device: torch.device | str):
-        """bf16 autocast on CUDA when asked for, else a no-op (fp32)."""
+        """bf16 autocast on CUDA when asked for, else a no-op (fp32). On CUDA it also turns on
+        cuDNN autotuning: the hot loops repeat a few fixed shapes, so the search pays off at once."""
         device = torch.device(device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         if not self.bf16(device):
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -152,19 +152,19 @@ def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: 
         return clean.clone(), clean
     delta = torch.zeros_like(x)
     clean = best = None
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        with autocast:
+    with autocast:  # one region: the weights are cast to bf16 once, not once per step
+        for _ in range(steps):
+            delta.requires_grad_(True)
             prob = torch.softmax(model(x + delta).float(), 1)[:, SYNTHETIC]
-        (grad,) = torch.autograd.grad(prob.sum(), delta)
+            (grad,) = torch.autograd.grad(prob.sum(), delta)
+            with torch.no_grad():
+                if clean is None:
+                    clean = best = prob.detach()
+                best = torch.minimum(best, prob.detach())
+                delta = (delta - step_size * grad.sign()).clamp(-eps, eps)
+                delta = (x + delta).clamp(0, 1) - x
         with torch.no_grad():
-            if clean is None:
-                clean = best = prob.detach()
-            best = torch.minimum(best, prob.detach())
-            delta = (delta - step_size * grad.sign()).clamp(-eps, eps)
-            delta = (x + delta).clamp(0, 1) - x
-    with torch.no_grad(), autocast:
-        best = torch.minimum(best, torch.softmax(model(x + delta).float(), 1)[:, SYNTHETIC])
+            best = torch.minimum(best, torch.softmax(model(x + delta).float(), 1)[:, SYNTHETIC])
     return best, clean
 
 

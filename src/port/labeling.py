@@ -58,14 +58,13 @@ def class_probabilities(model, images_path, num_classes: int, start: int = 0, st
     stop = image_set_length(images_path) if stop is None else stop
     device = default_device()
     model.to(device)
-    forward = (compute or Compute("fp32")).compiled(model)
-    autocast = (compute or Compute("fp32")).autocast(device)
+    compute = compute or Compute("fp32")
+    forward, autocast = compute.compiled(model), compute.autocast(device)
     probs = [np.zeros((0, num_classes), np.float32)]
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for _, block in tqdm(iter_image_blocks(images_path, batch, start, stop), total=-(-(stop - start) // batch),
                              desc=f"label {Path(images_path).name}", disable=not progress, mininterval=10):
-            with autocast:
-                logits = forward(to_tensor(block).to(device, non_blocking=True))
+            logits = forward(to_tensor(block).to(device, non_blocking=True))
             probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
     return np.concatenate(probs)
 

@@ -148,10 +148,11 @@ class TrainStep:
 
     def __call__(self, x, y, n_real: int, start=None, noise=None) -> torch.Tensor:
         x = channels_last(x)
-        if self.attack is not None:
-            with batchnorm_mode(self.model, self.cfg.attack_batchnorm):
-                x = self.attack(self.attack_net, x, y, start=start)
+        # One autocast region from the attack to the loss: the weights are cast to bf16 once per step.
         with self.compute.autocast(x.device):
+            if self.attack is not None:
+                with batchnorm_mode(self.model, self.cfg.attack_batchnorm):
+                    x = self.attack(self.attack_net, x, y, start=start)
             logits = self.train_net(x)
             if self.cfg.smoothing:
                 per_sample = stability_loss(logits, self.train_net(x + noise), y, self.cfg.smoothing["beta"])
