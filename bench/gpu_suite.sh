@@ -23,7 +23,8 @@
 # Budgets (seconds, each a hard limit): 1 pgd_training 140, 3 certification 40, 4 scoring 40,
 # 2 sampling 80, 6 autoattack 60, 5 loader 80. Then extras, each only while the total stays under
 # SUITE_SECONDS (default 470): precision_digits (bf16 vs fp32 digits training accuracy) 120,
-# pgd_training with torch.compile 120, certification in fp32 (counts equal to the plain loop) 30. SUITE_ARGS is added to every
+# pgd_training ResNet-18 with torch.compile 120, the same with CUDA graphs (reduce-overhead) 120,
+# certification in fp32 (counts equal to the plain loop) 30. SUITE_ARGS is added to every
 # benchmark's arguments: `SUITE_ARGS=--small bench/gpu_suite.sh` checks the suite itself on a CPU.
 set -u
 cd "$(dirname "$0")/.."
@@ -115,6 +116,7 @@ run autoattack 60 autoattack.py
 run loader 80 loader.py
 extra precision_digits 120 precision_digits.py
 extra pgd_training-compile 120 pgd_training.py --compile --archs resnet18
+extra pgd_training-cudagraphs 120 pgd_training.py --compile --compile-mode reduce-overhead --archs resnet18
 extra certification-fp32 30 certification.py --precision fp32 --out "$results/fp32"
 echo "suite finished in $((SECONDS - started))s; results in $results"
 cat "$results/status.tsv"

@@ -56,7 +56,8 @@ def measure(arch: str, image_size: int, batch: int, args, timing: dict) -> tuple
     fast_model = build_model(arch, image_size=image_size, **CIFAR).to(device).train()
     plain_model = copy.deepcopy(fast_model).to(memory_format=torch.contiguous_format)
     cfg = TrainSettings(arch=arch, epochs=1, batch_size=batch, gamma=0.4, threat=THREAT,
-                        compute={"precision": args.precision, "compile": args.compile})
+                        compute={"precision": args.precision, "compile": args.compile,
+                                 "compile_mode": args.compile_mode})
     n = 2 * batch  # real + synthetic halves
     x = torch.rand(n, CIFAR["in_channels"], image_size, image_size, device=device)
     y = torch.randint(0, CIFAR["num_classes"], (n,), device=device)
@@ -89,6 +90,7 @@ def main():
     p = harness.parser(__doc__.split("\n\n")[0])
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="the project's compute precision")
     p.add_argument("--compile", action="store_true", help="torch.compile the project's step (config compute.compile)")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (config compute.compile_mode)")
     p.add_argument("--profile", action="store_true", help="record torch.profiler's top kernels of the first model")
     p.add_argument("--archs", nargs="+", help="override the architectures")
     args = harness.parse(p)
@@ -110,11 +112,13 @@ def main():
             (Path(args.out) / f"profile_{arch}.txt").write_text(table)
     settings = {"archs": archs, "image_size": image_size, "batch_real": batch, "batch_synthetic": batch,
                 "threat": THREAT, "precision": args.precision, "compile": args.compile,
+                "compile_mode": args.compile_mode if args.compile else None,
                 "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32, "timing": timing,
                 "plain": "fp32 NCHW textbook PGD + SGD step, loss read back every step"}
     if profiles:
         settings["profile"] = profiles
-    harness.write_result("pgd_training" + ("-compile" if args.compile else ""), args, settings, rows)
+    name = "pgd_training" + (f"-compile-{args.compile_mode}" if args.compile else "")
+    harness.write_result(name, args, settings, rows)
 
 
 if __name__ == "__main__":

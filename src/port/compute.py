@@ -19,16 +19,22 @@ import torch.nn as nn
 from .artifacts import ArtifactError
 
 PRECISIONS = ("bf16", "fp32")
+# torch.compile's modes; reduce-overhead replays CUDA graphs, for steps whose kernels are too short
+# for the host to launch them as fast as the GPU runs them.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
 class Compute:
     precision: str = "bf16"
     compile: bool = False
+    compile_mode: str = "default"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ArtifactError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ArtifactError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
 
     @classmethod
     def from_settings(cls, settings: dict | None) -> "Compute":
@@ -54,7 +60,7 @@ class Compute:
 
     def compiled(self, model: nn.Module) -> nn.Module:
         """`torch.compile(model)` when switched on (it shares the model's parameters), else the model."""
-        return torch.compile(model) if self.compile else model
+        return torch.compile(model, mode=self.compile_mode) if self.compile else model
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
