@@ -44,7 +44,7 @@ mkdir -p "$results"
 results="$(cd "$results" && pwd)"
 suite_seconds="${SUITE_SECONDS:-470}"
 started=$SECONDS
-python="${PYTHON:-python}"
+python="${PYTHON:-$(command -v python || command -v python3)}"
 
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "$wheels" ]; then
