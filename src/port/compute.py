@@ -6,6 +6,9 @@ to bf16 is slower than fp32 on most CPUs and would change the CPU results for no
 always runs fp32 and its results do not depend on the block. With `precision: fp32` every path is
 the plain fp32 computation (certification counts are then exactly those of a plain loop).
 AutoAttack evaluation ignores the block: it stays fp32, as the robust accuracy it reports must be exact.
+Stage functions read the block from their settings (absent: the defaults, bf16); the building
+blocks they call (pgd, Smooth, synthetic_scores, class_probabilities) take a Compute and run
+fp32 without one, so evaluation code that calls them directly stays exact.
 """
 
 from __future__ import annotations
