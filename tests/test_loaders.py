@@ -26,7 +26,7 @@ def _identity_set(path, n, chunk, shape=(2, 2, 1)):
 
 
 def _decode(images):
-    flat = images.reshape(len(images), -1).astype(np.int64)
+    flat = np.asarray(images).reshape(len(images), -1).astype(np.int64)
     return flat[:, 0] * 256 + flat[:, 1]
 
 
