@@ -147,6 +147,8 @@ def test_train_writes_model_and_history(toy_data, tmp_path):
     model, spec = load_model(tmp_path / "model.pt", expect_arch="small_cnn", expect_classes=NUM_CLASSES)
     assert spec["in_channels"] == 1 and spec["image_size"] == 8
     assert spec["metadata"]["n_synthetic"] == 200 and summary["n_synthetic"] == 200
+    # 2 epochs of 5 batches of 32: 320 synthetic draws; the stream runs on across epochs, so all 200 are used
+    assert spec["metadata"]["n_synthetic_used"] == 200 and summary["n_synthetic_used"] == 200
     assert summary["selected"] == "last" and summary["train_seconds"] > 0
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2]

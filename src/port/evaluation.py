@@ -94,7 +94,8 @@ def evaluate(model_path, test_path, out_csv, threat: dict, settings: dict, seed:
         metrics["autoattack_acc"] = float("nan")
     metrics.update(n_test=len(idx), eval_seconds=time.time() - started)
     trained = spec["metadata"]
-    result = {**row, "n_synthetic": trained.get("n_synthetic", 0), "norm": threat["norm"], "eps": threat["eps"],
+    result = {**row, "n_synthetic": trained.get("n_synthetic", 0), "n_synthetic_used": trained.get("n_synthetic_used", 0),
+              "norm": threat["norm"], "eps": threat["eps"],
               **metrics, "train_seconds": trained.get("train_seconds", float("nan"))}
     write_csv(pd.DataFrame([result]), out_csv)
     return result

@@ -232,13 +232,14 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     num_classes = int(attrs["num_classes"])
     images, labels = read_image_set(train_path, num_classes)
     train_idx, val_idx = held_out_split(len(images), cfg.val_fraction, seed)
-    real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"))
+    device = default_device()
+    real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"), device)
     synthetic = None
     if synthetic_path is not None:
         validate_image_set(synthetic_path, num_classes, image_shape=images.shape[1:])
+        # the stream runs on across epochs: a large selected set is covered, not restarted every epoch
         synthetic = ChunkShuffleStream(synthetic_path, cfg.synthetic_batch_size, derive_seed(seed, "syn"),
-                                       cfg.buffer_chunks)
-    device = default_device()
+                                       cfg.buffer_chunks, steps_per_epoch=len(real), pin_memory=device.type == "cuda")
     x_val, y_val = to_tensor(images[val_idx]).to(device), torch.from_numpy(labels[val_idx]).to(device)
     blocks = [cfg.batch_size] if synthetic is None else [cfg.batch_size, cfg.synthetic_batch_size]
     rows = rank_rows(blocks, rank, world).to(device)
@@ -292,15 +293,16 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         model.train()
         bar = tqdm(real.epoch(epoch), total=len(real), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank > 0, mininterval=5)
-        for step, (xr_np, yr_np) in enumerate(bar):
-            xr = augment(to_tensor(xr_np), aug_gen, cfg.crop_padding, cfg.flip)
+        for step, (xr_uint8, yr) in enumerate(bar):
+            xr = augment(to_tensor(xr_uint8), aug_gen, cfg.crop_padding, cfg.flip)
             xs = ys = None
             if syn_batches is not None:
                 xs_np, ys_np = next(syn_batches)
-                xs, ys = to_tensor(xs_np), torch.from_numpy(ys_np)
+                xs = to_tensor(torch.from_numpy(xs_np).to(device, non_blocking=True))
+                ys = torch.from_numpy(ys_np).to(device, non_blocking=True)
                 if cfg.augment_synthetic:
                     xs = augment(xs, aug_gen, cfg.crop_padding, cfg.flip)
-            x, y, n_real = mix_batches(xr, torch.from_numpy(yr_np), xs, ys, cfg.synthetic_batch_size)
+            x, y, n_real = mix_batches(xr, yr, xs, ys, cfg.synthetic_batch_size)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # Randomness is drawn for the global batch on every rank, then sliced: one process's numbers.
             start = None
@@ -351,6 +353,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         evaluated.load_state_dict(state["best_state"])
     summary = dict(train_seconds=state["seconds"], best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
+                   n_synthetic_used=synthetic.images_used(cfg.epochs * len(real)) if synthetic is not None else 0,
                    selected=cfg.model_selection, val_score=state["best_score"])
     if rank == 0:
         save_model(evaluated, spec, model_out, **summary)
