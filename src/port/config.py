@@ -160,14 +160,21 @@ def labels_from(config: dict, dataset: str, generator: str) -> str:
     return config["datasets"][dataset]["generators"][generator].get("labels_from", "lanet")
 
 
+def compute_settings(config: dict, dataset: str) -> dict:
+    """The dataset's `compute` block (precision, compile): part of every GPU stage's settings."""
+    return canonical(config["datasets"][dataset].get("compute", {}))
+
+
 def labeler_settings(config: dict, dataset: str, slot: str) -> dict:
-    return canonical(config["datasets"][dataset]["labelers"][slot])
+    return canonical({**config["datasets"][dataset]["labelers"][slot],
+                      "compute": compute_settings(config, dataset)})
 
 
 def _run_settings(ds: dict, method: str) -> dict:
     """The shared training block without the run keys. The baseline has no synthetic half, so
     its gamma is 1.0 (as in the summary tables): editing gamma does not rerun baselines."""
     settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
+    settings["compute"] = canonical(ds.get("compute", {}))
     if method == paths.BASELINE:
         settings["gamma"] = 1.0
     return settings
@@ -196,7 +203,8 @@ def smoothing_settings(config: dict, dataset: str, arch: str, method: str = "por
 
 def certify_settings(config: dict, dataset: str) -> dict:
     smoothing = config["datasets"][dataset]["smoothing"]
-    return canonical({**smoothing["certify"], "sigma": smoothing["sigma"]})
+    return canonical({**smoothing["certify"], "sigma": smoothing["sigma"],
+                      "compute": compute_settings(config, dataset)})
 
 
 def run_methods(config: dict, dataset: str) -> list[str]:
@@ -324,7 +332,8 @@ def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:
                   "steps": disc["steps"]}
     keys = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "crop_padding", "flip")
     return canonical({**{k: disc[k] for k in keys}, "gamma": 0.5, "threat": threat, "model_selection": "last",
-                      "val_fraction": disc["val_fraction"], "val_attack_steps": disc["steps"]})
+                      "val_fraction": disc["val_fraction"], "val_attack_steps": disc["steps"],
+                      "compute": compute_settings(config, dataset)})
 
 
 def discrimination_data_settings(config: dict, dataset: str) -> dict:
@@ -339,7 +348,8 @@ def discriminator_eval_settings(config: dict, dataset: str) -> dict:
 
 def score_settings(config: dict, dataset: str) -> dict:
     scores = config["datasets"][dataset]["scores"]
-    return canonical({k: scores[k] for k in ("eps", "steps", "step_factor", "batch_size")})
+    return canonical({**{k: scores[k] for k in ("eps", "steps", "step_factor", "batch_size")},
+                      "compute": compute_settings(config, dataset)})
 
 
 def score_discriminator_index(config: dict, dataset: str) -> int:

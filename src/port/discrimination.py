@@ -24,6 +24,7 @@ from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_o
                         iter_image_blocks, provenance, read_attrs, read_csv, read_image_set, write_arrays, write_csv,
                         write_images)
 from .attacks import Attack
+from .compute import Compute, channels_last
 from .devices import default_device
 from .evaluation import accuracy, evenly_spaced
 from .loaders import to_tensor
@@ -140,24 +141,33 @@ def arc_table(*, curve_csvs, out_table, out_plot) -> pd.DataFrame:
     return table
 
 
-def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: float):
+def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: float,
+                     compute: Compute | None = None):
     """(score, unperturbed probability): the minimum over the PGD iterates (unperturbed image
-    included) of P(synthetic), so the score never exceeds the unperturbed output."""
-    x = x.detach()
-    with torch.no_grad():
-        clean = torch.softmax(model(x), 1)[:, SYNTHETIC]
-    best = clean.clone()
+    included) of P(synthetic), so the score never exceeds the unperturbed output. The first
+    iterate is the unperturbed image, so its forward pass gives the unperturbed probability.
+    `compute` runs the passes in bf16 on CUDA (None: fp32); no step waits for the host."""
+    x = channels_last(x.detach())
+    autocast = (compute or Compute("fp32")).autocast(x.device)
+    if eps <= 0 or steps == 0:
+        with torch.no_grad(), autocast:
+            clean = torch.softmax(model(x).float(), 1)[:, SYNTHETIC]
+        return clean.clone(), clean
     delta = torch.zeros_like(x)
-    for _ in range(steps if eps > 0 else 0):
-        delta.requires_grad_(True)
-        prob = torch.softmax(model(x + delta), 1)[:, SYNTHETIC]
-        (grad,) = torch.autograd.grad(prob.sum(), delta)
+    clean = best = None
+    with autocast:  # one region: the weights are cast to bf16 once, not once per step
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            prob = torch.softmax(model(x + delta).float(), 1)[:, SYNTHETIC]
+            (grad,) = torch.autograd.grad(prob.sum(), delta)
+            with torch.no_grad():
+                if clean is None:
+                    clean = best = prob.detach()
+                best = torch.minimum(best, prob.detach())
+                delta = (delta - step_size * grad.sign()).clamp(-eps, eps)
+                delta = (x + delta).clamp(0, 1) - x
         with torch.no_grad():
-            best = torch.minimum(best, prob.detach())
-            delta = (delta - step_size * grad.sign()).clamp(-eps, eps)
-            delta = (x + delta).clamp(0, 1) - x
-    with torch.no_grad():
-        best = torch.minimum(best, torch.softmax(model(x + delta), 1)[:, SYNTHETIC])
+            best = torch.minimum(best, torch.softmax(model(x + delta).float(), 1)[:, SYNTHETIC])
     return best, clean
 
 
@@ -170,11 +180,12 @@ def score_shard(*, model_path, images_path, out_path, shard: int, n_shards: int,
     model.to(device)
     eps, steps = float(settings["eps"]), int(settings["steps"])
     step_size = settings["step_factor"] * eps / steps
+    compute = Compute.from_settings(settings.get("compute"))
     scores, clean = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
     for _, block in tqdm(iter_image_blocks(images_path, settings["batch_size"], start, stop),
                          total=-(-(stop - start) // settings["batch_size"]), desc=f"score shard {shard}",
                          disable=not progress, mininterval=10):
-        best, unperturbed = synthetic_scores(model, to_tensor(block).to(device), eps, steps, step_size)
+        best, unperturbed = synthetic_scores(model, to_tensor(block).to(device), eps, steps, step_size, compute)
         scores.append(best.float().cpu().numpy())
         clean.append(unperturbed.float().cpu().numpy())
     attrs = provenance("score", settings, None, discriminator=str(model_path), images=str(images_path),

@@ -6,7 +6,7 @@ import pandas as pd
 
 from .artifacts import atomic_path, read_csv, write_csv
 
-SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "gamma", "epochs", "seed", "norm", "eps",
+SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "n_synthetic_used", "gamma", "epochs", "seed", "norm", "eps",
                    "clean_acc", "pgd_acc", "autoattack_acc", "train_seconds", "n_test"]
 
 
