@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_images
-from port.discrimination import (arc, arc_curve, arc_table, discrimination_sets, evaluate_discriminator,
-                                 heldout_split, synthetic_scores)
+from port.config import discrimination_data_settings, discriminator_eval_settings, discriminator_settings
+from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, collapsed_points, discrimination_sets,
+                                 evaluate_discriminator, heldout_split, synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
+import port.training
 from port.training import train
 
+REPO = Path(__file__).resolve().parents[1]
 
-def test_arc_matches_the_trapezoid_by_hand():
-    # 0.1 * (0.5 + 0.3) / 2 + 0.2 * (0.3 + 0.0) / 2 = 0.04 + 0.03
-    assert arc([0.0, 0.1, 0.3], [1.0, 0.8, 0.5]) == pytest.approx(0.07)
-    assert arc([0.3, 0.0, 0.1], [0.5, 1.0, 0.8]) == pytest.approx(0.07)  # order of the grid does not matter
-    assert arc([0.0, 0.2], [0.5, 0.5]) == 0.0
-    assert arc([0.0, 0.1, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(0.1 * 0.2 / 2)  # below chance counts as chance
-    with pytest.raises(ArtifactError, match="two eps"):
-        arc([0.0], [0.9])
+
+def test_arc_is_the_papers_trapezoid_over_eps_in_255ths_and_arc_clipped_the_pixel_unit_clipped_one():
+    # paper: np.trapz(Racc - 0.5, eps * 255) = 25.5 * (0.5 + 0.3) / 2 + 51 * (0.3 + 0.0) / 2
+    assert arc([0.0, 0.1, 0.3], [1.0, 0.8, 0.5]) == pytest.approx(0.07 * 255)
+    assert arc([0.3, 0.0, 0.1], [0.5, 1.0, 0.8]) == pytest.approx(0.07 * 255)  # order of the grid does not matter
+    assert arc([0.0, 2 / 255, 4 / 255], [0.6, 0.55, 0.5]) == pytest.approx(0.2)  # 2 * 0.15 / 2 + 2 * 0.05 / 2
+    assert arc([0.0, 0.2], [0.5, 0.5]) == 0.0 == arc_clipped([0.0, 0.2], [0.5, 0.5])
+    assert arc([0.0, 0.1, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(25.5 * ((0.2 - 0.3) / 2 + (-0.3 - 0.4) / 2))
+    assert arc_clipped([0.0, 0.1, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(0.1 * 0.2 / 2)  # below chance: chance
+    assert arc_clipped([0.0, 0.1, 0.3], [1.0, 0.8, 0.5]) == pytest.approx(0.07)
+    for area in (arc, arc_clipped):
+        with pytest.raises(ArtifactError, match="two eps"):
+            area([0.0], [0.9])
+
+
+def test_numpy_floor_provides_the_trapezoid_arc_integrates_with():
+    """np.trapezoid exists from numpy 2.0: both dependency lists must not allow older numpy."""
+    for path in (REPO / "pyproject.toml", REPO / "envs" / "port.yaml"):
+        floors = re.findall(r"numpy>=(\d+)\.", path.read_text())
+        assert floors and all(int(major) >= 2 for major in floors), path
+
+
+def test_collapse_is_chance_clean_accuracy_after_a_clearly_separating_smaller_eps():
+    n = [400] * 5  # noise band 3 * 0.5 / 20 = 0.075 around 0.5
+    assert list(collapsed_points([1.0, 0.95, 0.52, 0.9, 0.5], n)) == [False, False, True, False, True]
+    assert not collapsed_points([0.55, 0.5, 0.48], n[:3]).any()  # never clearly above chance: no collapse
+    assert not collapsed_points([1.0, 0.7, 0.6], n[:3]).any()  # weaker, but not at chance
 
 
 def test_heldout_split_is_disjoint_seeded_and_bounded():
@@ -94,7 +119,7 @@ def _arc_of(tmp_path, synthetic_kind):
                                {"generator": synthetic_kind})
     curve = arc_curve(metrics, tmp_path / f"{synthetic_kind}.csv")
     assert list(curve["eps"]) == [0.0, 0.05, 0.1] and (curve["n_eval"] == 300).all()
-    return curve, arc(curve["eps"], curve["robust_acc"])
+    return curve, arc_clipped(curve["eps"], curve["robust_acc"])
 
 
 def test_arc_of_a_set_against_itself_is_near_zero_and_of_separated_sets_is_large(tmp_path):
@@ -108,7 +133,8 @@ def test_arc_of_a_set_against_itself_is_near_zero_and_of_separated_sets_is_large
     table = arc_table([tmp_path / "same/same.csv", tmp_path / "far/far.csv"], tmp_path / "arc.csv",
                       tmp_path / "arc.png")
     assert list(table["generator"]) == ["same", "far"]  # lowest ARC first
-    assert table.set_index("generator").loc["far", "arc"] == pytest.approx(far)
+    assert table.set_index("generator").loc["far", "arc_clipped"] == pytest.approx(far)
+    assert table.set_index("generator").loc["far", "arc"] == pytest.approx(arc(far_curve["eps"], far_curve["robust_acc"]))
     assert (tmp_path / "arc.png").stat().st_size > 0
 
 
@@ -153,3 +179,81 @@ def test_evaluate_discriminator_rejects_a_ten_class_model(tmp_path):
         evaluate_discriminator(tmp_path / "m.pt", tmp_path / "held.h5", tmp_path / "o.csv", 0.1,
                                {"eval_steps": 1, "step_factor": 2.5}, 0, {"generator": "g"})
     assert not (tmp_path / "o.csv").exists()
+
+
+def _discrimination_config(**changes) -> dict:
+    """A config with one dataset `spheres` whose discrimination block is complete (as validated)."""
+    block = dict(eps=[0.0, 0.05], arch="mlp", epochs=8, batch_size=50, lr=0.05, momentum=0.9, weight_decay=5e-4,
+                 crop_padding=0, flip=False, steps=5, step_factor=2.5, eval_steps=20, val_fraction=0.1,
+                 eps_warmup_epochs=3, n_heldout=200, n_train_synthetic=None)
+    return {"datasets": {"spheres": {"discrimination": {**block, **changes}}}}
+
+
+def test_both_halves_of_a_discriminator_batch_get_the_same_crop(tmp_path, monkeypatch):
+    """A zero-padded crop on real images alone would make "black border = real" a feature."""
+    bright = np.full((200, 8, 8, 1), 255, np.uint8)
+    attrs = provenance("data", {}, 0, num_classes=2, channel_mean=[0.5], channel_std=[0.25], dataset="bright")
+    write_images(tmp_path / "real.h5", bright, attrs, labels=np.zeros(200, np.int64))
+    write_images(tmp_path / "synthetic.h5", bright, attrs, labels=np.ones(200, np.int64))
+    halves = []
+    real_mix = port.training.mix_batches
+    monkeypatch.setattr(port.training, "mix_batches", lambda xr, yr, xs, ys: halves.append((xr, xs))
+                        or real_mix(xr, yr, xs, ys))
+    settings = discriminator_settings(_discrimination_config(epochs=1, crop_padding=2), "spheres", 0.0)
+    train(tmp_path / "real.h5", tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "c.pt", settings, seed=0,
+          synthetic_path=tmp_path / "synthetic.h5", progress=False)
+
+    def bordered_share(x):  # images with a zero row or column (the padding shifted in)
+        return float(((x == 0).all(2).any((1, 2)) | (x == 0).all(3).any((1, 2))).float().mean())
+
+    real_share = np.mean([bordered_share(xr) for xr, _ in halves])
+    synthetic_share = np.mean([bordered_share(xs) for _, xs in halves])
+    assert real_share > 0.8 and abs(real_share - synthetic_share) < 0.1, (real_share, synthetic_share)
+
+
+# The paper's Theorem 2 case: real and synthetic images uniform on concentric linf spheres (the
+# discriminators' threat model) of radii R_REAL < R_SYN grey levels around mid-grey. The optimal
+# robust discriminator thresholds the linf distance from the centre halfway: robust accuracy 1.0
+# for eps below the margin (R_SYN - R_REAL) / 2, and 0.5 above (every image of either class can be
+# moved to the same linf distance). So ARC = CWD / 4 in the continuum, CWD = R_SYN - R_REAL.
+R_REAL, R_SYN, SIDE = 26, 102, 4
+MARGIN = (R_SYN - R_REAL) / 2 / 255
+SPHERE_GRID = [0.0, 0.05, 0.1, 0.2]  # three points below the margin (0.149), one above
+
+
+def _linf_sphere(rng, n, radius):
+    """n images uniform on the linf sphere of `radius` grey levels around 128: every pixel
+    uniform in [-radius, radius], then one pixel (uniformly chosen) set to +-radius."""
+    offset = rng.integers(-radius, radius + 1, (n, SIDE * SIDE))
+    offset[np.arange(n), rng.integers(0, SIDE * SIDE, n)] = radius * rng.choice([-1, 1], n)
+    return (128 + offset).reshape(n, SIDE, SIDE, 1).astype(np.uint8)
+
+
+def _sphere_curve(tmp_path, warmup_epochs):
+    """Discriminators trained and evaluated on the spheres through the stages' package calls."""
+    rng = np.random.default_rng(0)
+    attrs = provenance("data", {}, 0, num_classes=2, channel_mean=[0.5], channel_std=[0.25], dataset="spheres")
+    write_images(tmp_path / "train.h5", _linf_sphere(rng, 1000, R_REAL), attrs, labels=np.zeros(1000, np.int64))
+    write_images(tmp_path / "test.h5", _linf_sphere(rng, 200, R_REAL), attrs, labels=np.zeros(200, np.int64))
+    write_images(tmp_path / "synthetic.h5", _linf_sphere(rng, 1200, R_SYN), provenance("sample", {}, 0))
+    config = _discrimination_config(eps=SPHERE_GRID, eps_warmup_epochs=warmup_epochs)
+    sets = [tmp_path / f"d_{name}.h5" for name in ("real", "synthetic", "heldout")]
+    discrimination_sets(tmp_path / "train.h5", tmp_path / "test.h5", tmp_path / "synthetic.h5", *sets,
+                        discrimination_data_settings(config, "spheres"), seed=0)
+    metrics = []
+    for i, eps in enumerate(SPHERE_GRID):
+        train(sets[0], tmp_path / f"m{i}.pt", tmp_path / f"h{i}.csv", tmp_path / f"c{i}.pt",
+              discriminator_settings(config, "spheres", eps), seed=i, synthetic_path=sets[1], progress=False)
+        metrics.append(tmp_path / f"e{i}.csv")
+        evaluate_discriminator(tmp_path / f"m{i}.pt", sets[2], metrics[-1], eps,
+                               discriminator_eval_settings(config, "spheres"), 0, {"generator": "spheres"})
+    return arc_curve(metrics, tmp_path / "spheres.csv")
+
+
+def test_discriminators_reach_the_known_optimum_of_concentric_linf_spheres(tmp_path):
+    curve = _sphere_curve(tmp_path, warmup_epochs=3)
+    optimal = [1.0 if eps < MARGIN else 0.5 for eps in SPHERE_GRID]
+    assert arc(SPHERE_GRID, optimal) == pytest.approx((R_SYN - R_REAL) / 4, rel=0.01)  # grid brackets the margin
+    assert arc(curve["eps"], curve["robust_acc"]) == pytest.approx(arc(SPHERE_GRID, optimal), rel=0.15), curve
+    assert (curve.loc[curve["eps"] < MARGIN, "robust_acc"] >= 0.95).all(), curve
+    assert not curve.loc[curve["eps"] < MARGIN, "collapsed"].any(), curve  # above it, chance is optimal

@@ -5,8 +5,8 @@ adversarially (linf PGD) at each eps of a grid by the PORT trainer itself: real 
 batches mixed 1:1 with gamma = 0.5 is exactly balanced real-vs-synthetic training, and one
 epoch is one pass over the real training set, as in the paper.
 
-- ARC: area under (robust discrimination accuracy - 0.5) over eps. A generator whose samples
-  stop being distinguishable at small eps is closer to the real distribution.
+- ARC: area under (robust discrimination accuracy - 0.5) over eps (in 1/255, as the paper). A
+  generator whose samples stop being distinguishable at small eps is closer to the real distribution.
 - Synthetic score of an image: the minimum over the linf ball of radius eps_score of the
   discriminator's probability that it is synthetic. Low scores mark images that look real.
 """
@@ -102,36 +102,80 @@ def evaluate_discriminator(model_path, heldout_path, out_csv, eps: float, settin
     return result
 
 
-def arc(eps, robust_acc) -> float:
-    """Area under (robust discrimination accuracy - 0.5) over eps (trapezoidal rule).
+EPS_UNIT = 1 / 255  # the paper's ARC integrates over eps counted in grey levels of 8-bit images
 
-    Accuracy below chance counts as chance: a constant prediction scores 0.5 on the balanced
-    held-out set under any attack, so no discriminator needs to do worse. (A near-chance
-    discriminator of two identical distributions is flipped by PGD to far below 0.5.)"""
+
+def _sorted_curve(eps, robust_acc) -> tuple[np.ndarray, np.ndarray]:
     eps, robust_acc = np.asarray(eps, float), np.asarray(robust_acc, float)
     if len(eps) < 2:
         raise ArtifactError(f"ARC needs at least two eps values, got {len(eps)}")
     order = np.argsort(eps)
-    return float(np.trapezoid(np.maximum(robust_acc[order], 0.5) - 0.5, eps[order]))
+    return eps[order], robust_acc[order]
+
+
+def arc(eps, robust_acc) -> float:
+    """ARC as the paper computes it: `np.trapz(Racc - 0.5, eps)` with eps in units of 1/255 and
+    accuracy unclipped (its values 0.06-1.55 on CIFAR-10). This is the ARC that ranks generators.
+    `eps` is given in pixel units ([0, 1] images) as everywhere else in the pipeline."""
+    eps, robust_acc = _sorted_curve(eps, robust_acc)
+    return float(np.trapezoid(robust_acc - 0.5, eps / EPS_UNIT))
+
+
+def arc_clipped(eps, robust_acc) -> float:
+    """Area under (robust accuracy - 0.5) over eps in pixel units, accuracy below chance counted as
+    chance: a constant prediction scores 0.5 on the balanced held-out set under any attack, so no
+    discriminator needs to do worse (a near-chance discriminator of two identical distributions
+    is flipped by PGD to far below 0.5). Reported next to `arc`; it does not rank."""
+    eps, robust_acc = _sorted_curve(eps, robust_acc)
+    return float(np.trapezoid(np.maximum(robust_acc, 0.5) - 0.5, eps))
+
+
+def collapsed_points(clean_acc, n_eval, z: float = 3.0) -> np.ndarray:
+    """Which points of one generator's curve (sorted by eps) look collapsed to a constant: clean
+    held-out accuracy within z standard errors of chance (binomial, n_eval images) while a smaller
+    eps was clearly above it. A trained discriminator does not get worse than chance on clean
+    images as eps grows unless adversarial training gave up (the two distributions did not change)."""
+    clean_acc, n_eval = np.asarray(clean_acc, float), np.asarray(n_eval, float)
+    noise = z * 0.5 / np.sqrt(n_eval)
+    at_chance = np.abs(clean_acc - 0.5) <= noise
+    clearly_above = clean_acc > 0.5 + 2 * noise
+    return at_chance & np.concatenate([[False], np.logical_or.accumulate(clearly_above)[:-1]])
 
 
 def arc_curve(metric_csvs, out_csv) -> pd.DataFrame:
-    """One generator's robust discrimination accuracy per eps (a tidy CSV sorted by eps)."""
+    """One generator's robust discrimination accuracy per eps (a tidy CSV sorted by eps; `eps` in
+    pixel units, `eps_255` in units of 1/255), with a `collapsed` flag per point (warned in the log)."""
     curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True).sort_values("eps", kind="stable")
     if curve["generator"].nunique() != 1:
         raise ArtifactError(f"{out_csv}: metrics of several generators {sorted(curve['generator'].unique())}")
+    curve = curve.reset_index(drop=True)
+    curve.insert(curve.columns.get_loc("eps") + 1, "eps_255", curve["eps"] / EPS_UNIT)
+    curve["collapsed"] = collapsed_points(curve["clean_acc"], curve["n_eval"])
+    for eps in curve.loc[curve["collapsed"], "eps"]:
+        log.warning("%s: the discriminator at eps %.5f collapsed to chance on clean held-out images while a "
+                    "smaller eps separated them: its ARC is underestimated", curve["generator"].iloc[0], eps)
     write_csv(curve, out_csv)
     return curve
 
 
 def arc_table(curve_csvs, out_table, out_plot) -> pd.DataFrame:
-    """ARC per generator (lowest first: hardest to tell from real data) and the paper's Figure 3."""
+    """ARC per generator (lowest first: hardest to tell from real data) and the paper's Figure 3.
+    `arc` (the paper's, eps in 1/255) ranks; `arc_clipped` (eps in pixel units, accuracy clipped
+    at chance) is the pipeline's earlier definition; `collapsed_eps` lists collapsed points."""
     curves = [read_csv(p) for p in curve_csvs]
-    table = pd.DataFrame([{"generator": c["generator"].iloc[0], "arc": arc(c["eps"], c["robust_acc"]),
-                           "clean_acc": float(c.loc[c["eps"].idxmin(), "clean_acc"]),
-                           "robust_acc_at_max_eps": float(c.loc[c["eps"].idxmax(), "robust_acc"]),
-                           "max_eps": float(c["eps"].max())} for c in curves])
-    table = table.sort_values("arc", kind="stable").reset_index(drop=True)
+    rows = []
+    for c in curves:
+        collapsed = c["eps"][c["collapsed"].astype(bool)]
+        rows.append({"generator": c["generator"].iloc[0], "arc": arc(c["eps"], c["robust_acc"]),
+                     "arc_clipped": arc_clipped(c["eps"], c["robust_acc"]),
+                     "clean_acc": float(c.loc[c["eps"].idxmin(), "clean_acc"]),
+                     "robust_acc_at_max_eps": float(c.loc[c["eps"].idxmax(), "robust_acc"]),
+                     "max_eps": float(c["eps"].max()), "max_eps_255": float(c["eps"].max() / EPS_UNIT),
+                     "collapsed_eps": " ".join(f"{e:g}" for e in collapsed)})
+        if len(collapsed):
+            log.warning("%s: ARC from a curve with collapsed discriminators at eps %s", rows[-1]["generator"],
+                        rows[-1]["collapsed_eps"])
+    table = pd.DataFrame(rows).sort_values("arc", kind="stable").reset_index(drop=True)
     write_csv(table, out_table)
     plot_arc_curves(curves, dict(zip(table["generator"], table["arc"])), out_plot)
     return table

@@ -56,6 +56,7 @@ class TrainSettings:
     val_attack_steps: int = 10
     model_selection: str = "best"
     buffer_chunks: int = 16
+    eps_warmup_epochs: float = 0.0
 
     @classmethod
     def from_dict(cls, settings: dict) -> "TrainSettings":
@@ -215,7 +216,10 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         model.train()
         bar = tqdm(real.epoch(epoch), total=len(real), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank > 0, mininterval=5)
-        for xr_np, yr_np in bar:
+        for batch_index, (xr_np, yr_np) in enumerate(bar):
+            step_attack = attack
+            if attack is not None and cfg.eps_warmup_epochs > 0:  # eps ramps linearly from 0, step by step
+                step_attack = attack.scaled((epoch + batch_index / len(real)) / cfg.eps_warmup_epochs)
             xr = augment(to_tensor(xr_np), aug_gen, cfg.crop_padding, cfg.flip)
             xs = ys = None
             if syn_batches is not None:
@@ -226,14 +230,14 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
             x, y, n_real = mix_batches(xr, torch.from_numpy(yr_np), xs, ys)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # Randomness is drawn for the global batch on every rank, then sliced: one process's numbers.
-            start = random_start(x, attack.norm, attack.eps) if attack is not None else None
+            start = random_start(x, attack.norm, step_attack.eps) if attack is not None else None
             noise = torch.randn_like(x) * cfg.smoothing["sigma"] if cfg.smoothing else None
             if world > 1:
                 x, y, start, noise = (t if t is None else t[rows] for t in (x, y, start, noise))
                 n_real //= world
             if attack is not None:
                 with batchnorm_mode(model, cfg.attack_batchnorm):
-                    x = attack(model, x, y, start=start)
+                    x = step_attack(model, x, y, start=start)
             logits = ddp(x)
             if cfg.smoothing:
                 per_sample = stability_loss(logits, ddp(x + noise), y, cfg.smoothing["beta"])
