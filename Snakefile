@@ -31,6 +31,7 @@ wildcard_constraints:
     method=port_config.RUN_METHOD,
     selection=r"random|adaptive|group\d+",
     eps_index=r"\d+",
+    fold=r"\d+",
     slot="lanet|splitnet",
     shard=r"\d+",
     seed=r"\d+",

@@ -3,6 +3,8 @@
 
 DISC = "results/{dataset}/discriminators/{generator}"
 
+from port.discrimination import SCORER_FOLDS  # cross-fitted scorers (see scorer_sets)
+
 
 rule discrimination_sets:
     input:
@@ -112,10 +114,52 @@ rule arc:
         "../workflow/scripts/arc.py"
 
 
+rule scorer_sets:
+    input:
+        train="results/{dataset}/data/train.h5",
+        synthetic=f"{SYNTHETIC}/images.h5",
+    output:
+        folds=f"{DISC}/scorers/folds.h5",
+        pools=[f"{DISC}/scorers/pool{fold}.h5" for fold in range(SCORER_FOLDS)],
+    params:
+        n_train=lambda wc: dataset_cfg(wc)["discrimination"]["n_train_synthetic"],
+        seed=lambda wc: derive_seed(config["seed"], "scorer", wc.generator),
+    log:
+        "logs/scorer_sets/{dataset}/{generator}.log",
+    benchmark:
+        "benchmarks/scorer_sets/{dataset}/{generator}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/scorer_sets.py"
+
+
+rule train_scorer:
+    input:
+        train=f"{DISC}/data/real.h5",
+        synthetic=f"{DISC}/scorers/pool{{fold}}.h5",
+    output:
+        model=f"{DISC}/scorers/fold{{fold}}/model.pt",
+        history=f"{DISC}/scorers/fold{{fold}}/history.csv",
+    params:
+        settings=lambda wc: port_config.discriminator_settings(
+            config, wc.dataset, dataset_cfg(wc)["scores"]["discriminator_eps"]),
+        seed=lambda wc: derive_seed(config["seed"], "scorer", wc.generator, int(wc.fold)),
+        checkpoint="results/{dataset}/checkpoints/discriminators/{generator}/scorer{fold}.pt",
+    log:
+        "logs/train_scorer/{dataset}/{generator}/fold{fold}.log",
+    benchmark:
+        "benchmarks/train_scorer/{dataset}/{generator}/fold{fold}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/train_robust.py"
+
+
 rule score_shard:
     input:
-        model=lambda wc: f"results/{wc.dataset}/discriminators/{wc.generator}/eps"
-        f"{port_config.score_discriminator_index(config, wc.dataset)}/model.pt",
+        models=[f"{DISC}/scorers/fold{fold}/model.pt" for fold in range(SCORER_FOLDS)],
+        folds=f"{DISC}/scorers/folds.h5",
         images=f"{SYNTHETIC}/images.h5",
     output:
         f"{SYNTHETIC}/scores/shard_{{shard}}.h5",

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_images
 from port.config import discrimination_data_settings, discriminator_eval_settings, discriminator_settings
 from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, collapsed_points, discrimination_sets,
-                                 evaluate_discriminator, heldout_split, synthetic_scores)
+                                 evaluate_discriminator, heldout_split, score_shard, scorer_sets, synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
 import port.training
 from port.training import train
@@ -183,7 +183,7 @@ def test_evaluate_discriminator_rejects_a_ten_class_model(tmp_path):
 
 def _discrimination_config(**changes) -> dict:
     """A config with one dataset `spheres` whose discrimination block is complete (as validated)."""
-    block = dict(eps=[0.0, 0.05], arch="mlp", epochs=8, batch_size=50, lr=0.05, momentum=0.9, weight_decay=5e-4,
+    block = dict(eps=[0.0, 0.05], arch="mlp", epochs=1, batch_size=50, lr=0.05, momentum=0.9, weight_decay=5e-4,
                  crop_padding=0, flip=False, steps=5, step_factor=2.5, eval_steps=20, val_fraction=0.1,
                  eps_warmup_epochs=3, n_heldout=200, n_train_synthetic=None)
     return {"datasets": {"spheres": {"discrimination": {**block, **changes}}}}
@@ -199,7 +199,7 @@ def test_both_halves_of_a_discriminator_batch_get_the_same_crop(tmp_path, monkey
     real_mix = port.training.mix_batches
     monkeypatch.setattr(port.training, "mix_batches", lambda xr, yr, xs, ys: halves.append((xr, xs))
                         or real_mix(xr, yr, xs, ys))
-    settings = discriminator_settings(_discrimination_config(epochs=1, crop_padding=2), "spheres", 0.0)
+    settings = discriminator_settings(_discrimination_config(crop_padding=2), "spheres", 0.0)
     train(tmp_path / "real.h5", tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "c.pt", settings, seed=0,
           synthetic_path=tmp_path / "synthetic.h5", progress=False)
 
@@ -216,7 +216,7 @@ def test_both_halves_of_a_discriminator_batch_get_the_same_crop(tmp_path, monkey
 # robust discriminator thresholds the linf distance from the centre halfway: robust accuracy 1.0
 # for eps below the margin (R_SYN - R_REAL) / 2, and 0.5 above (every image of either class can be
 # moved to the same linf distance). So ARC = CWD / 4 in the continuum, CWD = R_SYN - R_REAL.
-R_REAL, R_SYN, SIDE = 26, 102, 4
+R_REAL, R_SYN, SIDE = 26, 102, 2  # 2x2 images: 4 dimensions keep the test to seconds
 MARGIN = (R_SYN - R_REAL) / 2 / 255
 SPHERE_GRID = [0.0, 0.05, 0.1, 0.2]  # three points below the margin (0.149), one above
 
@@ -236,7 +236,7 @@ def _sphere_curve(tmp_path, warmup_epochs):
     write_images(tmp_path / "train.h5", _linf_sphere(rng, 1000, R_REAL), attrs, labels=np.zeros(1000, np.int64))
     write_images(tmp_path / "test.h5", _linf_sphere(rng, 200, R_REAL), attrs, labels=np.zeros(200, np.int64))
     write_images(tmp_path / "synthetic.h5", _linf_sphere(rng, 1200, R_SYN), provenance("sample", {}, 0))
-    config = _discrimination_config(eps=SPHERE_GRID, eps_warmup_epochs=warmup_epochs)
+    config = _discrimination_config(eps=SPHERE_GRID, epochs=20, eps_warmup_epochs=warmup_epochs)
     sets = [tmp_path / f"d_{name}.h5" for name in ("real", "synthetic", "heldout")]
     discrimination_sets(tmp_path / "train.h5", tmp_path / "test.h5", tmp_path / "synthetic.h5", *sets,
                         discrimination_data_settings(config, "spheres"), seed=0)
@@ -257,3 +257,43 @@ def test_discriminators_reach_the_known_optimum_of_concentric_linf_spheres(tmp_p
     assert arc(curve["eps"], curve["robust_acc"]) == pytest.approx(arc(SPHERE_GRID, optimal), rel=0.15), curve
     assert (curve.loc[curve["eps"] < MARGIN, "robust_acc"] >= 0.95).all(), curve
     assert not curve.loc[curve["eps"] < MARGIN, "collapsed"].any(), curve  # above it, chance is optimal
+
+
+def _constant_discriminator(path, p_synthetic_logit: float):
+    """A saved two-class mlp that ignores its input: logits (0, p_synthetic_logit)."""
+    from port.models import build_model, model_spec, save_model
+
+    spec = model_spec("mlp", 1, 2, 8, [0.5], [0.5])
+    model = build_model(**spec)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].bias.copy_(torch.tensor([0.0, p_synthetic_logit]))
+    save_model(model, spec, path)
+
+
+def test_every_image_is_scored_by_the_scorer_that_did_not_train_on_it(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (101, 8, 8, 1), dtype=np.uint8)
+    attrs = provenance("data", {}, 0, num_classes=10, channel_mean=[0.3], channel_std=[0.4], dataset="digits")
+    write_images(tmp_path / "train.h5", images[:20], attrs, labels=np.zeros(20, np.int64))
+    write_images(tmp_path / "synthetic.h5", images, provenance("sample", {}, 0, dataset="digits"))
+    pools = [tmp_path / "pool0.h5", tmp_path / "pool1.h5"]
+    scorer_sets(tmp_path / "train.h5", tmp_path / "synthetic.h5", tmp_path / "folds.h5", pools, None, seed=3)
+    fold = read_arrays(tmp_path / "folds.h5", "fold")["fold"]
+    seen = [read_arrays(p, "source_index")["source_index"] for p in pools]
+    assert not set(seen[0]) & set(seen[1]) and len(seen[0]) + len(seen[1]) == 101  # disjoint, all images used
+    assert (fold[seen[0]] == 0).all() and (fold[seen[1]] == 1).all()
+    capped = [tmp_path / "cap0.h5", tmp_path / "cap1.h5"]
+    scorer_sets(tmp_path / "train.h5", tmp_path / "synthetic.h5", tmp_path / "f2.h5", capped, 7, seed=3)
+    assert [len(read_arrays(p, "source_index")["source_index"]) for p in capped] == [7, 7]
+
+    # scorer 0 says "synthetic" to everything, scorer 1 says "real": the score tells which one scored
+    models = [tmp_path / "scorer0.pt", tmp_path / "scorer1.pt"]
+    _constant_discriminator(models[0], 5.0)
+    _constant_discriminator(models[1], -5.0)
+    for shard in range(2):
+        score_shard(models, tmp_path / "folds.h5", tmp_path / "synthetic.h5", tmp_path / f"s{shard}.h5", shard, 2,
+                    {"eps": 0.01, "steps": 2, "step_factor": 2.5, "batch_size": 16}, progress=False)
+    merge_array_shards([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "scores.h5", n_images=101)
+    scored_by = np.where(read_arrays(tmp_path / "scores.h5", "score")["score"] > 0.5, 0, 1)
+    np.testing.assert_array_equal(scored_by, 1 - fold)  # never the scorer whose pool held the image

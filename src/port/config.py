@@ -70,9 +70,9 @@ def check_config(config: dict) -> None:
         if disc["eval_steps"] < disc["steps"]:  # same step_factor: fewer steps is a weaker attack
             raise ConfigError(f"{where}.discrimination.eval_steps: evaluation PGD ({disc['eval_steps']} steps) must "
                               f"not be weaker than training PGD ({disc['steps']} steps)")
-        if ds["scores"]["discriminator_eps"] not in grid:
-            raise ConfigError(f"{where}.scores.discriminator_eps: {ds['scores']['discriminator_eps']} is not in "
-                              f"{where}.discrimination.eps {grid}")
+        if disc["eps_warmup_epochs"] >= disc["epochs"]:
+            raise ConfigError(f"{where}.discrimination.eps_warmup_epochs: {disc['eps_warmup_epochs']} leaves no epoch "
+                              f"at the full eps out of {disc['epochs']}")
         methods = ds["selection"]["methods"]
         if len(set(methods)) != len(methods):
             raise ConfigError(f"{where}.selection.methods: repeated method in {methods}")
@@ -192,9 +192,9 @@ def evaluation_settings(config: dict, dataset: str, method: str) -> dict:
 
 def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:
     """Trainer settings of the robust discriminator at one eps: balanced real-vs-synthetic
-    batches (gamma 0.5), linf PGD at eps ramped up from 0 over `eps_warmup_epochs` (PGD at the
-    full eps from the first step collapses to a constant below the margin), the last epoch's
-    weights. Both halves get the same crop and flip: augmenting one class only (a zero border
+    batches (gamma 0.5), linf PGD at eps ramped up from 0 over `eps_warmup_epochs` (a guard
+    against collapse to a constant prediction when PGD at the full eps starts on a random
+    network), the last epoch's weights. Both halves get the same crop and flip: augmenting one class only (a zero border
     on real images alone) would be a feature that tells the classes apart."""
     ds = config["datasets"][dataset]
     disc = ds["discrimination"]
@@ -221,11 +221,6 @@ def discriminator_eval_settings(config: dict, dataset: str) -> dict:
 def score_settings(config: dict, dataset: str) -> dict:
     scores = config["datasets"][dataset]["scores"]
     return canonical({k: scores[k] for k in ("eps", "steps", "step_factor", "batch_size")})
-
-
-def score_discriminator_index(config: dict, dataset: str) -> int:
-    ds = config["datasets"][dataset]
-    return ds["discrimination"]["eps"].index(ds["scores"]["discriminator_eps"])
 
 
 def transfer_settings(config: dict, dataset: str) -> dict:

@@ -8,7 +8,9 @@ epoch is one pass over the real training set, as in the paper.
 - ARC: area under (robust discrimination accuracy - 0.5) over eps (in 1/255, as the paper). A
   generator whose samples stop being distinguishable at small eps is closer to the real distribution.
 - Synthetic score of an image: the minimum over the linf ball of radius eps_score of the
-  discriminator's probability that it is synthetic. Low scores mark images that look real.
+  discriminator's probability that it is synthetic. Low scores mark images that look real. The
+  scores are cross-fitted: two discriminators train on disjoint halves of the images, and each
+  scores the half it did not see (a discriminator's own training images would score apart).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length,
-                        iter_image_blocks, provenance, read_attrs, read_csv, read_image_set, write_arrays, write_csv,
-                        write_images)
+                        iter_image_blocks, provenance, read_arrays, read_attrs, read_csv, read_image_set, write_arrays,
+                        write_csv, write_images)
 from .attacks import Attack
 from .evaluation import accuracy, test_subset
 from .loaders import to_tensor
@@ -78,6 +80,34 @@ def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_syn
     counts = {"n_real_train": len(images), "n_synthetic_train": int(pool.sum()), "n_heldout_each": n_each}
     log.info("discrimination sets: %s", counts)
     return counts
+
+
+SCORER_FOLDS = 2
+
+
+def scorer_sets(train_path, synthetic_path, out_folds, out_pools, n_train: int | None, seed: int) -> dict:
+    """Cross-fitting for the synthetic scores: every image gets a seeded fold (0 or 1); the pool
+    of scorer f is (up to n_train of) the images of fold f, labelled synthetic, and scorer f
+    scores only the images of the other fold (see score_shard)."""
+    if len(out_pools) != SCORER_FOLDS:
+        raise ArtifactError(f"{out_folds}: expected {SCORER_FOLDS} scorer pools, got {len(out_pools)}")
+    n_synthetic = image_set_length(synthetic_path)
+    order = rng(seed, "scorer-folds").permutation(n_synthetic)
+    fold = np.zeros(n_synthetic, np.int8)
+    fold[order[n_synthetic // 2:]] = 1
+    shape = next(iter_image_blocks(synthetic_path, 1))[1].shape[1:]
+    settings = {"n_train_synthetic": n_train}
+    sizes = []
+    for f, out in enumerate(out_pools):
+        pool = np.zeros(n_synthetic, bool)
+        pool[order[fold[order] == f][:n_train]] = True
+        with ImageWriter(out, shape, _two_class_attrs(train_path, f"scorer_pool{f}", settings, seed)) as writer:
+            sizes.append(copy_image_subset(synthetic_path, writer, pool,
+                                           labels=np.full(n_synthetic, SYNTHETIC, dtype=np.int64)))
+    write_arrays(out_folds, provenance("scorer_folds", settings, seed, dataset=dataset_of(synthetic_path),
+                                       images=str(synthetic_path)), fold=fold)
+    log.info("scorer pools of %s images (folds of %d and %d)", sizes, int((fold == 0).sum()), int((fold == 1).sum()))
+    return {"pool_sizes": sizes}
 
 
 def evaluate_discriminator(model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
@@ -202,23 +232,32 @@ def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: 
     return best, clean
 
 
-def score_shard(model_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
+def score_shard(model_paths, folds_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
                 progress: bool = True) -> int:
-    """Scores of images [start, stop) of one shard; merged with port.shards.merge_array_shards."""
+    """Scores of images [start, stop) of one shard, each from the scorer that did not train on it
+    (see scorer_sets); merged with port.shards.merge_array_shards."""
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
-    model, _ = load_model(model_path, expect_classes=2)
+    fold = read_arrays(folds_path, "fold")["fold"]
+    if len(fold) != image_set_length(images_path) or len(model_paths) != SCORER_FOLDS:
+        raise ArtifactError(f"{folds_path}: {len(fold)} folds and {len(model_paths)} scorers for "
+                            f"{image_set_length(images_path)} images of {images_path}")
     device = default_device()
-    model.to(device)
+    models = [load_model(path, expect_classes=2)[0].to(device) for path in model_paths]
     eps, steps = float(settings["eps"]), int(settings["steps"])
     step_size = settings["step_factor"] * eps / steps
-    scores, clean = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
-    for _, block in tqdm(iter_image_blocks(images_path, settings["batch_size"], start, stop),
-                         total=-(-(stop - start) // settings["batch_size"]), desc=f"score shard {shard}",
-                         disable=not progress, mininterval=10):
-        best, unperturbed = synthetic_scores(model, to_tensor(block).to(device), eps, steps, step_size)
-        scores.append(best.float().cpu().numpy())
-        clean.append(unperturbed.float().cpu().numpy())
-    attrs = provenance("score", settings, None, discriminator=str(model_path), images=str(images_path),
+    scores, clean = np.zeros(stop - start, np.float32), np.zeros(stop - start, np.float32)
+    for offset, block in tqdm(iter_image_blocks(images_path, settings["batch_size"], start, stop),
+                              total=-(-(stop - start) // settings["batch_size"]), desc=f"score shard {shard}",
+                              disable=not progress, mininterval=10):
+        block_fold = fold[offset:offset + len(block)]
+        for trained_on, model in enumerate(models):
+            unseen = np.flatnonzero(block_fold != trained_on)
+            if len(unseen) == 0:
+                continue
+            best, unperturbed = synthetic_scores(model, to_tensor(block[unseen]).to(device), eps, steps, step_size)
+            scores[offset - start + unseen] = best.float().cpu().numpy()
+            clean[offset - start + unseen] = unperturbed.float().cpu().numpy()
+    attrs = provenance("score", settings, None, discriminators=[str(p) for p in model_paths], images=str(images_path),
                        dataset=dataset_of(images_path), shard=shard, image_offset=start, image_stop=stop)
-    write_arrays(out_path, attrs, score=np.concatenate(scores), clean_score=np.concatenate(clean))
+    write_arrays(out_path, attrs, score=scores, clean_score=clean)
     return stop - start
