@@ -297,3 +297,19 @@ def test_every_image_is_scored_by_the_scorer_that_did_not_train_on_it(tmp_path):
     merge_array_shards([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "scores.h5", n_images=101)
     scored_by = np.where(read_arrays(tmp_path / "scores.h5", "score")["score"] > 0.5, 0, 1)
     np.testing.assert_array_equal(scored_by, 1 - fold)  # never the scorer whose pool held the image
+
+
+def test_discriminator_eps_warms_up_linearly_then_holds(tmp_path, monkeypatch):
+    images = np.random.default_rng(0).integers(0, 256, (200, 8, 8, 1), dtype=np.uint8)
+    attrs = provenance("data", {}, 0, num_classes=2, channel_mean=[0.5], channel_std=[0.25], dataset="noise")
+    write_images(tmp_path / "real.h5", images[:100], attrs, labels=np.zeros(100, np.int64))
+    write_images(tmp_path / "synthetic.h5", images[100:], attrs, labels=np.ones(100, np.int64))
+    used = []
+    real_start = port.training.random_start
+    monkeypatch.setattr(port.training, "random_start", lambda x, norm, eps: used.append(eps) or real_start(x, norm, eps))
+    config = _discrimination_config(epochs=3, batch_size=30, eps_warmup_epochs=2, steps=1, val_fraction=0.1)
+    train(tmp_path / "real.h5", tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "c.pt",
+          discriminator_settings(config, "spheres", 0.09), seed=0, synthetic_path=tmp_path / "synthetic.h5",
+          progress=False)
+    ramp = 0.09 * np.arange(6) / 6  # 90 training images: 3 batches per epoch, 2 warm-up epochs
+    np.testing.assert_allclose(used, [*ramp, 0.09, 0.09, 0.09])
