@@ -197,8 +197,8 @@ def test_both_halves_of_a_discriminator_batch_get_the_same_crop(tmp_path, monkey
     write_images(tmp_path / "synthetic.h5", bright, attrs, labels=np.ones(200, np.int64))
     halves = []
     real_mix = port.training.mix_batches
-    monkeypatch.setattr(port.training, "mix_batches", lambda xr, yr, xs, ys: halves.append((xr, xs))
-                        or real_mix(xr, yr, xs, ys))
+    monkeypatch.setattr(port.training, "mix_batches", lambda xr, yr, xs, ys, *rest: halves.append((xr, xs))
+                        or real_mix(xr, yr, xs, ys, *rest))
     settings = discriminator_settings(_discrimination_config(crop_padding=2), "spheres", 0.0)
     train(tmp_path / "real.h5", tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "c.pt", settings, seed=0,
           synthetic_path=tmp_path / "synthetic.h5", progress=False)
