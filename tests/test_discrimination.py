@@ -13,7 +13,8 @@ from sklearn.datasets import load_digits
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_images
 from port.config import discrimination_data_settings, discriminator_eval_settings, discriminator_settings
 from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, collapsed_points, discrimination_sets,
-                                 evaluate_discriminator, heldout_split, score_shard, scorer_sets, synthetic_scores)
+                                 evaluate_discriminator, score_shard, scorer_sets, synthetic_heldout_split,
+                                 synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
 import port.training
 from port.training import train
@@ -49,12 +50,12 @@ def test_collapse_is_chance_clean_accuracy_after_a_clearly_separating_smaller_ep
     assert not collapsed_points([1.0, 0.7, 0.6], n[:3]).any()  # weaker, but not at chance
 
 
-def test_heldout_split_is_disjoint_seeded_and_bounded():
-    pool, held = heldout_split(100, 20, 50, seed=1)
+def test_synthetic_heldout_split_is_disjoint_seeded_and_bounded():
+    pool, held = synthetic_heldout_split(100, 20, 50, seed=1)
     assert held.sum() == 20 and pool.sum() == 50 and not (pool & held).any()
-    np.testing.assert_array_equal(held, heldout_split(100, 20, None, seed=1)[1])
+    np.testing.assert_array_equal(held, synthetic_heldout_split(100, 20, None, seed=1)[1])
     with pytest.raises(ArtifactError, match="hold out 100 of 100"):
-        heldout_split(100, 100, None, seed=1)
+        synthetic_heldout_split(100, 100, None, seed=1)
 
 
 def _softmax_model(weight):
@@ -104,20 +105,23 @@ def _digit_sets(tmp_path, synthetic_kind):
 def _arc_of(tmp_path, synthetic_kind):
     _digit_sets(tmp_path, synthetic_kind)
     sets = [tmp_path / f"{name}.h5" for name in ("d_real", "d_syn", "d_held")]
-    discrimination_sets(tmp_path / "train.h5", tmp_path / "test.h5", tmp_path / "synthetic.h5", *sets,
-                        {"n_heldout": 150, "n_train_synthetic": None}, seed=0)
+    discrimination_sets(train_path=tmp_path / "train.h5", test_path=tmp_path / "test.h5",
+                        synthetic_path=tmp_path / "synthetic.h5", out_real=sets[0], out_synthetic=sets[1],
+                        out_heldout=sets[2], settings={"n_heldout": 150, "n_train_synthetic": None}, seed=0)
     metrics = []
     for i, eps in enumerate([0.0, 0.05, 0.1]):
         threat = {"norm": "linf", "eps": eps, "step_size": eps / 2, "steps": 3} if eps else None
         settings = dict(arch="mlp", epochs=4, batch_size=32, lr=0.05, gamma=0.5, threat=threat,
                         model_selection="last", val_fraction=0.1, val_attack_steps=1)
         model = tmp_path / f"disc{i}.pt"
-        train(sets[0], model, tmp_path / f"h{i}.csv", tmp_path / f"c{i}.pt", settings, seed=i, synthetic_path=sets[1],
+        train(train_path=sets[0], model_out=model, history_out=tmp_path / f"h{i}.csv",
+              checkpoint_path=tmp_path / f"c{i}.pt", settings=settings, seed=i, synthetic_path=sets[1],
               progress=False)
         metrics.append(tmp_path / f"m{i}.csv")
-        evaluate_discriminator(model, sets[2], metrics[-1], eps, {"eval_steps": 5, "step_factor": 2.5}, 0,
-                               {"generator": synthetic_kind})
-    curve = arc_curve(metrics, tmp_path / f"{synthetic_kind}.csv")
+        evaluate_discriminator(model_path=model, heldout_path=sets[2], out_csv=metrics[-1], eps=eps,
+                               settings={"eval_steps": 5, "step_factor": 2.5}, seed=0,
+                               row={"generator": synthetic_kind})
+    curve = arc_curve(metric_csvs=metrics, out_csv=tmp_path / f"{synthetic_kind}.csv")
     assert list(curve["eps"]) == [0.0, 0.05, 0.1] and (curve["n_eval"] == 300).all()
     return curve, arc_clipped(curve["eps"], curve["robust_acc"])
 
@@ -130,8 +134,8 @@ def test_arc_of_a_set_against_itself_is_near_zero_and_of_separated_sets_is_large
     assert abs(same) < 0.01, same_curve  # at most 0.1 (eps range) * 0.1 above chance on average
     assert far > 0.04, far_curve  # close to the maximum 0.1 * 0.5
     assert (far_curve["robust_acc"] > 0.9).all()
-    table = arc_table([tmp_path / "same/same.csv", tmp_path / "far/far.csv"], tmp_path / "arc.csv",
-                      tmp_path / "arc.png")
+    table = arc_table(curve_csvs=[tmp_path / "same/same.csv", tmp_path / "far/far.csv"], out_table=tmp_path / "arc.csv",
+                      out_plot=tmp_path / "arc.png")
     assert list(table["generator"]) == ["same", "far"]  # lowest ARC first
     assert table.set_index("generator").loc["far", "arc_clipped"] == pytest.approx(far)
     assert table.set_index("generator").loc["far", "arc"] == pytest.approx(arc(far_curve["eps"], far_curve["robust_acc"]))
@@ -149,11 +153,11 @@ def test_merge_array_shards_concatenates_in_order_and_is_idempotent(tmp_path):
         start, stop = shard_bounds(10, 3, shard)
         paths.append(tmp_path / f"s{shard}.h5")
         _shard(paths[-1], start, stop, score=values[start:stop], clean_score=values[start:stop] + 1)
-    assert merge_array_shards(paths, tmp_path / "merged.h5", n_images=10) == 10
+    assert merge_array_shards(shard_paths=paths, out_path=tmp_path / "merged.h5", n_images=10) == 10
     merged = read_arrays(tmp_path / "merged.h5", "score", "clean_score")
     np.testing.assert_array_equal(merged["score"], values)
     first = (tmp_path / "merged.h5").read_bytes()
-    merge_array_shards(paths, tmp_path / "merged.h5", n_images=10)
+    merge_array_shards(shard_paths=paths, out_path=tmp_path / "merged.h5", n_images=10)
     np.testing.assert_array_equal(read_arrays(tmp_path / "merged.h5", "score")["score"], values)
     assert len((tmp_path / "merged.h5").read_bytes()) == len(first)
 
@@ -162,9 +166,9 @@ def test_merge_array_shards_refuses_gaps_and_short_coverage(tmp_path):
     _shard(tmp_path / "a.h5", 0, 4, score=np.zeros(4))
     _shard(tmp_path / "b.h5", 5, 8, score=np.zeros(3))
     with pytest.raises(ArtifactError, match="b.h5: shard starts at image 5, expected 4"):
-        merge_array_shards([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "m.h5")
+        merge_array_shards(shard_paths=[tmp_path / "a.h5", tmp_path / "b.h5"], out_path=tmp_path / "m.h5")
     with pytest.raises(ArtifactError, match="cover 4 images, the image set holds 9"):
-        merge_array_shards([tmp_path / "a.h5"], tmp_path / "m.h5", n_images=9)
+        merge_array_shards(shard_paths=[tmp_path / "a.h5"], out_path=tmp_path / "m.h5", n_images=9)
     assert not (tmp_path / "m.h5").exists()
 
 
@@ -176,8 +180,9 @@ def test_evaluate_discriminator_rejects_a_ten_class_model(tmp_path):
     write_images(tmp_path / "held.h5", np.zeros((4, 8, 8, 1), np.uint8), provenance("x", {}),
                  labels=np.array([0, 0, 1, 1]))
     with pytest.raises(ArtifactError, match="10 classes"):
-        evaluate_discriminator(tmp_path / "m.pt", tmp_path / "held.h5", tmp_path / "o.csv", 0.1,
-                               {"eval_steps": 1, "step_factor": 2.5}, 0, {"generator": "g"})
+        evaluate_discriminator(model_path=tmp_path / "m.pt", heldout_path=tmp_path / "held.h5",
+                               out_csv=tmp_path / "o.csv", eps=0.1,
+                               settings={"eval_steps": 1, "step_factor": 2.5}, seed=0, row={"generator": "g"})
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -200,8 +205,9 @@ def test_both_halves_of_a_discriminator_batch_get_the_same_crop(tmp_path, monkey
     monkeypatch.setattr(port.training, "mix_batches", lambda xr, yr, xs, ys, *rest: halves.append((xr, xs))
                         or real_mix(xr, yr, xs, ys, *rest))
     settings = discriminator_settings(_discrimination_config(crop_padding=2), "spheres", 0.0)
-    train(tmp_path / "real.h5", tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "c.pt", settings, seed=0,
-          synthetic_path=tmp_path / "synthetic.h5", progress=False)
+    train(train_path=tmp_path / "real.h5", model_out=tmp_path / "m.pt", history_out=tmp_path / "h.csv",
+          checkpoint_path=tmp_path / "c.pt", settings=settings, seed=0, synthetic_path=tmp_path / "synthetic.h5",
+          progress=False)
 
     def bordered_share(x):  # images with a zero row or column (the padding shifted in)
         return float(((x == 0).all(2).any((1, 2)) | (x == 0).all(3).any((1, 2))).float().mean())
@@ -238,16 +244,19 @@ def _sphere_curve(tmp_path, warmup_epochs):
     write_images(tmp_path / "synthetic.h5", _linf_sphere(rng, 1200, R_SYN), provenance("sample", {}, 0))
     config = _discrimination_config(eps=SPHERE_GRID, epochs=20, eps_warmup_epochs=warmup_epochs)
     sets = [tmp_path / f"d_{name}.h5" for name in ("real", "synthetic", "heldout")]
-    discrimination_sets(tmp_path / "train.h5", tmp_path / "test.h5", tmp_path / "synthetic.h5", *sets,
-                        discrimination_data_settings(config, "spheres"), seed=0)
+    discrimination_sets(train_path=tmp_path / "train.h5", test_path=tmp_path / "test.h5",
+                        synthetic_path=tmp_path / "synthetic.h5", out_real=sets[0], out_synthetic=sets[1],
+                        out_heldout=sets[2], settings=discrimination_data_settings(config, "spheres"), seed=0)
     metrics = []
     for i, eps in enumerate(SPHERE_GRID):
-        train(sets[0], tmp_path / f"m{i}.pt", tmp_path / f"h{i}.csv", tmp_path / f"c{i}.pt",
-              discriminator_settings(config, "spheres", eps), seed=i, synthetic_path=sets[1], progress=False)
+        train(train_path=sets[0], model_out=tmp_path / f"m{i}.pt", history_out=tmp_path / f"h{i}.csv",
+              checkpoint_path=tmp_path / f"c{i}.pt", settings=discriminator_settings(config, "spheres", eps), seed=i,
+              synthetic_path=sets[1], progress=False)
         metrics.append(tmp_path / f"e{i}.csv")
-        evaluate_discriminator(tmp_path / f"m{i}.pt", sets[2], metrics[-1], eps,
-                               discriminator_eval_settings(config, "spheres"), 0, {"generator": "spheres"})
-    return arc_curve(metrics, tmp_path / "spheres.csv")
+        evaluate_discriminator(model_path=tmp_path / f"m{i}.pt", heldout_path=sets[2], out_csv=metrics[-1], eps=eps,
+                               settings=discriminator_eval_settings(config, "spheres"), seed=0,
+                               row={"generator": "spheres"})
+    return arc_curve(metric_csvs=metrics, out_csv=tmp_path / "spheres.csv")
 
 
 def test_discriminators_reach_the_known_optimum_of_concentric_linf_spheres(tmp_path):
@@ -282,13 +291,15 @@ def test_every_image_is_scored_by_the_scorer_that_did_not_train_on_it(tmp_path):
     write_images(tmp_path / "train.h5", images[:20], attrs, labels=np.zeros(20, np.int64))
     write_images(tmp_path / "synthetic.h5", images, provenance("sample", {}, 0, dataset="digits"))
     pools = [tmp_path / "pool0.h5", tmp_path / "pool1.h5"]
-    scorer_sets(tmp_path / "train.h5", tmp_path / "synthetic.h5", tmp_path / "folds.h5", pools, None, seed=3)
+    scorer_sets(train_path=tmp_path / "train.h5", synthetic_path=tmp_path / "synthetic.h5",
+                out_folds=tmp_path / "folds.h5", out_pools=pools, n_train=None, seed=3)
     fold = read_arrays(tmp_path / "folds.h5", "fold")["fold"]
     seen = [read_arrays(p, "source_index")["source_index"] for p in pools]
     assert not set(seen[0]) & set(seen[1]) and len(seen[0]) + len(seen[1]) == 101  # disjoint, all images used
     assert (fold[seen[0]] == 0).all() and (fold[seen[1]] == 1).all()
     capped = [tmp_path / "cap0.h5", tmp_path / "cap1.h5"]
-    scorer_sets(tmp_path / "train.h5", tmp_path / "synthetic.h5", tmp_path / "f2.h5", capped, 7, seed=3)
+    scorer_sets(train_path=tmp_path / "train.h5", synthetic_path=tmp_path / "synthetic.h5",
+                out_folds=tmp_path / "f2.h5", out_pools=capped, n_train=7, seed=3)
     assert [len(read_arrays(p, "source_index")["source_index"]) for p in capped] == [7, 7]
 
     # scorer 0 says "synthetic" to everything, scorer 1 says "real": the score tells which one scored
@@ -296,9 +307,10 @@ def test_every_image_is_scored_by_the_scorer_that_did_not_train_on_it(tmp_path):
     _constant_discriminator(models[0], 5.0)
     _constant_discriminator(models[1], -5.0)
     for shard in range(2):
-        score_shard(models, tmp_path / "folds.h5", tmp_path / "synthetic.h5", tmp_path / f"s{shard}.h5", shard, 2,
-                    {"eps": 0.01, "steps": 2, "step_factor": 2.5, "batch_size": 16}, progress=False)
-    merge_array_shards([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "scores.h5", n_images=101)
+        score_shard(model_paths=models, folds_path=tmp_path / "folds.h5", images_path=tmp_path / "synthetic.h5",
+                    out_path=tmp_path / f"s{shard}.h5", shard=shard, n_shards=2,
+                    settings={"eps": 0.01, "steps": 2, "step_factor": 2.5, "batch_size": 16}, progress=False)
+    merge_array_shards(shard_paths=[tmp_path / "s0.h5", tmp_path / "s1.h5"], out_path=tmp_path / "scores.h5", n_images=101)
     scored_by = np.where(read_arrays(tmp_path / "scores.h5", "score")["score"] > 0.5, 0, 1)
     np.testing.assert_array_equal(scored_by, 1 - fold)  # never the scorer whose pool held the image
 
@@ -312,8 +324,8 @@ def test_discriminator_eps_warms_up_linearly_then_holds(tmp_path, monkeypatch):
     real_start = port.training.random_start
     monkeypatch.setattr(port.training, "random_start", lambda x, norm, eps: used.append(eps) or real_start(x, norm, eps))
     config = _discrimination_config(epochs=3, batch_size=30, eps_warmup_epochs=2, steps=1, val_fraction=0.1)
-    train(tmp_path / "real.h5", tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "c.pt",
-          discriminator_settings(config, "spheres", 0.09), seed=0, synthetic_path=tmp_path / "synthetic.h5",
-          progress=False)
+    train(train_path=tmp_path / "real.h5", model_out=tmp_path / "m.pt", history_out=tmp_path / "h.csv",
+          checkpoint_path=tmp_path / "c.pt", settings=discriminator_settings(config, "spheres", 0.09), seed=0,
+          synthetic_path=tmp_path / "synthetic.h5", progress=False)
     ramp = 0.09 * np.arange(6) / 6  # 90 training images: 3 batches per epoch, 2 warm-up epochs
     np.testing.assert_allclose(used, [*ramp, 0.09, 0.09, 0.09])

@@ -26,9 +26,11 @@ from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_o
                         iter_image_blocks, provenance, read_arrays, read_attrs, read_csv, read_image_set, write_arrays,
                         write_csv, write_images)
 from .attacks import Attack
-from .evaluation import accuracy, test_subset
+from .devices import default_device
+from .evaluation import accuracy, evenly_spaced
 from .loaders import to_tensor
-from .models import default_device, load_model
+from .models import load_model
+from .paths import SCORER_FOLDS
 from .reporting import plot_arc_curves
 from .seeds import rng
 from .shards import shard_bounds
@@ -43,8 +45,10 @@ def _two_class_attrs(real_path, stage: str, settings: dict, seed: int | None) ->
                       channel_mean=real["channel_mean"], channel_std=real["channel_std"])
 
 
-def heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training pool, held-out) masks over the synthetic images, disjoint and seeded."""
+def synthetic_heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None,
+                            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training pool, held-out) masks over the synthetic images, disjoint and seeded: the
+    discriminator's own held-out set (not the classifier's validation_split)."""
     if n_heldout >= n_synthetic:
         raise ArtifactError(f"cannot hold out {n_heldout} of {n_synthetic} synthetic images and still train")
     order = rng(seed, "discriminator-heldout").permutation(n_synthetic)
@@ -54,12 +58,12 @@ def heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: i
     return pool, heldout
 
 
-def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_synthetic, out_heldout,
+def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_synthetic, out_heldout,
                         settings: dict, seed: int) -> dict:
     """The discriminator's data: real training images labelled 0, a pool of synthetic images
     labelled 1, and a balanced held-out set (real test images + as many held-out synthetic)."""
     n_synthetic = image_set_length(synthetic_path)
-    pool, heldout = heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed)
+    pool, heldout = synthetic_heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed)
     images, _ = read_image_set(train_path)
     write_images(out_real, images, _two_class_attrs(train_path, "discriminator_real", settings, seed),
                  labels=np.full(len(images), REAL, dtype=np.int64))
@@ -69,7 +73,7 @@ def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_syn
         copy_image_subset(synthetic_path, writer, pool, labels=np.full(n_synthetic, SYNTHETIC, dtype=np.int64))
     test_images, _ = read_image_set(test_path)
     n_each = min(len(test_images), int(heldout.sum()))
-    real_eval = test_images[test_subset(len(test_images), n_each)]
+    real_eval = test_images[evenly_spaced(len(test_images), n_each)]
     held_index = np.flatnonzero(heldout)[:n_each]
     held_mask = np.zeros(n_synthetic, bool)
     held_mask[held_index] = True
@@ -82,10 +86,7 @@ def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_syn
     return counts
 
 
-SCORER_FOLDS = 2
-
-
-def scorer_sets(train_path, synthetic_path, out_folds, out_pools, n_train: int | None, seed: int) -> dict:
+def scorer_sets(*, train_path, synthetic_path, out_folds, out_pools, n_train: int | None, seed: int) -> dict:
     """Cross-fitting for the synthetic scores: every image gets a seeded fold (0 or 1); the pool
     of scorer f is (up to n_train of) the images of fold f, labelled synthetic, and scorer f
     scores only the images of the other fold (see score_shard)."""
@@ -110,7 +111,7 @@ def scorer_sets(train_path, synthetic_path, out_folds, out_pools, n_train: int |
     return {"pool_sizes": sizes}
 
 
-def evaluate_discriminator(model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
+def evaluate_discriminator(*, model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
                            row: dict) -> dict:
     """Clean and robust discrimination accuracy on the balanced held-out set; PGD at `eps`."""
     model, _ = load_model(model_path, expect_classes=2)
@@ -172,7 +173,7 @@ def collapsed_points(clean_acc, n_eval, z: float = 3.0) -> np.ndarray:
     return at_chance & np.concatenate([[False], np.logical_or.accumulate(clearly_above)[:-1]])
 
 
-def arc_curve(metric_csvs, out_csv) -> pd.DataFrame:
+def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
     """One generator's robust discrimination accuracy per eps (a tidy CSV sorted by eps; `eps` in
     pixel units, `eps_255` in units of 1/255), with a `collapsed` flag per point (warned in the log)."""
     curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True).sort_values("eps", kind="stable")
@@ -188,7 +189,7 @@ def arc_curve(metric_csvs, out_csv) -> pd.DataFrame:
     return curve
 
 
-def arc_table(curve_csvs, out_table, out_plot) -> pd.DataFrame:
+def arc_table(*, curve_csvs, out_table, out_plot) -> pd.DataFrame:
     """ARC per generator (lowest first: hardest to tell from real data) and the paper's Figure 3.
     `arc` (the paper's, eps in 1/255) ranks; `arc_clipped` (eps in pixel units, accuracy clipped
     at chance) is the pipeline's earlier definition; `collapsed_eps` lists collapsed points."""
@@ -232,7 +233,7 @@ def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: 
     return best, clean
 
 
-def score_shard(model_paths, folds_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
+def score_shard(*, model_paths, folds_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
                 progress: bool = True) -> int:
     """Scores of images [start, stop) of one shard, each from the scorer that did not train on it
     (see scorer_sets); merged with port.shards.merge_array_shards."""
