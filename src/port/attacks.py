@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -102,6 +102,11 @@ class Attack:
         if not threat:
             return None
         return cls(threat["norm"], float(threat["eps"]), float(threat["step_size"]), int(threat["steps"]), compute)
+
+    def scaled(self, fraction: float) -> "Attack":
+        """The same attack with eps and step size times `fraction` (at most 1): an eps warm-up."""
+        fraction = min(max(fraction, 0.0), 1.0)
+        return replace(self, eps=self.eps * fraction, step_size=self.step_size * fraction)
 
     def __call__(self, model, x, y, steps: int | None = None, start: torch.Tensor | None = None):
         return pgd(model, x, y, self.norm, self.eps, self.step_size, self.steps if steps is None else steps,

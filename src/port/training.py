@@ -75,6 +75,7 @@ class TrainSettings:
     nesterov: bool
     weight_decay_bn: bool
     warmup_epochs: int
+    eps_warmup_epochs: float
     ema_decay: float | None = None  # none: no weight averaging
     threat: dict | None = None  # none: standard training
     smoothing: dict | None = None  # none: no stability training
@@ -163,21 +164,23 @@ class TrainStep:
         self.attack_net = self.compute.compiled(model)
         self.train_net = self.attack_net if forward is None or forward is model else self.compute.compiled(forward)
 
-    def __call__(self, x, y, n_real: int, start=None, noise=None) -> torch.Tensor:
+    def __call__(self, x, y, n_real: int, start=None, noise=None, eps_fraction: float = 1.0) -> torch.Tensor:
+        """`eps_fraction` scales the attack's eps and step size for this step (the eps warm-up)."""
         cfg, net = self.cfg, self.train_net
+        attack = self.attack if self.attack is None or eps_fraction >= 1.0 else self.attack.scaled(eps_fraction)
         x = channels_last(x)
         # One autocast region from the attack to the loss: the weights are cast to bf16 once per step.
         with self.compute.autocast(x.device):
-            if self.attack is not None and cfg.loss == "trades":
+            if attack is not None and cfg.loss == "trades":
                 with batchnorm_mode(self.model, cfg.attack_batchnorm):
-                    x_adv = trades_attack(self.attack_net, x, self.attack, start)
+                    x_adv = trades_attack(self.attack_net, x, attack, start)
                 logits = net(x)
                 per_sample = ce_plus_kl(logits, net(x_adv), y, cfg.trades_beta, cfg.label_smoothing)
                 loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
             else:
-                if self.attack is not None:
+                if attack is not None:
                     with batchnorm_mode(self.model, cfg.attack_batchnorm):
-                        x = self.attack(self.attack_net, x, y, start=start)
+                        x = attack(self.attack_net, x, y, start=start)
                 logits = net(x)
                 if cfg.smoothing:  # stability training: CE + beta * KL(f(x) || f(x + noise))
                     per_sample = ce_plus_kl(logits, net(x + noise), y, cfg.smoothing["beta"], cfg.label_smoothing)
@@ -287,6 +290,8 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         bar = tqdm(real.epoch(epoch), total=len(real), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank > 0, mininterval=5)
         for step, (xr_uint8, yr) in enumerate(bar):
+            # the eps warm-up: eps ramps linearly from 0, step by step (1 when there is none)
+            eps_fraction = min(1.0, (epoch + step / len(real)) / cfg.eps_warmup_epochs) if cfg.eps_warmup_epochs else 1.0
             xr = augment(to_tensor(xr_uint8), aug_gen, cfg.crop_padding, cfg.flip)
             xs = ys = None
             if syn_batches is not None:
@@ -300,12 +305,12 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
             # Randomness is drawn for the global batch on every rank, then sliced: one process's numbers.
             start = None
             if attack is not None:
-                start = trades_start(x) if cfg.loss == "trades" else random_start(x, attack.norm, attack.eps)
+                start = trades_start(x) if cfg.loss == "trades" else random_start(x, attack.norm, attack.eps * eps_fraction)
             noise = torch.randn_like(x) * cfg.smoothing["sigma"] if cfg.smoothing else None
             if world > 1:
                 x, y, start, noise = (t if t is None else t[rows] for t in (x, y, start, noise))
                 n_real //= world
-            pending += train_step(x, y, n_real, start=start, noise=noise)
+            pending += train_step(x, y, n_real, start=start, noise=noise, eps_fraction=eps_fraction)
             scheduler.step()
             if average is not None:
                 average.update(model)
