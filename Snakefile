@@ -6,6 +6,7 @@ import os
 from snakemake.utils import min_version, validate
 
 from port import config as port_config
+from port import inputs as port_inputs
 from port.seeds import derive_seed
 from port.selection import needs_scores
 
@@ -17,6 +18,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 validate(config, "config/schema.yaml")
 port_config.check_config(config)
+port_inputs.check_named_files(config)  # before any job deletes an old output
 
 
 report: "report/workflow.rst"

@@ -18,6 +18,16 @@ def trained_generator_model(wc):
     return [path] if path else []
 
 
+def generator_inputs(wc):
+    """Files a shard reads: the pipeline-trained model, or an imported npz set with the real
+    training set its images must match (none for hub ids)."""
+    trained = trained_generator_model(wc)
+    if trained:
+        return {"model": trained[0]}
+    npz = port_config.generator_file(config, wc.dataset, wc.generator)
+    return {"npz": npz, "reference": f"results/{wc.dataset}/data/train.h5"} if npz else {}
+
+
 def generator_source(wc):
     """What the shard reads: a pipeline-trained model, a hub id or directory, or an npz file."""
     gen = dataset_cfg(wc)["generators"][wc.generator]

@@ -39,7 +39,7 @@ rule train_gan:
 
 rule sample_shard:
     input:
-        trained_generator_model,
+        unpack(generator_inputs),
     output:
         "results/{dataset}/synthetic/{generator}/shard_{shard}.h5",
     params:

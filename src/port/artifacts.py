@@ -5,12 +5,16 @@ when complete, so a killed job never leaves a file that looks finished. Every HD
 carries its provenance (stage, parameter hash, seed, package versions) as attributes.
 
 Integrity: every HDF5 file records `content_sha256`, a digest of its datasets (name, dtype,
-shape and bytes, in sorted name order; attributes excluded), and every torch checkpoint a
+shape and bytes, in sorted name order) and of its root attributes (name, dtype, shape and
+value; all but the digest itself: models are built from `num_classes`, `channel_mean` and
+`channel_std`), and every torch checkpoint a
 digest of its contents under the key `content_sha256`. `verified_inputs` (entered by
 `port.logs.logged_job` for every Snakemake job) recomputes the digest of each input in
 bounded-memory blocks, refuses a file whose content no longer matches what was recorded,
 and makes the inputs' digests part of the provenance of everything the job writes
-(`inputs_sha256`). Checkpoints are verified whenever `load_torch` reads them.
+(`inputs_sha256`). Checkpoints are verified whenever `load_torch` reads them. Every HDF5 read goes through
+`open_hdf5`, which turns the errors of a damaged file (HDF5 raises OSError, RuntimeError,
+KeyError or ValueError from deep inside a read) into one ArtifactError naming the file.
 """
 
 from __future__ import annotations
@@ -103,8 +107,18 @@ def _dataset_line(name: str, dtype: np.dtype, shape: tuple, digest: str) -> byte
     return f"{name}\0{np.dtype(dtype).str}\0{tuple(int(s) for s in shape)}\0{digest}\n".encode()
 
 
+def _update_with_attributes(outer, attrs) -> None:
+    """Add the root attributes (all but the recorded digest) to a file digest, in sorted name order."""
+    for name in sorted(k for k in attrs.keys() if k != CHECKSUM_KEY):
+        value = np.asarray(attrs[name])
+        inner = hashlib.sha256()
+        _update_with_array(inner, value)
+        outer.update(b"@" + _dataset_line(name, value.dtype, value.shape, inner.hexdigest()))
+
+
 def hdf5_content_digest(handle: h5py.File) -> str:
-    """sha256 over every dataset (name, dtype, shape, bytes) in sorted name order, read in blocks."""
+    """sha256 over every dataset (name, dtype, shape, bytes) in sorted name order, read in blocks,
+    then over the root attributes."""
     names = []
     handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     outer = hashlib.sha256()
@@ -123,6 +137,7 @@ def hdf5_content_digest(handle: h5py.File) -> str:
             for start in range(0, dataset.shape[0], rows):
                 _update_with_array(inner, dataset[start:start + rows])
         outer.update(_dataset_line(name, dataset.dtype, dataset.shape or (), inner.hexdigest()))
+    _update_with_attributes(outer, handle.attrs)
     return outer.hexdigest()
 
 
@@ -141,11 +156,8 @@ def _mismatch(path, recorded: str, actual: str) -> ArtifactError:
 
 def verify_hdf5(path) -> str:
     """The content digest of an HDF5 artifact; refuses one whose recorded digest does not match."""
-    with _open(path) as handle:
-        try:
-            actual = hdf5_content_digest(handle)
-        except (OSError, RuntimeError, KeyError) as err:  # truncated or damaged data blocks
-            raise ArtifactError(f"{path}: unreadable HDF5 content ({err})") from err
+    with open_hdf5(path) as handle:
+        actual = hdf5_content_digest(handle)
         recorded = handle.attrs.get(CHECKSUM_KEY)
     if recorded is not None and str(recorded) != actual:
         raise _mismatch(path, str(recorded), actual)
@@ -368,6 +380,7 @@ class ImageWriter:
                 dataset = self._file[name]
                 inner = self._hashers.get(name, hashlib.sha256())
                 outer.update(_dataset_line(name, dataset.dtype, dataset.shape, inner.hexdigest()))
+            _update_with_attributes(outer, self._file.attrs)  # read back: hash what is stored
             self._file.attrs[CHECKSUM_KEY] = outer.hexdigest()
         return self._stack.__exit__(*exc)
 
@@ -392,19 +405,34 @@ def write_arrays(path, attrs: Mapping, **arrays: np.ndarray) -> None:
         handle.attrs[CHECKSUM_KEY] = hdf5_content_digest(handle)  # small arrays: read back, hash what is stored
 
 
-def _open(path) -> h5py.File:
+_DAMAGE = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # what h5py raises on damaged files
+
+
+@contextlib.contextmanager
+def open_hdf5(path) -> Iterator[h5py.File]:
+    """Open an HDF5 file for reading; any failure to open or read it inside the block (a damaged
+    header, attribute or data block) becomes one ArtifactError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a directory, expected an HDF5 file")
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
     try:
-        return h5py.File(path, "r")
-    except OSError as err:
+        handle = h5py.File(path, "r")
+    except _DAMAGE as err:
         raise ArtifactError(f"{path}: not a readable HDF5 file ({err})") from err
+    try:
+        with handle:
+            yield handle
+    except ArtifactError:
+        raise
+    except _DAMAGE as err:
+        raise ArtifactError(f"{path}: damaged HDF5 file ({type(err).__name__}: {err})") from err
 
 
 def read_arrays(path, *keys: str) -> dict[str, np.ndarray]:
     """Read named per-image arrays in full (small metadata: labels, masks, probabilities)."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         missing = [k for k in keys if k not in handle]
         if missing:
             raise ArtifactError(f"{path}: missing dataset(s) {', '.join(missing)}")
@@ -412,7 +440,7 @@ def read_arrays(path, *keys: str) -> dict[str, np.ndarray]:
 
 
 def read_attrs(path) -> dict:
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         return dict(handle.attrs)
 
 
@@ -425,7 +453,7 @@ def dataset_of(path) -> str | None:
 def validate_image_set(path, num_classes: int | None = None, require_labels: bool = True,
                        image_shape: tuple | None = None) -> int:
     """Check an image set's structure cheaply (no full read of images). Returns N."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         if "images" not in handle:
             raise ArtifactError(f"{path}: no 'images' dataset")
         images = handle["images"]
@@ -456,12 +484,25 @@ def check_labels(labels: np.ndarray, num_classes: int | None, source) -> None:
 def read_image_set(path, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a (small, real) labelled image set fully into memory."""
     validate_image_set(path, num_classes)
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         return handle["images"][()], handle["labels"][()].astype(np.int64)
 
 
+def shape_text(shape) -> str:
+    """An image geometry for messages: the last three entries of a shape, as HxWxC."""
+    return "x".join(str(int(s)) for s in tuple(shape)[-3:]) + " (HxWxC)"
+
+
+def image_set_shape(path) -> tuple[int, int, int]:
+    """(H, W, C) of an image set's images, from its header."""
+    with open_hdf5(path) as handle:
+        if "images" not in handle or handle["images"].ndim != 4:
+            raise ArtifactError(f"{path}: no 4-D 'images' dataset")
+        return tuple(int(s) for s in handle["images"].shape[1:])
+
+
 def image_set_length(path) -> int:
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         if "images" not in handle:
             raise ArtifactError(f"{path}: no 'images' dataset")
         return handle["images"].shape[0]
@@ -469,7 +510,7 @@ def image_set_length(path) -> int:
 
 def iter_image_blocks(path, block: int = CHUNK_IMAGES, start: int = 0, stop: int | None = None):
     """Yield (offset, uint8 images) in order, one contiguous block at a time, over [start, stop)."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         images = handle["images"]
         stop = images.shape[0] if stop is None else min(stop, images.shape[0])
         for offset in range(start, stop, block):

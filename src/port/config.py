@@ -8,6 +8,9 @@ keys in the YAML file reruns nothing.
 from __future__ import annotations
 
 TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
+# The config block whose settings (batch_size, ...) each training rule passes to the trainer.
+TRAINER_BLOCKS = {"train_robust": "training", "train_smooth": "training", "train_transfer": "training",
+                  "train_discriminator": "discrimination"}
 RUN_METHOD = r"baseline|port-[A-Za-z0-9]+"  # a run trains on real data only, or PORT on one selection
 
 
@@ -90,6 +93,28 @@ def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
     if gen["kind"] == "gan":
         return f"results/{dataset}/gan/{model}.pt"
     return None
+
+
+def source_files(config: dict, dataset: str) -> dict[str, str]:
+    """The npz files a dataset is read from ({} for built-in datasets), by split."""
+    source = config["datasets"][dataset]["source"]
+    return {split: source[split] for split in ("train", "test")} if source["kind"] == "npz" else {}
+
+
+def generator_file(config: dict, dataset: str, generator: str) -> str | None:
+    """The npz file of a pre-sampled generator set (None for generators that sample)."""
+    gen = config["datasets"][dataset]["generators"][generator]
+    return gen["path"] if gen["kind"] == "npz" else None
+
+
+def labeler_checkpoint(config: dict, dataset: str, slot: str) -> str | None:
+    """The trained model a labeler slot takes instead of training (None: the pipeline trains it)."""
+    return config["datasets"][dataset]["labelers"][slot].get("checkpoint")
+
+
+def trainer_block(rule: str, wildcards) -> str:
+    """The config key of a training rule's settings, for error messages (`datasets.digits.training`)."""
+    return f"datasets.{wildcards['dataset']}.{TRAINER_BLOCKS[rule]}"
 
 
 def generator_settings(config: dict, dataset: str, generator: str) -> dict:

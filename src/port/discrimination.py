@@ -41,10 +41,12 @@ def _two_class_attrs(real_path, stage: str, settings: dict, seed: int | None) ->
                       channel_mean=real["channel_mean"], channel_std=real["channel_std"])
 
 
-def heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: int,
+                  key: str = "discrimination.n_heldout") -> tuple[np.ndarray, np.ndarray]:
     """(training pool, held-out) masks over the synthetic images, disjoint and seeded."""
     if n_heldout >= n_synthetic:
-        raise ArtifactError(f"cannot hold out {n_heldout} of {n_synthetic} synthetic images and still train")
+        raise ArtifactError(f"{key}={n_heldout}: cannot hold out {n_heldout} of {n_synthetic} synthetic images and "
+                            f"still train (the schema default applies when the key is not set)")
     order = rng(seed, "discriminator-heldout").permutation(n_synthetic)
     pool, heldout = np.zeros(n_synthetic, bool), np.zeros(n_synthetic, bool)
     heldout[order[:n_heldout]] = True
@@ -57,7 +59,8 @@ def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_syn
     """The discriminator's data: real training images labelled 0, a pool of synthetic images
     labelled 1, and a balanced held-out set (real test images + as many held-out synthetic)."""
     n_synthetic = image_set_length(synthetic_path)
-    pool, heldout = heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed)
+    pool, heldout = heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed,
+                                  key=f"datasets.{dataset_of(train_path)}.discrimination.n_heldout")
     images, _ = read_image_set(train_path)
     write_images(out_real, images, _two_class_attrs(train_path, "discriminator_real", settings, seed),
                  labels=np.full(len(images), REAL, dtype=np.int64))
@@ -83,7 +86,7 @@ def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_syn
 def evaluate_discriminator(model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
                            row: dict) -> dict:
     """Clean and robust discrimination accuracy on the balanced held-out set; PGD at `eps`."""
-    model, _ = load_model(model_path, expect_classes=2)
+    model, _ = load_model(model_path, expect_classes=2, expect_images=heldout_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(heldout_path, 2)
@@ -162,7 +165,7 @@ def score_shard(model_path, images_path, out_path, shard: int, n_shards: int, se
                 progress: bool = True) -> int:
     """Scores of images [start, stop) of one shard; merged with port.shards.merge_array_shards."""
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
-    model, _ = load_model(model_path, expect_classes=2)
+    model, _ = load_model(model_path, expect_classes=2, expect_images=images_path)
     device = default_device()
     model.to(device)
     eps, steps = float(settings["eps"]), int(settings["steps"])

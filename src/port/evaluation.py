@@ -70,7 +70,7 @@ def evaluate(model_path, test_path, out_csv, threat: dict, settings: dict, seed:
     """Evaluate one trained model and write a one-row CSV (row identity + metrics)."""
     from .models import default_device, load_model
 
-    model, spec = load_model(model_path)
+    model, spec = load_model(model_path, expect_images=test_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(test_path, spec["num_classes"])

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, ImageWriter, dataset_of, iter_image_blocks, provenance, read_attrs,
-                        read_image_set, validate_image_set)
-from .data import load_npz_images
+from .artifacts import (ArtifactError, ImageWriter, dataset_of, image_set_shape, iter_image_blocks, provenance,
+                        read_attrs, read_image_set, validate_image_set)
+from .data import check_same_geometry, load_npz_images
 from .loaders import to_tensor
 from .models import default_device
 from .seeds import derive_seed, rng
@@ -178,9 +178,13 @@ def merge_shards(shard_paths, out_path) -> int:
         return writer.count
 
 
-def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
-    """One shard of a pre-sampled set (key `image`, optional `label`, as the public sets ship)."""
+def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None,
+                     reference=None) -> None:
+    """One shard of a pre-sampled set (key `image`, optional `label`, as the public sets ship);
+    its images must have the geometry of the `reference` image set (the real training set)."""
     images, labels = load_npz_images(npz_path, settings.get("image_key", "image"), settings.get("label_key"))
+    if reference is not None:
+        check_same_geometry(reference, image_set_shape(reference), npz_path, images.shape)
     n_images = min(settings.get("n_images") or len(images), len(images))
     start, stop = shard_bounds(n_images, settings["n_shards"], shard)
     attrs = provenance("import_npz", settings, seed, shard=shard, image_offset=start, source=str(npz_path),
@@ -190,12 +194,14 @@ def import_npz_shard(npz_path, out_path, shard: int, settings: dict, seed: int, 
         writer.append(images[start:stop], **arrays)
 
 
-def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
-    """Produce one shard of a generator's images, whatever its kind."""
+def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None,
+               reference=None) -> None:
+    """Produce one shard of a generator's images, whatever its kind (`reference`: the real image
+    set an imported npz set must match)."""
     if settings["kind"] == "diffusers":
         sample_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "npz":
-        import_npz_shard(source, out_path, shard, settings, seed, dataset=dataset)
+        import_npz_shard(source, out_path, shard, settings, seed, dataset=dataset, reference=reference)
     elif settings["kind"] == "gan":
         from .gan import sample_gan_shard
 

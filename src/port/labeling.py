@@ -33,14 +33,15 @@ def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, hi
     num_classes = int(read_attrs(train_path)["num_classes"])
     given = settings.get("checkpoint")
     if given:
-        load_model(given, expect_arch=settings["arch"], expect_classes=num_classes)
+        load_model(given, expect_arch=settings["arch"], expect_classes=num_classes, expect_images=train_path)
         with atomic_path(model_out) as tmp:
             shutil.copyfile(given, tmp)
         write_csv(pd.DataFrame(columns=["epoch"]), history_out)
     else:
         train_settings = {k: v for k, v in settings.items() if k != "checkpoint"}
-        train(train_path, model_out, history_out, checkpoint_path, train_settings, seed)
-    model, _ = load_model(model_out, expect_classes=num_classes)
+        train(train_path, model_out, history_out, checkpoint_path, train_settings, seed,
+              settings_key=f"datasets.{dataset_of(train_path)}.labelers.{slot}")
+    model, _ = load_model(model_out, expect_classes=num_classes, expect_images=test_path)
     device = default_device()
     images, labels = read_image_set(test_path, num_classes)
     test_acc = (predict(model.to(device), to_tensor(images).to(device)).cpu().numpy() == labels).mean()
@@ -69,9 +70,9 @@ def pseudo_label(images_path, lanet_path, splitnet_path, out_path, shard: int = 
     """Store both labelers' class probabilities and the pseudo-label (lanet's argmax) for one
     shard of the image set (merged afterwards with port.shards.merge_array_shards)."""
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
-    lanet, spec = load_model(lanet_path)
+    lanet, spec = load_model(lanet_path, expect_images=images_path)
     num_classes = spec["num_classes"]
-    splitnet, _ = load_model(splitnet_path, expect_classes=num_classes)
+    splitnet, _ = load_model(splitnet_path, expect_classes=num_classes, expect_images=images_path)
     probs = {slot: class_probabilities(model, images_path, num_classes, start, stop, progress=progress)
              for slot, model in zip(SLOTS, (lanet, splitnet))}
     attrs = provenance("pseudo_label", {"num_classes": num_classes}, None, images=str(images_path),

@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-import h5py
 import numpy as np
 import torch
 
-from .artifacts import ArtifactError
+from .artifacts import ArtifactError, open_hdf5
 from .seeds import derive_seed, rng
 
 
@@ -69,7 +68,7 @@ class ChunkShuffleStream:
 
     def __init__(self, path, batch_size: int, seed: int, buffer_chunks: int = 16):
         self.path, self.batch_size, self.seed, self.buffer_chunks = Path(path), batch_size, seed, buffer_chunks
-        with h5py.File(self.path, "r") as handle:
+        with open_hdf5(self.path) as handle:
             if "images" not in handle or "labels" not in handle:
                 raise ArtifactError(f"{self.path}: needs 'images' and 'labels' to train on")
             images = handle["images"]
@@ -83,7 +82,7 @@ class ChunkShuffleStream:
         starts = np.arange(0, self.length, self.chunk)
         pending_x = np.empty((0,), dtype=np.uint8)
         pending_y = np.empty((0,), dtype=np.int64)
-        with h5py.File(self.path, "r") as handle:
+        with open_hdf5(self.path) as handle:
             images, labels = handle["images"], handle["labels"]
             while True:
                 order = generator.permutation(starts)

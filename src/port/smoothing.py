@@ -81,7 +81,7 @@ def certify_dataset(model_path, test_path, out_csv, settings: dict, seed: int, c
     from .models import default_device, load_model
     from .training import file_identity
 
-    model, spec = load_model(model_path)
+    model, spec = load_model(model_path, expect_images=test_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(test_path, spec["num_classes"])
