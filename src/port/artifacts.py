@@ -5,16 +5,17 @@ when complete, so a killed job never leaves a file that looks finished. Every HD
 carries its provenance (stage, parameter hash, seed, package versions) as attributes.
 
 Integrity: every HDF5 file records `content_sha256`, a digest of its datasets (name, dtype,
-shape and bytes, in sorted name order) and of its root attributes (name, dtype, shape and
-value; all but the digest itself: models are built from `num_classes`, `channel_mean` and
-`channel_std`), and every torch checkpoint a
-digest of its contents under the key `content_sha256`. `verified_inputs` (entered by
-`port.logs.logged_job` for every Snakemake job) recomputes the digest of each input in
-bounded-memory blocks, refuses a file whose content no longer matches what was recorded,
-and makes the inputs' digests part of the provenance of everything the job writes
-(`inputs_sha256`). Checkpoints are verified whenever `load_torch` reads them. Every HDF5 read goes through
-`open_hdf5`, which turns the errors of a damaged file (HDF5 raises OSError, RuntimeError,
-KeyError or ValueError from deep inside a read) into one ArtifactError naming the file.
+shape and bytes, in sorted name order) and of its root attributes (all but the digest itself:
+models are built from `num_classes`, `channel_mean` and `channel_std`): the identity of its
+content. Every HDF5 file is also sealed: its HDF5 user block holds the sha256 of all the bytes
+after it. `verified_inputs` (entered by `port.logs.logged_job` for every Snakemake job) checks
+each input's seal as plain bytes before HDF5 parses the file (libhdf5 can crash the process on
+a damaged attribute or header), refuses a file that changed after it was written, and makes
+the inputs' digests part of the provenance of everything the job writes (`inputs_sha256`).
+Every torch checkpoint records a digest of its contents under `content_sha256`, verified
+whenever `load_torch` reads it. Every HDF5 read goes through `open_hdf5`, which turns the
+errors of a damaged file (h5py raises OSError, RuntimeError, KeyError or ValueError from deep
+inside a read) into one ArtifactError naming the file.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ CHECKSUM_KEY = "content_sha256"  # HDF5 attribute / checkpoint key holding the c
 INPUTS_KEY = "inputs_sha256"  # HDF5 attribute / checkpoint key: {input path: digest} of the job
 _MAX_INPUTS_ATTR = 48_000  # HDF5 attributes stop at 64 KiB; beyond this only a digest is kept
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SEAL_BYTES = 512  # the HDF5 user block (ignored by HDF5) that holds the file's seal
+_SEAL_PREFIX = b"port-pipeline seal sha256 "
 _input_checksums: contextvars.ContextVar[dict | None] = contextvars.ContextVar("port_input_checksums",
                                                                               default=None)
 
@@ -141,12 +144,41 @@ def hdf5_content_digest(handle: h5py.File) -> str:
     return outer.hexdigest()
 
 
-def file_sha256(path) -> str:
+def file_sha256(path, offset: int = 0) -> str:
+    """sha256 of a file's bytes from `offset` on, read in blocks."""
     hasher = hashlib.sha256()
     with open(path, "rb") as stream:
+        stream.seek(offset)
         while block := stream.read(8 << 20):
             hasher.update(block)
     return hasher.hexdigest()
+
+
+@contextlib.contextmanager
+def _sealed_hdf5(path) -> Iterator[h5py.File]:
+    """Write an HDF5 file atomically; once it is complete, seal it: the sha256 of every byte after
+    the user block, written into the user block. A reader checks the seal before HDF5 parses
+    anything, because libhdf5 can crash the process (segfault) on a damaged attribute or header."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=SEAL_BYTES) as handle:
+            yield handle
+        seal = _SEAL_PREFIX + file_sha256(tmp, SEAL_BYTES).encode()
+        with open(tmp, "r+b") as stream:
+            stream.write(seal)
+
+
+def check_seal(path) -> None:
+    """Refuse an HDF5 artifact whose bytes changed after it was written (any byte: data, attributes,
+    headers), reading it as plain bytes, never through HDF5."""
+    with open(path, "rb") as stream:
+        block = stream.read(SEAL_BYTES)
+    if not block.startswith(_SEAL_PREFIX):
+        raise ArtifactError(f"{path}: no port-pipeline seal: not written by this version of the pipeline, "
+                            f"or its first bytes were damaged; rebuild it")
+    recorded = block[len(_SEAL_PREFIX):len(_SEAL_PREFIX) + 64].decode("ascii", "replace")
+    actual = file_sha256(path, SEAL_BYTES)
+    if recorded != actual:
+        raise _mismatch(path, recorded, actual)
 
 
 def _mismatch(path, recorded: str, actual: str) -> ArtifactError:
@@ -155,13 +187,13 @@ def _mismatch(path, recorded: str, actual: str) -> ArtifactError:
 
 
 def verify_hdf5(path) -> str:
-    """The content digest of an HDF5 artifact; refuses one whose recorded digest does not match."""
+    """The content digest of an HDF5 artifact, after checking that no byte changed since it was written."""
+    check_seal(path)
     with open_hdf5(path) as handle:
-        actual = hdf5_content_digest(handle)
         recorded = handle.attrs.get(CHECKSUM_KEY)
-    if recorded is not None and str(recorded) != actual:
-        raise _mismatch(path, str(recorded), actual)
-    return actual
+    if recorded is None:
+        raise ArtifactError(f"{path}: no '{CHECKSUM_KEY}' attribute: not a port-pipeline artifact")
+    return str(recorded)
 
 
 def artifact_digest(path) -> str:
@@ -176,7 +208,8 @@ def artifact_digest(path) -> str:
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
     with open(path, "rb") as stream:
-        is_hdf5 = stream.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+        head = stream.read(SEAL_BYTES + len(_HDF5_SIGNATURE))
+    is_hdf5 = head.startswith((_SEAL_PREFIX, _HDF5_SIGNATURE)) or head[SEAL_BYTES:] == _HDF5_SIGNATURE
     return verify_hdf5(path) if is_hdf5 else file_sha256(path)
 
 
@@ -330,8 +363,7 @@ class ImageWriter:
 
     def __enter__(self) -> "ImageWriter":
         try:
-            tmp = self._stack.enter_context(atomic_path(self.path))
-            self._file = self._stack.enter_context(h5py.File(tmp, "w"))
+            self._file = self._stack.enter_context(_sealed_hdf5(self.path))
             self._file.create_dataset(
                 "images", shape=(0, *self.image_shape), maxshape=(None, *self.image_shape),
                 dtype=np.uint8, chunks=(self.chunk_images, *self.image_shape),
@@ -394,7 +426,7 @@ def write_images(path, images: np.ndarray, attrs: Mapping, **arrays: np.ndarray)
 
 def write_arrays(path, attrs: Mapping, **arrays: np.ndarray) -> None:
     """Write per-image arrays without images (labels, probabilities, masks, scores)."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+    with _sealed_hdf5(path) as handle:
         for key, values in arrays.items():
             values = np.asarray(values)
             # chunked along N (an empty array cannot be chunked: HDF5 refuses chunks larger than the data)
