@@ -5,9 +5,9 @@ when complete, so a killed job never leaves a file that looks finished. Every HD
 carries its provenance (stage, parameter hash, seed, package versions) as attributes.
 
 Integrity: every HDF5 file records `content_sha256`, a digest of its datasets (name, dtype,
-shape and bytes, in sorted name order) and of its root attributes (all but the digest itself:
-models are built from `num_classes`, `channel_mean` and `channel_std`): the identity of its
-content. Every HDF5 file is also sealed: its HDF5 user block holds the sha256 of all the bytes
+shape and bytes, in sorted name order) and of the attributes models are built from
+(`num_classes`, `channel_mean`, `channel_std`): the identity of its content, the same for
+reruns that write the same data. Every HDF5 file is also sealed: its HDF5 user block holds the sha256 of all the bytes
 after it. `verified_inputs` (entered by `port.logs.logged_job` for every Snakemake job) checks
 each input's seal as plain bytes before HDF5 parses the file (libhdf5 can crash the process on
 a damaged attribute or header), refuses a file that changed after it was written, and makes
@@ -43,9 +43,14 @@ CHUNK_IMAGES = 1024  # images per HDF5 chunk: whole-chunk reads stay fast and me
 _PACKAGES = ("port-pipeline", "torch", "numpy", "h5py", "diffusers", "snakemake")
 HASH_BLOCK_BYTES = 64 << 20  # verification reads this much at a time, whatever the file size
 CHECKSUM_KEY = "content_sha256"  # HDF5 attribute / checkpoint key holding the content digest
+# Attributes that are content, not provenance: models are built from them. They are part of
+# `content_sha256`; provenance (stage, params, versions, paths, offsets) is not, so reruns that
+# produce the same data have the same digest.
+CONTENT_ATTRS = ("num_classes", "channel_mean", "channel_std")
 INPUTS_KEY = "inputs_sha256"  # HDF5 attribute / checkpoint key: {input path: digest} of the job
 _MAX_INPUTS_ATTR = 48_000  # HDF5 attributes stop at 64 KiB; beyond this only a digest is kept
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+MODEL_DIRECTORY_MARKER = "model_index.json"  # what save_pretrained writes: the only directory a stage reads
 SEAL_BYTES = 512  # the HDF5 user block (ignored by HDF5) that holds the file's seal
 _SEAL_PREFIX = b"port-pipeline seal sha256 "
 _input_checksums: contextvars.ContextVar[dict | None] = contextvars.ContextVar("port_input_checksums",
@@ -111,8 +116,8 @@ def _dataset_line(name: str, dtype: np.dtype, shape: tuple, digest: str) -> byte
 
 
 def _update_with_attributes(outer, attrs) -> None:
-    """Add the root attributes (all but the recorded digest) to a file digest, in sorted name order."""
-    for name in sorted(k for k in attrs.keys() if k != CHECKSUM_KEY):
+    """Add the content attributes a file has to its digest, in sorted name order."""
+    for name in sorted(k for k in attrs.keys() if k in CONTENT_ATTRS):
         value = np.asarray(attrs[name])
         inner = hashlib.sha256()
         _update_with_array(inner, value)
@@ -121,7 +126,7 @@ def _update_with_attributes(outer, attrs) -> None:
 
 def hdf5_content_digest(handle: h5py.File) -> str:
     """sha256 over every dataset (name, dtype, shape, bytes) in sorted name order, read in blocks,
-    then over the root attributes."""
+    then over the content attributes."""
     names = []
     handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     outer = hashlib.sha256()
@@ -197,9 +202,13 @@ def verify_hdf5(path) -> str:
 
 
 def artifact_digest(path) -> str:
-    """The checksum of one stage input: HDF5 content (verified against its record), else the
-    file's sha256 (checkpoints are verified when loaded), or a directory's files in sorted order."""
+    """The checksum of one stage input: HDF5 content (verified against its seal), else the
+    file's sha256 (checkpoints are verified when loaded), or a saved model directory's files in
+    sorted order. Any other directory is refused here, before the stage runs."""
     path = Path(path)
+    if path.is_dir() and not (path / MODEL_DIRECTORY_MARKER).is_file():
+        raise ArtifactError(f"{path}: is a directory, expected a file (or a saved model directory with "
+                            f"{MODEL_DIRECTORY_MARKER})")
     if path.is_dir():
         hasher = hashlib.sha256()
         for item in sorted(p for p in path.rglob("*") if p.is_file()):

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, ImageWriter, dataset_of, image_set_shape, iter_image_blocks, provenance,
-                        read_attrs, read_image_set, validate_image_set)
+from .artifacts import (MODEL_DIRECTORY_MARKER, ArtifactError, ImageWriter, dataset_of, image_set_shape,
+                        iter_image_blocks, provenance, read_attrs, read_image_set, validate_image_set)
 from .data import check_same_geometry, load_npz_images
 from .loaders import to_tensor
 from .models import default_device
@@ -106,8 +106,8 @@ def load_pipeline(model: str, scheduler: str = "ddim"):
     if scheduler not in SCHEDULERS:
         raise ArtifactError(f"unknown scheduler '{scheduler}' (known: {', '.join(SCHEDULERS)})")
     local = Path(model)
-    if local.exists() and not (local / "model_index.json").is_file():
-        raise ArtifactError(f"{model}: not a diffusers model directory (no model_index.json)")
+    if local.exists() and not (local / MODEL_DIRECTORY_MARKER).is_file():
+        raise ArtifactError(f"{model}: not a diffusers model directory (no {MODEL_DIRECTORY_MARKER})")
     try:
         base = DDPMPipeline.from_pretrained(model)
     except (OSError, ValueError, EnvironmentError) as err:
