@@ -29,7 +29,7 @@ from port.generators import make_shard
 from port.inputs import check_named_files
 from port.labeling import prepare_labeler, pseudo_label
 from port.models import build_model, model_spec, save_model
-from test_bad_input import TRAIN, Workspace, _images, _model, _snapshot
+from test_bad_input import Workspace, _images, _model, _snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -100,17 +100,21 @@ def imported_set_other_geometry(ws):
         ["imported4.npz", "4x4x1", "mine_train.h5", "8x8x1"]
 
 
+def _verified_labeler_job(ws, train):
+    """A train_labeler job as logged_job runs it: inputs verified first, then the stage."""
+    def run():
+        with verified_inputs([train]):
+            prepare_labeler("lanet", train, train, ws.out, ws.path("m.csv"), ws.path("h.csv"), ws.path("c.pt"),
+                            LABELER, 0)
+    return run
+
+
 def attribute_changed_after_writing(ws):
     """Item 4: num_classes edited behind the pipeline's back (models are built from it)."""
     train = _train_set(ws.path("mine_train.h5"))
     with h5py.File(train, "r+") as handle:
         handle.attrs["num_classes"] = 5
-
-    def run():
-        with verified_inputs([train]):
-            prepare_labeler("lanet", train, train, ws.out, ws.path("m.csv"), ws.path("h.csv"), ws.path("c.pt"),
-                            LABELER, 0)
-    return run, ["mine_train.h5", "content checksum mismatch"]
+    return _verified_labeler_job(ws, train), ["mine_train.h5", "content checksum mismatch"]
 
 
 def attribute_name_damaged(ws):
@@ -119,12 +123,7 @@ def attribute_name_damaged(ws):
     data = train.read_bytes()
     at = data.index(b"num_classes")
     train.write_bytes(data[:at] + b"X" + data[at + 1:])
-
-    def run():
-        with verified_inputs([train]):
-            prepare_labeler("lanet", train, train, ws.out, ws.path("m.csv"), ws.path("h.csv"), ws.path("c.pt"),
-                            LABELER, 0)
-    return run, ["mine_train.h5", "content checksum mismatch"]
+    return _verified_labeler_job(ws, train), ["mine_train.h5", "content checksum mismatch"]
 
 
 def input_is_a_directory(ws):
@@ -208,7 +207,8 @@ CONFIG_CASES = [
          checkpoint=str(ws.path("ckpt_dir")))), "datasets.digits.labelers.lanet.checkpoint", "ckpt_dir",
          "is a directory")),
     ("config_checkpoint_other_geometry",
-     _config_case(lambda ws, ds, c: ds["labelers"]["lanet"].update(checkpoint=str(_rgb32_model(ws.path("rgb32.pt"), 10))),
+     _config_case(lambda ws, ds, c: ds["labelers"]["lanet"].update(
+         checkpoint=str(_rgb32_model(ws.path("rgb32.pt"), 10))),
                   "datasets.digits.labelers.lanet.checkpoint", "rgb32.pt", "32x32x3", "8x8x1")),
     ("config_checkpoint_other_classes",
      _config_case(lambda ws, ds, c: ds["labelers"]["lanet"].update(checkpoint=str(ws.lanet)),
@@ -231,7 +231,8 @@ CONFIG_CASES = [
      _config_case(lambda ws, ds, c: _npz_source(ws, ds, _npz(ws, "train.npz"), _npz(ws, "test16.npz", (16, 16, 1))),
                   "datasets.digits.source", "test16.npz", "16x16x1", "train.npz", "8x8x1")),
     ("config_generator_other_geometry",
-     _config_case(lambda ws, ds, c: ds["generators"].update(imp={"kind": "npz", "path": _npz(ws, "imp.npz", (4, 4, 1))}),
+     _config_case(lambda ws, ds, c: ds["generators"].update(
+         imp={"kind": "npz", "path": _npz(ws, "imp.npz", (4, 4, 1))}),
                   "datasets.digits.generators.imp.path", "imp.npz", "4x4x1", "datasets.digits.source (digits)",
                   "8x8x1")),
     ("config_generator_is_a_directory",

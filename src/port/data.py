@@ -115,7 +115,8 @@ def npz_image_shape(path, image_key: str = "image", label_key: str | None = None
 def check_same_geometry(first, first_shape, second, second_shape) -> None:
     """Two image sets that meet (train and test, real and synthetic) must share H, W and C."""
     if tuple(first_shape[-3:]) != tuple(second_shape[-3:]):
-        raise ArtifactError(f"{second}: images are {shape_text(second_shape)}, but {first} holds {shape_text(first_shape)} images")
+        raise ArtifactError(f"{second}: images are {shape_text(second_shape)}, but {first} holds "
+                            f"{shape_text(first_shape)} images")
 
 
 def check_images(images: np.ndarray, source) -> None:

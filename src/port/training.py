@@ -166,8 +166,8 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     images, labels = read_image_set(train_path, num_classes)
     train_idx, val_idx = held_out_split(len(images), cfg.val_fraction, seed)
     if len(train_idx) < cfg.batch_size:  # a default batch_size against a small set: name the key
-        raise ArtifactError(f"{settings_key}.batch_size={cfg.batch_size}: {train_path} leaves {len(train_idx)} training "
-                            f"images after the val_fraction={cfg.val_fraction} hold-out, fewer than one batch")
+        raise ArtifactError(f"{settings_key}.batch_size={cfg.batch_size}: {train_path} leaves {len(train_idx)} "
+                            f"training images after the val_fraction={cfg.val_fraction} hold-out, fewer than one batch")
     real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"))
     synthetic = None
     if synthetic_path is not None:
