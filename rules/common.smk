@@ -19,13 +19,15 @@ def trained_generator_model(wc):
 
 
 def generator_inputs(wc):
-    """Files a shard reads: the pipeline-trained model, or an imported npz set with the real
-    training set its images must match (none for hub ids)."""
+    """Files a shard reads: the pipeline-trained model or a model directory named in config, or
+    an imported npz set with the real training set its images must match (none for hub ids)."""
     trained = trained_generator_model(wc)
-    if trained:
-        return {"model": trained[0]}
-    npz = port_config.generator_file(config, wc.dataset, wc.generator)
-    return {"npz": npz, "reference": f"results/{wc.dataset}/data/train.h5"} if npz else {}
+    named = trained[0] if trained else port_config.generator_file(config, wc.dataset, wc.generator)
+    if named is None:
+        return {}
+    if dataset_cfg(wc)["generators"][wc.generator]["kind"] == "npz":
+        return {"npz": named, "reference": f"results/{wc.dataset}/data/train.h5"}
+    return {"model": named}
 
 
 def generator_source(wc):

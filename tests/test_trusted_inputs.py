@@ -78,14 +78,14 @@ def labelers_other_geometry_than_images(ws):
         ["rgb32.pt", "32x32x3", "images.h5", "8x8x1"]
 
 
-def test_set_other_resolution(ws):
+def split_other_resolution(ws):
     """Item 2: train and test of different geometry meet in prepare_data."""
     source = _source(_npz(ws, "train.npz"), _npz(ws, "test16.npz", (16, 16, 1)))
     return lambda: prepare_dataset("mine", source, 0, ws.path("t.h5"), ws.out), \
         ["test16.npz", "16x16x1", "train.npz", "8x8x1"]
 
 
-def test_set_other_channels(ws):
+def split_other_channels(ws):
     source = _source(_npz(ws, "train.npz"), _npz(ws, "test_rgb.npz", (8, 8, 3)))
     return lambda: prepare_dataset("mine", source, 0, ws.path("t.h5"), ws.out), \
         ["test_rgb.npz", "8x8x3", "train.npz", "8x8x1"]
@@ -235,6 +235,10 @@ CONFIG_CASES = [
          imp={"kind": "npz", "path": _npz(ws, "imp.npz", (4, 4, 1))}),
                   "datasets.digits.generators.imp.path", "imp.npz", "4x4x1", "datasets.digits.source (digits)",
                   "8x8x1")),
+    ("config_model_directory_without_index",
+     _config_case(lambda ws, ds, c: (ws.path("plain").mkdir(), ds["generators"]["ddpm"].update(
+         model=str(ws.path("plain")))), "datasets.digits.generators.ddpm.model", "plain",
+         "not a diffusers model directory (no model_index.json)")),
     ("config_generator_is_a_directory",
      _config_case(lambda ws, ds, c: (ws.path("imp_dir").mkdir(), ds["generators"].update(
          imp={"kind": "npz", "path": str(ws.path("imp_dir"))})), "datasets.digits.generators.imp.path", "imp_dir",
@@ -242,8 +246,8 @@ CONFIG_CASES = [
 ]
 
 CASES = [(f.__name__, f) for f in (
-    checkpoint_other_geometry, labelers_other_geometry_than_images, test_set_other_resolution,
-    test_set_other_channels, imported_set_other_geometry, attribute_changed_after_writing, attribute_name_damaged,
+    checkpoint_other_geometry, labelers_other_geometry_than_images, split_other_resolution,
+    split_other_channels, imported_set_other_geometry, attribute_changed_after_writing, attribute_name_damaged,
     input_is_a_directory, n_heldout_default_too_large, batch_size_larger_than_training_set, pickled_npz,
     npz_of_objects, npy_given_as_npz, class_only_in_test)] + CONFIG_CASES
 

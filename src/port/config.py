@@ -7,6 +7,8 @@ keys in the YAML file reruns nothing.
 
 from __future__ import annotations
 
+import os
+
 TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
 # The config block whose settings (batch_size, ...) each training rule passes to the trainer.
 TRAINER_BLOCKS = {"train_robust": "training", "train_smooth": "training", "train_transfer": "training",
@@ -102,9 +104,15 @@ def source_files(config: dict, dataset: str) -> dict[str, str]:
 
 
 def generator_file(config: dict, dataset: str, generator: str) -> str | None:
-    """The npz file of a pre-sampled generator set (None for generators that sample)."""
+    """What a generator reads from outside the pipeline, by path: the npz file of a pre-sampled
+    set, or a `save_pretrained` directory given as `model` (None for hub ids and trained models)."""
     gen = config["datasets"][dataset]["generators"][generator]
-    return gen["path"] if gen["kind"] == "npz" else None
+    if gen["kind"] == "npz":
+        return gen["path"]
+    if gen["kind"] == "diffusers" and pipeline_model(config, dataset, generator) is None \
+            and os.path.isdir(gen["model"]):
+        return gen["model"]
+    return None
 
 
 def labeler_checkpoint(config: dict, dataset: str, slot: str) -> str | None:

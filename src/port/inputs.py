@@ -1,4 +1,4 @@
-"""Files named in config (npz sets, labeler checkpoints), checked when the workflow starts.
+"""Files named in config (npz sets, labeler checkpoints, model directories), checked when the workflow starts.
 
 Snakemake deletes a job's old outputs before it runs the job, so a bad file found inside the
 job would cost the last good result. These checks read headers only (npz array headers, a
@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .artifacts import ArtifactError
-from .config import labeler_checkpoint, source_files
+from .artifacts import MODEL_DIRECTORY_MARKER, ArtifactError
+from .config import generator_file, labeler_checkpoint, source_files
 from .data import IMAGE_SHAPES, NUM_CLASSES, check_same_geometry, npz_image_shape
 
 
@@ -24,11 +24,14 @@ def check_named_files(config: dict) -> None:
         reference, geometry = _source_geometry(config, dataset)
         for name, gen in ds["generators"].items():
             if gen["kind"] == "npz":
-                key = f"{where}.generators.{name}.path"
-                with _named(key):
+                with _named(f"{where}.generators.{name}.path"):
                     shape = npz_image_shape(_file(gen["path"], "npz"), gen.get("image_key", "image"))
                     if geometry is not None:
                         check_same_geometry(reference, geometry, gen["path"], shape)
+            model_dir = generator_file(config, dataset, name) if gen["kind"] == "diffusers" else None
+            if model_dir and not (Path(model_dir) / MODEL_DIRECTORY_MARKER).is_file():
+                raise ArtifactError(f"{where}.generators.{name}.model: {model_dir}: not a diffusers model directory "
+                                    f"(no {MODEL_DIRECTORY_MARKER})")
         num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
         for slot, settings in ds["labelers"].items():
             path = labeler_checkpoint(config, dataset, slot)
