@@ -262,7 +262,7 @@ def test_untrusted_input_fails_clearly_and_changes_nothing(tmp_path, build, ship
     message = str(info.value)
     for part in expected:
         assert part in message, f"{part!r} not in {message!r}"
-    assert "allow_pickle" not in message  # never advise unpickling a file
+    assert "allow_pickle" not in message and "weights_only" not in message  # never advise unpickling a file
     assert _snapshot(tmp_path) == before, "a failed stage changed, added or removed files"
 
 

@@ -339,12 +339,16 @@ def load_torch(path: str | os.PathLike) -> dict:
     matches its recorded digest. The digest key is removed from what is returned."""
     import torch
 
+    if Path(path).is_dir():
+        raise ArtifactError(f"{path}: is a directory, expected a checkpoint file")
     if not Path(path).is_file():
         raise ArtifactError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise ArtifactError(f"{path}: not a readable checkpoint ({err})") from err
+        # torch's own message suggests weights_only=False, i.e. running the file's code: not repeated
+        raise ArtifactError(f"{path}: not a readable checkpoint: not a torch file, damaged, or holding objects "
+                            f"that only unpickling code could rebuild ({type(err).__name__})") from err
     if isinstance(checkpoint, dict) and CHECKSUM_KEY in checkpoint:
         recorded = str(checkpoint.pop(CHECKSUM_KEY))
         actual = object_digest(checkpoint)

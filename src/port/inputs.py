@@ -25,7 +25,7 @@ def check_named_files(config: dict) -> None:
         for name, gen in ds["generators"].items():
             if gen["kind"] == "npz":
                 with _named(f"{where}.generators.{name}.path"):
-                    shape = npz_image_shape(_file(gen["path"], "npz"), gen.get("image_key", "image"))
+                    shape = npz_image_shape(_file(gen["path"], "an npz"), gen.get("image_key", "image"))
                     if geometry is not None:
                         check_same_geometry(reference, geometry, gen["path"], shape)
             model_dir = generator_file(config, dataset, name) if gen["kind"] == "diffusers" else None
@@ -39,7 +39,7 @@ def check_named_files(config: dict) -> None:
                 with _named(f"{where}.labelers.{slot}.checkpoint"):
                     from .models import check_spec, checkpoint_spec  # torch: only when a checkpoint is named
 
-                    _, spec = checkpoint_spec(_file(path, "checkpoint"))
+                    _, spec = checkpoint_spec(_file(path, "a checkpoint"))
                     check_spec(spec, path, settings["arch"], num_classes, geometry, reference)
 
 
@@ -52,7 +52,7 @@ def _source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
     shapes = {}
     for split, path in files.items():
         with _named(f"datasets.{dataset}.source.{split}"):
-            shapes[split] = npz_image_shape(_file(path, "npz"), source.get("image_key", "image"),
+            shapes[split] = npz_image_shape(_file(path, "an npz"), source.get("image_key", "image"),
                                             source.get("label_key", "label"))
             if len(shapes[split]) != 4 or shapes[split][-1] not in (1, 3):
                 raise ArtifactError(f"{path}: images must be (N, H, W, C) with C in (1, 3), got {shapes[split]}")
@@ -62,8 +62,9 @@ def _source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
 
 
 def _file(path: str, kind: str) -> str:
+    """`path`, if it is a file; `kind` names what was expected ("an npz")."""
     if Path(path).is_dir():
-        raise ArtifactError(f"{path}: is a directory, expected a {kind} file")
+        raise ArtifactError(f"{path}: is a directory, expected {kind} file")
     if not Path(path).is_file():
         raise ArtifactError(f"{path}: file not found")
     return path
