@@ -19,15 +19,15 @@ def trained_generator_model(wc):
 
 
 def generator_inputs(wc):
-    """Files a shard reads: the pipeline-trained model or a model directory named in config, or
-    an imported npz set with the real training set its images must match (none for hub ids)."""
+    """Files a shard reads: the pipeline-trained model or a local model named in config, or an
+    imported npz set's parts with the real training set their images must match (none for hub ids)."""
     trained = trained_generator_model(wc)
-    named = trained[0] if trained else port_config.generator_file(config, wc.dataset, wc.generator)
-    if named is None:
+    named = trained or port_config.generator_files(config, wc.dataset, wc.generator)
+    if not named:
         return {}
     if dataset_cfg(wc)["generators"][wc.generator]["kind"] == "npz":
         return {"npz": named, "reference": f"results/{wc.dataset}/data/train.h5"}
-    return {"model": named}
+    return {"model": named[0]}
 
 
 def generator_source(wc):
@@ -58,6 +58,11 @@ def shard_files(pattern, count):
 def selection_scores(wc):
     """Adaptive and score-group selections read the merged synthetic scores."""
     return f"{SYNTHETIC}/scores.h5".format(**dict(wc.items())) if needs_scores(wc.selection) else []
+
+
+def selection_labels(wc):
+    """Confidence selection reads the labeler's class probabilities."""
+    return f"{SYNTHETIC}/labels.h5".format(**dict(wc.items())) if wc.selection == "confidence" else []
 
 
 def discriminator_eps(wc):

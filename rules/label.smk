@@ -30,6 +30,7 @@ rule pseudo_label:
         f"{SYNTHETIC}/labels/shard_{{shard}}.h5",
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
+        labels_from=lambda wc: port_config.labels_from(config, wc.dataset, wc.generator),
     priority: 10  # the synthetic-data chain is the critical path
     log:
         "logs/pseudo_label/{dataset}/{generator}/{shard}.log",
@@ -87,11 +88,13 @@ rule select_synthetic:
         images=f"{SYNTHETIC}/images.h5",
         mask=f"{SYNTHETIC}/filter.h5",
         scores=selection_scores,
+        labels=selection_labels,
     output:
         f"{SYNTHETIC}/selected/{{selection}}.h5",
     params:
-        k=lambda wc: None if wc.selection.startswith("group") else dataset_cfg(wc)["selection"]["k"],
+        k=lambda wc: None if wc.selection.startswith("group") or wc.selection == "confidence" else dataset_cfg(wc)["selection"]["k"],
         n_groups=lambda wc: dataset_cfg(wc)["score_groups"]["n_groups"] if wc.selection.startswith("group") else None,
+        fraction=lambda wc: dataset_cfg(wc)["selection"]["fraction"] if wc.selection == "confidence" else None,
         seed=lambda wc: derive_seed(config["seed"], "selection", wc.selection),
     priority: 10
     log:

@@ -13,6 +13,12 @@ TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
 # The config block whose settings (batch_size, ...) each training rule passes to the trainer.
 TRAINER_BLOCKS = {"train_robust": "training", "train_smooth": "training", "train_transfer": "training",
                   "train_discriminator": "discrimination"}
+# Defaults of generator keys that only one kind reads; kept out of the schema so that adding a
+# kind does not change (and rerun) the other kinds' sampling settings.
+KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "class_labels": None}}
+LABEL_SOURCES = ("generator", "lanet")
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # classes of the built-in dataset kinds
+CONDITIONAL_KINDS = ("gan", "stylegan", "npz")  # kinds whose shards may carry the generator's labels
 RUN_METHOD = r"baseline|port-[A-Za-z0-9]+"  # a run trains on real data only, or PORT on one selection
 
 
@@ -52,8 +58,20 @@ def check_config(config: dict) -> None:
             elif gen["kind"] == "gan":
                 if gen.get("model") not in ds.get("gan_models", {}) or "n_images" not in gen:
                     raise ConfigError(f"{at}: kind gan needs `n_images` and a `model` that is a key of {where}.gan_models")
+            elif gen["kind"] == "stylegan":
+                for key in ("model", "n_images"):
+                    if key not in gen:
+                        raise ConfigError(f"{at}: kind stylegan needs `{key}` (an official network pickle)")
             elif not gen.get("path"):
                 raise ConfigError(f"{at}: kind npz needs `path`")
+            other_kind = [key for kind, defaults in KIND_DEFAULTS.items() if kind != gen["kind"]
+                          for key in defaults if key in gen]
+            if other_kind:
+                raise ConfigError(f"{at}: {', '.join(other_kind)} only apply to kind stylegan")
+            conditional_ddpm = ds.get("diffusion_models", {}).get(gen.get("model"), {}).get("class_conditional")
+            if gen.get("labels_from") == "generator" and not (gen["kind"] in CONDITIONAL_KINDS or conditional_ddpm):
+                raise ConfigError(f"{at}: labels_from generator needs a generator that records labels (kinds "
+                                  f"{', '.join(CONDITIONAL_KINDS)}, or a class_conditional diffusion_models entry)")
         for model_name, model in ds.get("diffusion_models", {}).items():
             levels = model.get("attention_levels", [])
             if any(level >= len(model["block_out_channels"]) for level in levels):
@@ -82,6 +100,20 @@ def check_config(config: dict) -> None:
         for threat_name, threat in ds["threats"].items():
             if threat["eps"] > 0 and threat["step_size"] == 0:
                 raise ConfigError(f"{where}.threats.{threat_name}.step_size: must be > 0 when eps > 0")
+        _check_trades(ds["training"], f"{where}.training")
+        if "recipe_study" in ds:
+            study = ds["recipe_study"]
+            if study["threat"] not in ds["threats"]:
+                raise ConfigError(f"{where}.recipe_study.threat: '{study['threat']}' is not a key of {where}.threats")
+            for variant, overrides in study["variants"].items():
+                _check_trades({**ds["training"], **overrides.get("training", {})}, f"{where}.recipe_study.variants.{variant}")
+
+
+def _check_trades(training: dict, where: str) -> None:
+    """TRADES crafts its attack with BatchNorm frozen (Wang et al. 2023), so it asks for it explicitly."""
+    if training.get("loss") == "trades" and training.get("attack_batchnorm") != "eval":
+        raise ConfigError(f"{where}.attack_batchnorm: loss trades crafts its attack with BatchNorm frozen, "
+                          f"set attack_batchnorm: eval")
 
 
 def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
@@ -103,16 +135,19 @@ def source_files(config: dict, dataset: str) -> dict[str, str]:
     return {split: source[split] for split in ("train", "test")} if source["kind"] == "npz" else {}
 
 
-def generator_file(config: dict, dataset: str, generator: str) -> str | None:
-    """What a generator reads from outside the pipeline, by path: the npz file of a pre-sampled
-    set, or a `save_pretrained` directory given as `model` (None for hub ids and trained models)."""
+def generator_files(config: dict, dataset: str, generator: str) -> list[str]:
+    """What a generator reads from outside the pipeline, by path: the parts of a pre-sampled npz
+    set (npz files or .npy pairs), or a local `model` (a save_pretrained directory, a StyleGAN
+    pickle); [] for hub ids, URLs and pipeline-trained models."""
     gen = config["datasets"][dataset]["generators"][generator]
     if gen["kind"] == "npz":
-        return gen["path"]
-    if gen["kind"] == "diffusers" and pipeline_model(config, dataset, generator) is None \
-            and os.path.isdir(gen["model"]):
-        return gen["model"]
-    return None
+        parts = [gen["path"]] if isinstance(gen["path"], (str, dict)) else gen["path"]
+        return [path for part in parts for path in (part.values() if isinstance(part, dict) else [part])]
+    model = gen.get("model")
+    if gen["kind"] in ("diffusers", "stylegan") and pipeline_model(config, dataset, generator) is None \
+            and model and os.path.exists(model):
+        return [model]
+    return []
 
 
 def labeler_checkpoint(config: dict, dataset: str, slot: str) -> str | None:
@@ -126,7 +161,20 @@ def trainer_block(rule: str, wildcards) -> str:
 
 
 def generator_settings(config: dict, dataset: str, generator: str) -> dict:
-    return canonical(config["datasets"][dataset]["generators"][generator])
+    """What a sampling shard needs: the generator's block with its kind's defaults, without the
+    labelling choice (labels_from reaches the pseudo-label stage, not the sampler)."""
+    ds = config["datasets"][dataset]
+    gen = ds["generators"][generator]
+    settings = {**KIND_DEFAULTS.get(gen["kind"], {}), **gen}
+    settings.pop("labels_from", None)
+    if gen["kind"] == "npz":  # imported labels are checked against the dataset's classes
+        settings["num_classes"] = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
+    return canonical(settings)
+
+
+def labels_from(config: dict, dataset: str, generator: str) -> str:
+    """Where a generator's pseudo-labels come from: its own classes or lanet (the default)."""
+    return config["datasets"][dataset]["generators"][generator].get("labels_from", "lanet")
 
 
 def labeler_settings(config: dict, dataset: str, slot: str) -> dict:
@@ -217,6 +265,72 @@ def evaluation_settings(config: dict, dataset: str, method: str) -> dict:
     if method.startswith("port-group"):
         settings["autoattack"] = ds["score_groups"]["autoattack"]
     return canonical(settings)
+
+
+def run_config(config: dict, dataset: str, threat: str, arch: str, method: str) -> dict:
+    """Everything that made one run: its training settings, evaluation, and for PORT the
+    generator and selection it trained on (the RobustBench export's `config`)."""
+    ds = config["datasets"][dataset]
+    record = {"training": training_settings(config, dataset, threat, arch, method),
+              "evaluation": evaluation_settings(config, dataset, method)}
+    if selection_of(method) is not None:
+        generator = ds["training"]["generator"]
+        record.update(generator={"name": generator, **ds["generators"][generator]},
+                      selection={"method": selection_of(method), **ds["selection"]}, filter=ds["filter"])
+    return canonical(record)
+
+
+def robustbench_targets(config: dict) -> list[str]:
+    """The RobustBench export of every adversarial-training run of the default datasets."""
+    return [path.replace("/runs/", "/robustbench/").removesuffix("/eval.csv") + ".json"
+            for name in config.get("default_datasets", []) for threat in config["datasets"][name]["threats"]
+            for path in run_paths(config, name, threat, "eval.csv")]
+
+
+def recipe_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
+    """(variant, arch, seed) of every run of the recipe study, variants in config order."""
+    ds = config["datasets"][dataset]
+    study = ds["recipe_study"]
+    return [(variant, arch, seed) for variant in study["variants"] for arch in ds["training"]["architectures"]
+            for seed in study["seeds"]]
+
+
+def recipe_paths(config: dict, dataset: str, filename: str) -> list[str]:
+    return [f"results/{dataset}/recipe/{variant}/{arch}/seed{seed}/{filename}"
+            for variant, arch, seed in recipe_runs(config, dataset)]
+
+
+def recipe_synthetic(config: dict, dataset: str, variant: str) -> list[str]:
+    """The selection a recipe variant trains on (none for a real-data-only variant)."""
+    ds = config["datasets"][dataset]
+    study = ds["recipe_study"]
+    if not study["variants"][variant].get("synthetic", True):
+        return []
+    return [f"results/{dataset}/synthetic/{ds['training']['generator']}/selected/{study['selection']}.h5"]
+
+
+def recipe_settings(config: dict, dataset: str, variant: str, arch: str) -> dict:
+    """The training block with the variant's overrides, the arch and the study's threat."""
+    ds = config["datasets"][dataset]
+    study = ds["recipe_study"]
+    overrides = study["variants"][variant]
+    method = "port" if overrides.get("synthetic", True) else "baseline"
+    return canonical({**_run_settings(ds, method), **overrides.get("training", {}), "arch": arch,
+                      "threat": ds["threats"][study["threat"]]})
+
+
+def recipe_row(config: dict, dataset: str, variant: str, arch: str, seed: int) -> dict:
+    """The identity columns of one recipe-study run: the variant and the options it varies."""
+    settings = recipe_settings(config, dataset, variant, arch)
+    synthetic = bool(recipe_synthetic(config, dataset, variant))
+    keys = ("loss", "trades_beta", "ema_decay", "label_smoothing", "synthetic_fraction", "gamma", "epochs")
+    return {"variant": variant, "architecture": arch, "seed": seed,
+            "selection": config["datasets"][dataset]["recipe_study"]["selection"] if synthetic else "none",
+            **{key: settings.get(key) for key in keys}}
+
+
+def recipe_targets(config: dict) -> list[str]:
+    return [f"results/{name}/recipe_summary.csv" for name, ds in config["datasets"].items() if "recipe_study" in ds]
 
 
 def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:

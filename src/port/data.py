@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import ArtifactError, check_labels, provenance, shape_text, write_images
+from .config import NUM_CLASSES
 
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 IMAGE_SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}  # (H, W, C) of the built-ins
 
 

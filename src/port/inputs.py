@@ -1,4 +1,4 @@
-"""Files named in config (npz sets, labeler checkpoints, model directories), checked when the workflow starts.
+"""Files named in config (npz sets, labeler checkpoints, local generator models), checked when the workflow starts.
 
 Snakemake deletes a job's old outputs before it runs the job, so a bad file found inside the
 job would cost the last good result. These checks read headers only (npz array headers, a
@@ -13,8 +13,9 @@ import contextlib
 from pathlib import Path
 
 from .artifacts import MODEL_DIRECTORY_MARKER, ArtifactError
-from .config import generator_file, labeler_checkpoint, source_files
-from .data import IMAGE_SHAPES, NUM_CLASSES, check_same_geometry, npz_image_shape
+from .config import NUM_CLASSES, generator_files, labeler_checkpoint, source_files
+from .data import IMAGE_SHAPES, check_same_geometry, npz_image_shape
+from .presampled import PresampledSet
 
 
 def check_named_files(config: dict) -> None:
@@ -23,15 +24,18 @@ def check_named_files(config: dict) -> None:
         where = f"datasets.{dataset}"
         reference, geometry = _source_geometry(config, dataset)
         for name, gen in ds["generators"].items():
+            files = generator_files(config, dataset, name)
             if gen["kind"] == "npz":
                 with _named(f"{where}.generators.{name}.path"):
-                    shape = npz_image_shape(_file(gen["path"], "an npz"), gen.get("image_key", "image"))
+                    for path in files:
+                        _file(path, "an npz or .npy")
+                    shape = PresampledSet.open(gen["path"], gen.get("image_key", "image"),
+                                               gen.get("label_key")).image_shape
                     if geometry is not None:
-                        check_same_geometry(reference, geometry, gen["path"], shape)
-            model_dir = generator_file(config, dataset, name) if gen["kind"] == "diffusers" else None
-            if model_dir and not (Path(model_dir) / MODEL_DIRECTORY_MARKER).is_file():
-                raise ArtifactError(f"{where}.generators.{name}.model: {model_dir}: not a diffusers model directory "
-                                    f"(no {MODEL_DIRECTORY_MARKER})")
+                        check_same_geometry(reference, geometry, files[0], shape)
+            elif files:
+                with _named(f"{where}.generators.{name}.model"):
+                    _check_model(files[0], gen["kind"])
         num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
         for slot, settings in ds["labelers"].items():
             path = labeler_checkpoint(config, dataset, slot)
@@ -59,6 +63,14 @@ def _source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
     with _named(f"datasets.{dataset}.source"):
         check_same_geometry(files["train"], shapes["train"], files["test"], shapes["test"])
     return files["train"], tuple(shapes["train"][1:])
+
+
+def _check_model(path: str, kind: str) -> None:
+    """A local generator model: a save_pretrained directory (diffusers) or a network pickle file (stylegan)."""
+    if kind == "diffusers" and not (Path(path) / MODEL_DIRECTORY_MARKER).is_file():
+        raise ArtifactError(f"{path}: not a diffusers model directory (no {MODEL_DIRECTORY_MARKER})")
+    if kind == "stylegan":
+        _file(path, "a network pickle")
 
 
 def _file(path: str, kind: str) -> str:
