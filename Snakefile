@@ -18,7 +18,6 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 validate(config, "config/schema.yaml")
 port_config.check_config(config)
-port_inputs.check_named_files(config)  # before any job deletes an old output
 
 
 report: "report/workflow.rst"

@@ -22,7 +22,7 @@ def generator_inputs(wc):
     """Files a shard reads: the pipeline-trained model or a local model named in config, or an
     imported npz set's parts with the real training set their images must match (none for hub ids)."""
     trained = trained_generator_model(wc)
-    named = trained or port_config.generator_files(config, wc.dataset, wc.generator)
+    named = trained or port_inputs.generator_inputs(config, wc.dataset, wc.generator)  # checked
     if not named:
         return {}
     if dataset_cfg(wc)["generators"][wc.generator]["kind"] == "npz":

@@ -1,6 +1,6 @@
 rule prepare_data:
     input:
-        unpack(lambda wc: port_config.source_files(config, wc.dataset)),  # npz sets named in config
+        unpack(lambda wc: port_inputs.source_inputs(config, wc.dataset)),  # npz sets named in config, checked
     output:
         train="results/{dataset}/data/train.h5",
         test="results/{dataset}/data/test.h5",

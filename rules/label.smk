@@ -2,7 +2,7 @@ rule train_labeler:
     input:
         train="results/{dataset}/data/train.h5",
         test="results/{dataset}/data/test.h5",
-        given=lambda wc: port_config.labeler_checkpoint(config, wc.dataset, wc.slot) or [],
+        given=lambda wc: port_inputs.labeler_inputs(config, wc.dataset, wc.slot),  # checked
     output:
         model="results/{dataset}/labelers/{slot}/model.pt",
         history="results/{dataset}/labelers/{slot}/history.csv",

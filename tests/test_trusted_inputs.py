@@ -26,7 +26,7 @@ from port.config import check_config
 from port.data import load_npz_images, prepare_dataset
 from port.discrimination import discrimination_sets
 from port.generators import make_shard
-from port.inputs import check_named_files
+from port.inputs import generator_inputs, labeler_inputs, source_inputs
 from port.labeling import prepare_labeler, pseudo_label
 from port.models import build_model, model_spec, save_model
 from test_bad_input import Workspace, _images, _model, _snapshot
@@ -175,7 +175,17 @@ def class_only_in_test(ws):
         ["test.npz", "class(es) [5] appear in test but never in", "train.npz", "source.num_classes"]
 
 
-# --- files named in config, checked when the workflow starts (before any job deletes an output)
+# --- files named in config, checked while Snakemake builds the DAG (before any job deletes an output)
+
+
+def check_named_files(config, dataset="digits"):
+    """What the input functions of prepare_data, sample_shard and train_labeler check for a dataset."""
+    ds = config["datasets"][dataset]
+    source_inputs(config, dataset)
+    for generator in ds["generators"]:
+        generator_inputs(config, dataset, generator)
+    for slot in ds["labelers"]:
+        labeler_inputs(config, dataset, slot)
 
 @pytest.fixture(scope="module")
 def shipped_config():
@@ -267,7 +277,7 @@ def test_untrusted_input_fails_clearly_and_changes_nothing(tmp_path, build, ship
 
 
 def test_the_config_check_accepts_good_named_files(tmp_path, shipped_config):
-    """The start-up check refuses only bad files: a matching npz source, generator and checkpoint pass."""
+    """The early check refuses only bad files: a matching npz source, generator and checkpoint pass."""
     ws = Workspace(tmp_path)
     config = copy.deepcopy(shipped_config)
     ds = config["datasets"]["digits"]

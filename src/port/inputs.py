@@ -1,9 +1,10 @@
-"""Files named in config (npz sets, labeler checkpoints, local generator models), checked when the workflow starts.
+"""Files named in config (npz sets, labeler checkpoints, local generator models), checked early.
 
 Snakemake deletes a job's old outputs before it runs the job, so a bad file found inside the
-job would cost the last good result. These checks read headers only (npz array headers, a
-checkpoint's spec) and run in the Snakefile before any job: existence, kind, readable
-header, image geometry against the dataset's, and a checkpoint's architecture and classes.
+job would cost the last good result. These checks run in the input functions of the rules that
+read the files: while Snakemake builds the DAG, before any job, and only for the datasets the
+run builds. They read headers only (npz array headers, a checkpoint's spec): existence, kind,
+readable header, image geometry against the dataset's, a checkpoint's architecture and classes.
 Each error names the config key and the file.
 """
 
@@ -18,36 +19,50 @@ from .data import IMAGE_SHAPES, check_same_geometry, npz_image_shape
 from .presampled import PresampledSet
 
 
-def check_named_files(config: dict) -> None:
-    """Raise ArtifactError (config key, file, what is wrong) for the first bad file named in config."""
-    for dataset, ds in config["datasets"].items():
-        where = f"datasets.{dataset}"
-        reference, geometry = _source_geometry(config, dataset)
-        for name, gen in ds["generators"].items():
-            files = generator_files(config, dataset, name)
-            if gen["kind"] == "npz":
-                with _named(f"{where}.generators.{name}.path"):
-                    for path in files:
-                        _file(path, "an npz or .npy")
-                    shape = PresampledSet.open(gen["path"], gen.get("image_key", "image"),
-                                               gen.get("label_key")).image_shape
-                    if geometry is not None:
-                        check_same_geometry(reference, geometry, files[0], shape)
-            elif files:
-                with _named(f"{where}.generators.{name}.model"):
-                    _check_model(files[0], gen["kind"])
-        num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
-        for slot, settings in ds["labelers"].items():
-            path = labeler_checkpoint(config, dataset, slot)
-            if path:
-                with _named(f"{where}.labelers.{slot}.checkpoint"):
-                    from .models import check_spec, checkpoint_spec  # torch: only when a checkpoint is named
-
-                    _, spec = checkpoint_spec(_file(path, "a checkpoint"))
-                    check_spec(spec, path, settings["arch"], num_classes, geometry, reference)
+def source_inputs(config: dict, dataset: str) -> dict[str, str]:
+    """The npz files of a dataset's source (prepare_data's inputs), checked: files with the
+    configured keys, train and test of one geometry."""
+    source_geometry(config, dataset)
+    return source_files(config, dataset)
 
 
-def _source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
+def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
+    """The files a generator reads from outside the pipeline (sample_shard's inputs), checked:
+    npz parts with images of the dataset's geometry, or a local model of the right kind."""
+    gen = config["datasets"][dataset]["generators"][generator]
+    files = generator_files(config, dataset, generator)
+    if gen["kind"] == "npz":
+        reference, geometry = source_geometry(config, dataset)
+        with _named(f"datasets.{dataset}.generators.{generator}.path"):
+            for path in files:
+                _file(path, "an npz or .npy")
+            shape = PresampledSet.open(gen["path"], gen.get("image_key", "image"), gen.get("label_key")).image_shape
+            if geometry is not None:
+                check_same_geometry(reference, geometry, files[0], shape)
+    elif files:
+        with _named(f"datasets.{dataset}.generators.{generator}.model"):
+            _check_model(files[0], gen["kind"])
+    return files
+
+
+def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
+    """The checkpoint a labeler slot takes instead of training (train_labeler's input), checked:
+    a model.pt of this pipeline for the configured architecture, classes and image geometry."""
+    path = labeler_checkpoint(config, dataset, slot)
+    if not path:
+        return []
+    ds = config["datasets"][dataset]
+    num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
+    reference, geometry = source_geometry(config, dataset)
+    with _named(f"datasets.{dataset}.labelers.{slot}.checkpoint"):
+        from .models import check_spec, checkpoint_spec  # torch: only when a checkpoint is named
+
+        _, spec = checkpoint_spec(_file(path, "a checkpoint"))
+        check_spec(spec, path, ds["labelers"][slot]["arch"], num_classes, geometry, reference)
+    return [path]
+
+
+def source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
     """What the dataset's images are (a name for messages, H x W x C), from npz headers or the built-in table."""
     source = config["datasets"][dataset]["source"]
     files = source_files(config, dataset)
