@@ -1,9 +1,9 @@
 rule prepare_data:
     input:
-        unpack(lambda wc: port_inputs.source_inputs(config, wc.dataset)),  # npz sets named in config, checked
+        lambda wc: port_inputs.source_inputs(config, wc.dataset),  # the npz files `source` names, checked
     output:
-        train="results/{dataset}/data/train.h5",
-        test="results/{dataset}/data/test.h5",
+        train_out=paths.TRAIN,
+        test_out=paths.TEST,
     params:
         source=lambda wc: port_config.canonical(dataset_cfg(wc)["source"]),
         seed=config["seed"],

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,13 @@ def tiny_run(tmp_path_factory):
     result = run_snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
+
+
+def declared_gpu_rules() -> dict[str, int]:
+    """{rule: N} for every rule in rules/*.smk that declares `resources: gpu=N` itself."""
+    found = {}
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for rule, body in re.findall(r"^rule (\w+):\n((?:(?:    .*)?\n)*)", path.read_text(), flags=re.M):
+            if resources := re.search(r"^    resources:\n(?:        .*\n)*?        gpu=(\d+)", body, flags=re.M):
+                found[rule] = int(resources.group(1))
+    return found

@@ -1,8 +1,9 @@
 """Issue 15, table-driven as in test_bad_input.py: files named in config are checked for geometry
 and kind when the workflow starts, checkpoints and image sets that meet are checked for the
 same geometry, HDF5 attributes are covered by the seal, and errors caused by a default name the
-config key. Every case raises one ArtifactError naming the file (or key) and leaves every file on
-disk exactly as it was. A few cases run for real through Snakemake.
+config key. Every case raises one ArtifactError naming the file (or key; a SettingsError for a
+setting that does not fit the data) and leaves every file on disk exactly as it was. A few cases
+run for real through Snakemake.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import yaml
 from snakemake.utils import validate
 
 from port.artifacts import (INPUTS_KEY, ArtifactError, provenance, read_attrs, verified_inputs, write_images)
-from port.config import check_config
+from port.config import SettingsError, check_config
 from port.data import load_npz_images, prepare_dataset
 from port.discrimination import discrimination_sets
-from port.generators import make_shard
+from port.generators import sample_shard
 from port.inputs import generator_inputs, labeler_inputs, source_inputs
 from port.labeling import prepare_labeler, pseudo_label
 from port.models import build_model, model_spec, save_model
@@ -62,32 +63,38 @@ def _source(train, test):
 
 # Each case: (build(ws) -> the failing call, strings the one error message must contain).
 
+def _prepare_labeler(ws, train, settings):
+    """The train_labeler stage on `train` (as training and test set)."""
+    prepare_labeler(slot="lanet", train_path=train, test_path=train, model_out=ws.out, metrics_out=ws.path("m.csv"),
+                    history_out=ws.path("h.csv"), checkpoint_path=ws.path("c.pt"), settings=settings, seed=0)
+
+
 def checkpoint_other_geometry(ws):
     """Item 1: an RGB 32x32 labeler checkpoint given for 8x8 grayscale data."""
     train = _train_set(ws.path("mine_train.h5"))
     _rgb32_model(ws.path("rgb32.pt"))
     settings = {**LABELER, "checkpoint": str(ws.path("rgb32.pt"))}
-    return lambda: prepare_labeler("lanet", train, train, ws.out, ws.path("m.csv"), ws.path("h.csv"),
-                                   ws.path("c.pt"), settings, 0), \
+    return lambda: _prepare_labeler(ws, train, settings), \
         ["rgb32.pt", "32x32x3 (HxWxC)", "mine_train.h5", "8x8x1 (HxWxC)"]
 
 
 def labelers_other_geometry_than_images(ws):
     _rgb32_model(ws.path("rgb32.pt"))
-    return lambda: pseudo_label(ws.images, ws.path("rgb32.pt"), ws.path("rgb32.pt"), ws.out, progress=False), \
+    return lambda: pseudo_label(images_path=ws.images, lanet_path=ws.path("rgb32.pt"),
+                                splitnet_path=ws.path("rgb32.pt"), out_path=ws.out, progress=False), \
         ["rgb32.pt", "32x32x3", "images.h5", "8x8x1"]
 
 
 def split_other_resolution(ws):
     """Item 2: train and test of different geometry meet in prepare_data."""
     source = _source(_npz(ws, "train.npz"), _npz(ws, "test16.npz", (16, 16, 1)))
-    return lambda: prepare_dataset("mine", source, 0, ws.path("t.h5"), ws.out), \
+    return lambda: prepare_dataset(name="mine", source=source, seed=0, train_out=ws.path("t.h5"), test_out=ws.out), \
         ["test16.npz", "16x16x1", "train.npz", "8x8x1"]
 
 
 def split_other_channels(ws):
     source = _source(_npz(ws, "train.npz"), _npz(ws, "test_rgb.npz", (8, 8, 3)))
-    return lambda: prepare_dataset("mine", source, 0, ws.path("t.h5"), ws.out), \
+    return lambda: prepare_dataset(name="mine", source=source, seed=0, train_out=ws.path("t.h5"), test_out=ws.out), \
         ["test_rgb.npz", "8x8x3", "train.npz", "8x8x1"]
 
 
@@ -96,7 +103,7 @@ def imported_set_other_geometry(ws):
     train = _train_set(ws.path("mine_train.h5"))
     path = _npz(ws, "imported4.npz", (4, 4, 1))
     settings = {"kind": "npz", "path": path, "n_shards": 1, "label_key": None}
-    return lambda: make_shard(path, ws.out, 0, settings, 0, reference=train), \
+    return lambda: sample_shard(source=path, out_path=ws.out, shard=0, settings=settings, seed=0, reference=train), \
         ["imported4.npz", "4x4x1", "mine_train.h5", "8x8x1"]
 
 
@@ -104,8 +111,7 @@ def _verified_labeler_job(ws, train):
     """A train_labeler job as logged_job runs it: inputs verified first, then the stage."""
     def run():
         with verified_inputs([train]):
-            prepare_labeler("lanet", train, train, ws.out, ws.path("m.csv"), ws.path("h.csv"), ws.path("c.pt"),
-                            LABELER, 0)
+            _prepare_labeler(ws, train, LABELER)
     return run
 
 
@@ -139,16 +145,16 @@ def n_heldout_default_too_large(ws):
     """The schema's n_heldout (10000, the paper's) against a small synthetic set."""
     train = _train_set(ws.path("mine_train.h5"))
     settings = {"n_heldout": 10000, "n_train_synthetic": None}
-    outs = [ws.path(f"{name}.h5") for name in ("real", "syn", "heldout")]
-    return lambda: discrimination_sets(train, train, ws.images, *outs, settings, 0), \
+    outs = {key: ws.path(f"{key}.h5") for key in ("out_real", "out_synthetic", "out_heldout")}
+    return lambda: discrimination_sets(train_path=train, test_path=train, synthetic_path=ws.images, **outs,
+                                       settings=settings, seed=0), \
         ["datasets.mine.discrimination.n_heldout=10000", "40 synthetic images"]
 
 
 def batch_size_larger_than_training_set(ws):
     train = _train_set(ws.path("mine_train.h5"))
     settings = {**LABELER, "batch_size": 128}
-    return lambda: prepare_labeler("lanet", train, train, ws.out, ws.path("m.csv"), ws.path("h.csv"),
-                                   ws.path("c.pt"), settings, 0), \
+    return lambda: _prepare_labeler(ws, train, settings), \
         ["datasets.mine.labelers.lanet.batch_size=128", "mine_train.h5", "fewer than one batch"]
 
 
@@ -171,7 +177,7 @@ def npy_given_as_npz(ws):
 
 def class_only_in_test(ws):
     source = _source(_npz(ws, "train.npz", labels=[0, 1, 2, 0]), _npz(ws, "test.npz", labels=[0, 1, 5, 2]))
-    return lambda: prepare_dataset("mine", source, 0, ws.path("t.h5"), ws.out), \
+    return lambda: prepare_dataset(name="mine", source=source, seed=0, train_out=ws.path("t.h5"), test_out=ws.out), \
         ["test.npz", "class(es) [5] appear in test but never in", "train.npz", "source.num_classes"]
 
 
@@ -260,6 +266,8 @@ CASES = [(f.__name__, f) for f in (
     split_other_channels, imported_set_other_geometry, attribute_changed_after_writing, attribute_name_damaged,
     input_is_a_directory, n_heldout_default_too_large, batch_size_larger_than_training_set, pickled_npz,
     npz_of_objects, npy_given_as_npz, class_only_in_test)] + CONFIG_CASES
+# a setting (a schema default) that does not fit the data: a SettingsError naming the config key
+SETTINGS_CASES = (n_heldout_default_too_large, batch_size_larger_than_training_set)
 
 
 @pytest.mark.parametrize("build", [c[1] for c in CASES], ids=[c[0] for c in CASES])
@@ -267,7 +275,7 @@ def test_untrusted_input_fails_clearly_and_changes_nothing(tmp_path, build, ship
     ws = Workspace(tmp_path)
     call, expected = build(ws, shipped_config) if getattr(build, "config", False) else build(ws)
     before = _snapshot(tmp_path)
-    with pytest.raises(ArtifactError) as info:
+    with pytest.raises(SettingsError if build in SETTINGS_CASES else ArtifactError) as info:
         call()
     message = str(info.value)
     for part in expected:

@@ -29,7 +29,7 @@ def test_digits_dag_writes_summary_tables(tiny_run):
 
 @pytest.mark.integration
 def test_digits_dag_certifies_smoothed_classifiers(tiny_run):
-    table = pd.read_csv(tiny_run / "results/digits/port_smooth.csv")
+    table = pd.read_csv(tiny_run / "results/digits/certified.csv")
     assert sorted(set(table["method"])) == ["baseline", "port"]
     assert sorted(set(table["radius"])) == [0.0, 0.25, 0.5]
     for _, run in table.groupby("method"):
@@ -38,7 +38,7 @@ def test_digits_dag_certifies_smoothed_classifiers(tiny_run):
     assert (table["n_certified"] == 15).all()  # every 30th of the 450 test images
     certificates = pd.read_csv(tiny_run / "results/digits/certify/port-adaptive_small_cnn_seed0.csv")
     assert list(certificates.columns[:6]) == ["idx", "label", "predict", "radius", "correct", "smoothed_predict"]
-    assert (tiny_run / "results/digits/port_smooth.png").stat().st_size > 0
+    assert (tiny_run / "results/digits/certified.png").stat().st_size > 0
 
 
 @pytest.mark.integration
@@ -109,7 +109,7 @@ def test_report_builds_offline_with_tables_and_figures(tiny_run):
     result = run_snakemake(tiny_run, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (tiny_run / "report.html").read_text()
-    for name in ("port_linf.csv", "port_l2.csv", "port_smooth.csv", "port_smooth.png", "filter_counts.csv",
+    for name in ("port_linf.csv", "port_l2.csv", "certified.csv", "certified.png", "filter_counts.csv",
                  "arc.csv", "arc.png", "generators.csv", "score_groups.csv", "score_groups.png",
                  "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv"):
         assert name in html, name

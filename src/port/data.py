@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import ArtifactError, check_labels, provenance, shape_text, write_images
-from .config import NUM_CLASSES
+from .config import NUM_CLASSES, SettingsError
 
 IMAGE_SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}  # (H, W, C) of the built-ins
 
@@ -138,7 +138,7 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(0).tolist(), np.maximum(pixels.std(0), 1e-3).tolist()
 
 
-def prepare_dataset(name: str, source: dict, seed: int, train_out, test_out) -> None:
+def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) -> None:
     """Materialise one configured dataset as train/test HDF5 image sets."""
     kind = source["kind"]
     num_classes = source.get("num_classes") or NUM_CLASSES.get(kind)
@@ -152,7 +152,7 @@ def prepare_dataset(name: str, source: dict, seed: int, train_out, test_out) -> 
         train = load_npz_images(source["train"], **keys)
         test = load_npz_images(source["test"], **keys)
     else:
-        raise ArtifactError(f"datasets.{name}.source.kind: unknown dataset kind '{kind}'")
+        raise SettingsError(f"datasets.{name}.source.kind: unknown dataset kind '{kind}'")
     for split, (images, labels) in (("train", train), ("test", test)):
         check_images(images, f"{name}/{split}")
         check_labels(labels, num_classes, f"{name}/{split}")

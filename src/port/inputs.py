@@ -5,7 +5,8 @@ job would cost the last good result. These checks run in the input functions of 
 read the files: while Snakemake builds the DAG, before any job, and only for the datasets the
 run builds. They read headers only (npz array headers, a checkpoint's spec): existence, kind,
 readable header, image geometry against the dataset's, a checkpoint's architecture and classes.
-Each error names the config key and the file.
+Each error names the config key and the file. The Snakefile imports this module, so it loads
+h5py, numpy and torch only once the config names a file to check (DAG parsing stays light).
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .artifacts import MODEL_DIRECTORY_MARKER, ArtifactError
 from .config import NUM_CLASSES, generator_files, labeler_checkpoint, source_files
-from .data import IMAGE_SHAPES, check_same_geometry, npz_image_shape
-from .presampled import PresampledSet
 
 
-def source_inputs(config: dict, dataset: str) -> dict[str, str]:
+def source_inputs(config: dict, dataset: str) -> list[str]:
     """The npz files of a dataset's source (prepare_data's inputs), checked: files with the
     configured keys, train and test of one geometry."""
-    source_geometry(config, dataset)
-    return source_files(config, dataset)
+    files = source_files(config, dataset)
+    if files:
+        source_geometry(config, dataset)
+    return list(files.values())
 
 
 def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
@@ -31,7 +31,10 @@ def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
     npz parts with images of the dataset's geometry, or a local model of the right kind."""
     gen = config["datasets"][dataset]["generators"][generator]
     files = generator_files(config, dataset, generator)
-    if gen["kind"] == "npz":
+    if files and gen["kind"] == "npz":
+        from .data import check_same_geometry
+        from .presampled import PresampledSet
+
         reference, geometry = source_geometry(config, dataset)
         with _named(f"datasets.{dataset}.generators.{generator}.path"):
             for path in files:
@@ -64,6 +67,9 @@ def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
 
 def source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
     """What the dataset's images are (a name for messages, H x W x C), from npz headers or the built-in table."""
+    from .artifacts import ArtifactError
+    from .data import IMAGE_SHAPES, check_same_geometry, npz_image_shape
+
     source = config["datasets"][dataset]["source"]
     files = source_files(config, dataset)
     if not files:
@@ -82,6 +88,8 @@ def source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
 
 def _check_model(path: str, kind: str) -> None:
     """A local generator model: a save_pretrained directory (diffusers) or a network pickle file (stylegan)."""
+    from .artifacts import MODEL_DIRECTORY_MARKER, ArtifactError
+
     if kind == "diffusers" and not (Path(path) / MODEL_DIRECTORY_MARKER).is_file():
         raise ArtifactError(f"{path}: not a diffusers model directory (no {MODEL_DIRECTORY_MARKER})")
     if kind == "stylegan":
@@ -90,6 +98,8 @@ def _check_model(path: str, kind: str) -> None:
 
 def _file(path: str, kind: str) -> str:
     """`path`, if it is a file; `kind` names what was expected ("an npz")."""
+    from .artifacts import ArtifactError
+
     if Path(path).is_dir():
         raise ArtifactError(f"{path}: is a directory, expected {kind} file")
     if not Path(path).is_file():
@@ -100,6 +110,8 @@ def _file(path: str, kind: str) -> str:
 @contextlib.contextmanager
 def _named(key: str):
     """Prefix an ArtifactError raised inside the block with the config key that named the file."""
+    from .artifacts import ArtifactError
+
     try:
         yield
     except ArtifactError as err:
