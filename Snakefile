@@ -6,6 +6,7 @@ import os
 from snakemake.utils import min_version, validate
 
 from port import config as port_config
+from port import inputs as port_inputs
 from port import paths
 from port.seeds import derive_seed
 

@@ -19,6 +19,18 @@ def trained_generator_model(wc):
     return [path] if path else []
 
 
+def generator_files(wc):
+    """What a shard's `source` names on disk: the pipeline-trained model, or a local model or an
+    imported npz set's parts named in config (checked); none for hub ids."""
+    return trained_generator_model(wc) or port_inputs.generator_inputs(config, wc.dataset, wc.generator)
+
+
+def npz_reference(wc):
+    """The real training set an imported npz set's images must match."""
+    npz = dataset_cfg(wc)["generators"][wc.generator]["kind"] == "npz"
+    return paths.TRAIN.format(dataset=wc.dataset) if npz else []
+
+
 def generator_source(wc):
     """What the shard reads: a pipeline-trained model, a hub id or directory, or an npz file."""
     gen = dataset_cfg(wc)["generators"][wc.generator]
@@ -50,7 +62,7 @@ def selection_scores(wc):
 
 def selection_labels(wc):
     """Confidence selection reads the labeler's class probabilities."""
-    return f"{SYNTHETIC}/labels.h5".format(**dict(wc.items())) if wc.selection == "confidence" else []
+    return paths.LABELS.format(**dict(wc.items())) if wc.selection == "confidence" else []
 
 
 def discriminator_eps(wc):

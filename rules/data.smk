@@ -1,4 +1,6 @@
 rule prepare_data:
+    input:
+        lambda wc: port_inputs.source_inputs(config, wc.dataset),  # the npz files `source` names, checked
     output:
         train_out=paths.TRAIN,
         test_out=paths.TEST,

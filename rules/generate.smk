@@ -43,7 +43,8 @@ rule train_gan:
 
 rule sample_shard:
     input:
-        trained_generator_model,
+        generator_files,
+        reference=npz_reference,
     output:
         out_path=paths.SAMPLE_SHARD,
     params:

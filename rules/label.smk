@@ -1,5 +1,6 @@
 rule train_labeler:
     input:
+        lambda wc: port_inputs.labeler_inputs(config, wc.dataset, wc.slot),  # settings' checkpoint, checked
         train_path=paths.TRAIN,
         test_path=paths.TEST,
     output:

@@ -276,9 +276,9 @@ def test_run_name_grammar_has_one_parser():
 
 
 def test_the_snakefile_helpers_import_nothing_heavy():
-    """port.paths and port.config are what the Snakefile imports: DAG parsing must not load torch,
-    h5py or pandas."""
-    code = ("import sys, port.paths, port.config; "
+    """port.paths, port.config and port.inputs (for a config that names no files) are what the
+    Snakefile imports: DAG parsing must not load torch, h5py or pandas."""
+    code = ("import sys, port.paths, port.config, port.inputs; "
             "print(sorted(m for m in ('torch', 'h5py', 'pandas') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -337,11 +337,11 @@ def test_npz_without_num_classes(tmp_path):
     train, test = prepare(tmp_path, "mine", source)
     assert int(read_h5(train)[2]["num_classes"]) == 4
     assert int(read_h5(test)[2]["num_classes"]) == 4
-    # a class seen only in the test split still counts; negative labels are still refused
+    # a class seen only in the test split is refused (issue 15); negative labels are still refused
     _one(tmp_path, "test.npz", image=IMAGES, label=np.array([0, 1, 6, 0, 1]))
     _one(tmp_path, "train.npz", image=IMAGES, label=LABELS)
-    train, _ = prepare(tmp_path, "mine", source, tag="wide")
-    assert int(read_h5(train)[2]["num_classes"]) == 7
+    with pytest.raises(ArtifactError, match=r"test.npz: class\(es\) \[6\] appear in test but never in .*train.npz"):
+        prepare(tmp_path, "mine", source, tag="wide")
     _one(tmp_path, "test.npz", image=IMAGES, label=np.array([0, -1, 2, 0, 1]))
     with pytest.raises(ArtifactError, match=r"mine/test: labels must lie in \[0, 2\], found -1..2"):
         prepare(tmp_path, "mine", source, tag="negative")
@@ -367,7 +367,7 @@ def test_npz_missing_file(tmp_path):
 def test_npz_unreadable_file(tmp_path):
     path = tmp_path / "garbage.npz"
     path.write_bytes(b"this is not an npz archive at all")
-    with pytest.raises(ArtifactError, match="not a readable npz") as info:
+    with pytest.raises(ArtifactError, match="not an npz of arrays") as info:
         load_npz_images(path)
     assert str(path) in str(info.value)
 

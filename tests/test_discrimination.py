@@ -11,7 +11,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_images
-from port.config import discrimination_data_settings, discriminator_eval_settings, discriminator_settings
+from port.config import (SettingsError, discrimination_data_settings, discriminator_eval_settings,
+                         discriminator_settings)
 from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, collapsed_points, discrimination_sets,
                                  evaluate_discriminator, score_shard, scorer_sets, synthetic_heldout_split,
                                  synthetic_scores)
@@ -54,7 +55,7 @@ def test_synthetic_heldout_split_is_disjoint_seeded_and_bounded():
     pool, held = synthetic_heldout_split(100, 20, 50, seed=1)
     assert held.sum() == 20 and pool.sum() == 50 and not (pool & held).any()
     np.testing.assert_array_equal(held, synthetic_heldout_split(100, 20, None, seed=1)[1])
-    with pytest.raises(ArtifactError, match="hold out 100 of 100"):
+    with pytest.raises(SettingsError, match="hold out 100 of 100"):
         synthetic_heldout_split(100, 100, None, seed=1)
 
 

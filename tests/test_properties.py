@@ -4,6 +4,8 @@ and the config validator."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -16,8 +18,8 @@ from hypothesis import strategies as st
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from port.artifacts import (CHECKSUM_KEY, ArtifactError, ImageWriter, iter_image_blocks, read_arrays,
-                            read_image_set, verify_hdf5, write_arrays)
+from port.artifacts import (CHECKSUM_KEY, INPUTS_KEY, ArtifactError, ImageWriter, iter_image_blocks, provenance,
+                            read_arrays, read_attrs, read_image_set, verified_inputs, verify_hdf5, write_arrays)
 from port.config import check_config
 from port.labeling import keep_mask
 from port.selection import choose
@@ -266,3 +268,53 @@ def test_schema_accepts_valid_values(shipped, change):
     good = _perturbed(shipped, *change)
     validate(good, SCHEMA)
     check_config(good)  # and the cross-field checks accept it too
+
+
+# --------------------------------------------------------------------------- damaged artifacts
+
+
+def _finished_image_set(path: Path) -> None:
+    """A train.h5 as prepare_data writes it: images, labels and the attributes models are built from."""
+    gen = np.random.default_rng(0)
+    with ImageWriter(path, (4, 4, 1), provenance("prepare_data", {"kind": "npz"}, 0, dataset="mine", num_classes=3,
+                                                 channel_mean=[0.5], channel_std=[0.25]), chunk_images=8) as writer:
+        writer.append(gen.integers(0, 256, (20, 4, 4, 1), dtype=np.uint8), labels=gen.integers(0, 3, 20))
+
+
+def _pipeline_read(path: Path):
+    """What a downstream job reads: logged_job verifies the input, then the stage reads images,
+    labels and attributes."""
+    with verified_inputs([path]):
+        images, labels = read_image_set(path, 3)
+        attrs = {k: v for k, v in read_attrs(path).items() if k != INPUTS_KEY}
+    return images, labels, json_attrs(attrs)
+
+
+def json_attrs(attrs: dict) -> str:
+    return json.dumps({k: np.asarray(v).tolist() for k, v in attrs.items()}, sort_keys=True)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=3))
+def test_flipped_bytes_give_the_original_content_or_an_error_naming_the_file(flips):
+    """Any bytes of a finished artifact flipped behind the pipeline's back (mtime kept, so Snakemake
+    sees no change): every read returns exactly what was written, or raises ArtifactError naming
+    the file; never changed content, never a raw OSError/RuntimeError/KeyError from h5py."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.h5"
+        _finished_image_set(path)
+        original = _pipeline_read(path)
+        stat = path.stat()
+        data = bytearray(path.read_bytes())
+        for where, mask in flips:
+            data[int(where * len(data))] ^= mask
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        try:
+            images, labels, attrs = _pipeline_read(path)
+        except ArtifactError as err:
+            assert str(path) in str(err)
+        else:
+            np.testing.assert_array_equal(images, original[0])
+            np.testing.assert_array_equal(labels, original[1])
+            assert attrs == original[2]

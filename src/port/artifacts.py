@@ -5,12 +5,17 @@ when complete, so a killed job never leaves a file that looks finished. Every HD
 carries its provenance (stage, parameter hash, seed, package versions) as attributes.
 
 Integrity: every HDF5 file records `content_sha256`, a digest of its datasets (name, dtype,
-shape and bytes, in sorted name order; attributes excluded), and every torch checkpoint a
-digest of its contents under the key `content_sha256`. `verified_inputs` (entered by
-`port.logs.logged_job` for every Snakemake job) recomputes the digest of each input in
-bounded-memory blocks, refuses a file whose content no longer matches what was recorded,
-and makes the inputs' digests part of the provenance of everything the job writes
-(`inputs_sha256`). Checkpoints are verified whenever `load_torch` reads them.
+shape and bytes, in sorted name order) and of the attributes models are built from
+(`num_classes`, `channel_mean`, `channel_std`): the identity of its content, the same for
+reruns that write the same data. Every HDF5 file is also sealed: its HDF5 user block holds the sha256 of all the bytes
+after it. `verified_inputs` (entered by `port.logs.logged_job` for every Snakemake job) checks
+each input's seal as plain bytes before HDF5 parses the file (libhdf5 can crash the process on
+a damaged attribute or header), refuses a file that changed after it was written, and makes
+the inputs' digests part of the provenance of everything the job writes (`inputs_sha256`).
+Every torch checkpoint records a digest of its contents under `content_sha256`, verified
+whenever `load_torch` reads it. Every HDF5 read goes through `open_hdf5`, which turns the
+errors of a damaged file (h5py raises OSError, RuntimeError, KeyError or ValueError from deep
+inside a read) into one ArtifactError naming the file.
 """
 
 from __future__ import annotations
@@ -38,9 +43,16 @@ CHUNK_IMAGES = 1024  # images per HDF5 chunk: whole-chunk reads stay fast and me
 _PACKAGES = ("port-pipeline", "torch", "numpy", "h5py", "diffusers", "snakemake")
 HASH_BLOCK_BYTES = 64 << 20  # verification reads this much at a time, whatever the file size
 CHECKSUM_KEY = "content_sha256"  # HDF5 attribute / checkpoint key holding the content digest
+# Attributes that are content, not provenance: models are built from them. They are part of
+# `content_sha256`; provenance (stage, params, versions, paths, offsets) is not, so reruns that
+# produce the same data have the same digest.
+CONTENT_ATTRS = ("num_classes", "channel_mean", "channel_std")
 INPUTS_KEY = "inputs_sha256"  # HDF5 attribute / checkpoint key: {input path: digest} of the job
 _MAX_INPUTS_ATTR = 48_000  # HDF5 attributes stop at 64 KiB; beyond this only a digest is kept
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+MODEL_DIRECTORY_MARKER = "model_index.json"  # what save_pretrained writes: the only directory a stage reads
+SEAL_BYTES = 512  # the HDF5 user block (ignored by HDF5) that holds the file's seal
+_SEAL_PREFIX = b"port-pipeline seal sha256 "
 _input_checksums: contextvars.ContextVar[dict | None] = contextvars.ContextVar("port_input_checksums",
                                                                               default=None)
 
@@ -103,8 +115,18 @@ def _dataset_line(name: str, dtype: np.dtype, shape: tuple, digest: str) -> byte
     return f"{name}\0{np.dtype(dtype).str}\0{tuple(int(s) for s in shape)}\0{digest}\n".encode()
 
 
+def _update_with_attributes(outer, attrs) -> None:
+    """Add the content attributes a file has to its digest, in sorted name order."""
+    for name in sorted(k for k in attrs.keys() if k in CONTENT_ATTRS):
+        value = np.asarray(attrs[name])
+        inner = hashlib.sha256()
+        _update_with_array(inner, value)
+        outer.update(b"@" + _dataset_line(name, value.dtype, value.shape, inner.hexdigest()))
+
+
 def hdf5_content_digest(handle: h5py.File) -> str:
-    """sha256 over every dataset (name, dtype, shape, bytes) in sorted name order, read in blocks."""
+    """sha256 over every dataset (name, dtype, shape, bytes) in sorted name order, read in blocks,
+    then over the content attributes."""
     names = []
     handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     outer = hashlib.sha256()
@@ -123,15 +145,45 @@ def hdf5_content_digest(handle: h5py.File) -> str:
             for start in range(0, dataset.shape[0], rows):
                 _update_with_array(inner, dataset[start:start + rows])
         outer.update(_dataset_line(name, dataset.dtype, dataset.shape or (), inner.hexdigest()))
+    _update_with_attributes(outer, handle.attrs)
     return outer.hexdigest()
 
 
-def file_sha256(path) -> str:
+def file_sha256(path, offset: int = 0) -> str:
+    """sha256 of a file's bytes from `offset` on, read in blocks."""
     hasher = hashlib.sha256()
     with open(path, "rb") as stream:
+        stream.seek(offset)
         while block := stream.read(8 << 20):
             hasher.update(block)
     return hasher.hexdigest()
+
+
+@contextlib.contextmanager
+def _sealed_hdf5(path) -> Iterator[h5py.File]:
+    """Write an HDF5 file atomically; once it is complete, seal it: the sha256 of every byte after
+    the user block, written into the user block. A reader checks the seal before HDF5 parses
+    anything, because libhdf5 can crash the process (segfault) on a damaged attribute or header."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=SEAL_BYTES) as handle:
+            yield handle
+        seal = _SEAL_PREFIX + file_sha256(tmp, SEAL_BYTES).encode()
+        with open(tmp, "r+b") as stream:
+            stream.write(seal)
+
+
+def check_seal(path) -> None:
+    """Refuse an HDF5 artifact whose bytes changed after it was written (any byte: data, attributes,
+    headers), reading it as plain bytes, never through HDF5."""
+    with open(path, "rb") as stream:
+        block = stream.read(SEAL_BYTES)
+    if not block.startswith(_SEAL_PREFIX):
+        raise ArtifactError(f"{path}: no port-pipeline seal: not written by this version of the pipeline, "
+                            f"or its first bytes were damaged; rebuild it")
+    recorded = block[len(_SEAL_PREFIX):len(_SEAL_PREFIX) + 64].decode("ascii", "replace")
+    actual = file_sha256(path, SEAL_BYTES)
+    if recorded != actual:
+        raise _mismatch(path, recorded, actual)
 
 
 def _mismatch(path, recorded: str, actual: str) -> ArtifactError:
@@ -140,22 +192,23 @@ def _mismatch(path, recorded: str, actual: str) -> ArtifactError:
 
 
 def verify_hdf5(path) -> str:
-    """The content digest of an HDF5 artifact; refuses one whose recorded digest does not match."""
-    with _open(path) as handle:
-        try:
-            actual = hdf5_content_digest(handle)
-        except (OSError, RuntimeError, KeyError) as err:  # truncated or damaged data blocks
-            raise ArtifactError(f"{path}: unreadable HDF5 content ({err})") from err
+    """The content digest of an HDF5 artifact, after checking that no byte changed since it was written."""
+    check_seal(path)
+    with open_hdf5(path) as handle:
         recorded = handle.attrs.get(CHECKSUM_KEY)
-    if recorded is not None and str(recorded) != actual:
-        raise _mismatch(path, str(recorded), actual)
-    return actual
+    if recorded is None:
+        raise ArtifactError(f"{path}: no '{CHECKSUM_KEY}' attribute: not a port-pipeline artifact")
+    return str(recorded)
 
 
 def artifact_digest(path) -> str:
-    """The checksum of one stage input: HDF5 content (verified against its record), else the
-    file's sha256 (checkpoints are verified when loaded), or a directory's files in sorted order."""
+    """The checksum of one stage input: HDF5 content (verified against its seal), else the
+    file's sha256 (checkpoints are verified when loaded), or a saved model directory's files in
+    sorted order. Any other directory is refused here, before the stage runs."""
     path = Path(path)
+    if path.is_dir() and not (path / MODEL_DIRECTORY_MARKER).is_file():
+        raise ArtifactError(f"{path}: is a directory, expected a file (or a saved model directory with "
+                            f"{MODEL_DIRECTORY_MARKER})")
     if path.is_dir():
         hasher = hashlib.sha256()
         for item in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -164,7 +217,8 @@ def artifact_digest(path) -> str:
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
     with open(path, "rb") as stream:
-        is_hdf5 = stream.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+        head = stream.read(SEAL_BYTES + len(_HDF5_SIGNATURE))
+    is_hdf5 = head.startswith((_SEAL_PREFIX, _HDF5_SIGNATURE)) or head[SEAL_BYTES:] == _HDF5_SIGNATURE
     return verify_hdf5(path) if is_hdf5 else file_sha256(path)
 
 
@@ -285,12 +339,16 @@ def load_torch(path: str | os.PathLike) -> dict:
     matches its recorded digest. The digest key is removed from what is returned."""
     import torch
 
+    if Path(path).is_dir():
+        raise ArtifactError(f"{path}: is a directory, expected a checkpoint file")
     if not Path(path).is_file():
         raise ArtifactError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise ArtifactError(f"{path}: not a readable checkpoint ({err})") from err
+        # torch's own message suggests weights_only=False, i.e. running the file's code: not repeated
+        raise ArtifactError(f"{path}: not a readable checkpoint: not a torch file, damaged, or holding objects "
+                            f"that only unpickling code could rebuild ({type(err).__name__})") from err
     if isinstance(checkpoint, dict) and CHECKSUM_KEY in checkpoint:
         recorded = str(checkpoint.pop(CHECKSUM_KEY))
         actual = object_digest(checkpoint)
@@ -356,8 +414,7 @@ class ImageWriter:
 
     def __enter__(self) -> "ImageWriter":
         try:
-            tmp = self._stack.enter_context(atomic_path(self.path))
-            self._file = self._stack.enter_context(h5py.File(tmp, "w"))
+            self._file = self._stack.enter_context(_sealed_hdf5(self.path))
             self._file.create_dataset(
                 "images", shape=(0, *self.image_shape), maxshape=(None, *self.image_shape),
                 dtype=np.uint8, chunks=(self.chunk_images, *self.image_shape),
@@ -406,6 +463,7 @@ class ImageWriter:
                 dataset = self._file[name]
                 inner = self._hashers.get(name, hashlib.sha256())
                 outer.update(_dataset_line(name, dataset.dtype, dataset.shape, inner.hexdigest()))
+            _update_with_attributes(outer, self._file.attrs)  # read back: hash what is stored
             self._file.attrs[CHECKSUM_KEY] = outer.hexdigest()
         return self._stack.__exit__(*exc)
 
@@ -419,7 +477,7 @@ def write_images(path, images: np.ndarray, attrs: Mapping, **arrays: np.ndarray)
 
 def write_arrays(path, attrs: Mapping, **arrays: np.ndarray) -> None:
     """Write per-image arrays without images (labels, probabilities, masks, scores)."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+    with _sealed_hdf5(path) as handle:
         for key, values in arrays.items():
             values = np.asarray(values)
             # chunked along N (an empty array cannot be chunked: HDF5 refuses chunks larger than the data)
@@ -430,19 +488,34 @@ def write_arrays(path, attrs: Mapping, **arrays: np.ndarray) -> None:
         handle.attrs[CHECKSUM_KEY] = hdf5_content_digest(handle)  # small arrays: read back, hash what is stored
 
 
-def _open(path) -> h5py.File:
+_DAMAGE = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # what h5py raises on damaged files
+
+
+@contextlib.contextmanager
+def open_hdf5(path) -> Iterator[h5py.File]:
+    """Open an HDF5 file for reading; any failure to open or read it inside the block (a damaged
+    header, attribute or data block) becomes one ArtifactError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a directory, expected an HDF5 file")
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
     try:
-        return h5py.File(path, "r")
-    except OSError as err:
+        handle = h5py.File(path, "r")
+    except _DAMAGE as err:
         raise ArtifactError(f"{path}: not a readable HDF5 file ({err})") from err
+    try:
+        with handle:
+            yield handle
+    except ArtifactError:
+        raise
+    except _DAMAGE as err:
+        raise ArtifactError(f"{path}: damaged HDF5 file ({type(err).__name__}: {err})") from err
 
 
 def read_arrays(path, *keys: str) -> dict[str, np.ndarray]:
     """Read named per-image arrays in full (small metadata: labels, masks, probabilities)."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         missing = [k for k in keys if k not in handle]
         if missing:
             raise ArtifactError(f"{path}: missing dataset(s) {', '.join(missing)}")
@@ -450,7 +523,7 @@ def read_arrays(path, *keys: str) -> dict[str, np.ndarray]:
 
 
 def read_attrs(path) -> dict:
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         return dict(handle.attrs)
 
 
@@ -463,7 +536,7 @@ def dataset_of(path) -> str | None:
 def validate_image_set(path, num_classes: int | None = None, require_labels: bool = True,
                        image_shape: tuple | None = None) -> int:
     """Check an image set's structure cheaply (no full read of images). Returns N."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         if "images" not in handle:
             raise ArtifactError(f"{path}: no 'images' dataset")
         images = handle["images"]
@@ -494,12 +567,25 @@ def check_labels(labels: np.ndarray, num_classes: int | None, source) -> None:
 def read_image_set(path, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a (small, real) labelled image set fully into memory."""
     validate_image_set(path, num_classes)
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         return handle["images"][()], handle["labels"][()].astype(np.int64)
 
 
+def shape_text(shape) -> str:
+    """An image geometry for messages: the last three entries of a shape, as HxWxC."""
+    return "x".join(str(int(s)) for s in tuple(shape)[-3:]) + " (HxWxC)"
+
+
+def image_set_shape(path) -> tuple[int, int, int]:
+    """(H, W, C) of an image set's images, from its header."""
+    with open_hdf5(path) as handle:
+        if "images" not in handle or handle["images"].ndim != 4:
+            raise ArtifactError(f"{path}: no 4-D 'images' dataset")
+        return tuple(int(s) for s in handle["images"].shape[1:])
+
+
 def image_set_length(path) -> int:
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         if "images" not in handle:
             raise ArtifactError(f"{path}: no 'images' dataset")
         return handle["images"].shape[0]
@@ -519,7 +605,7 @@ def iter_image_blocks(path, block: int = CHUNK_IMAGES, start: int = 0, stop: int
     """Yield (offset, uint8 images) in order, `block` images at a time (the last may be shorter),
     over [start, stop). Reads go by whole HDF5 chunks whatever the block size, so a block that
     straddles two chunks does not read either twice."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         images = handle["images"]
         stop = images.shape[0] if stop is None else min(stop, images.shape[0])
         chunk = images.chunks[0] if images.chunks else block

@@ -8,12 +8,17 @@ keys in the YAML file reruns nothing.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from . import paths
 
 TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"  # the package is installed editable
+# The config block whose settings (batch_size, ...) each training rule passes to the trainer
+# (a recipe variant's block overrides the dataset's `training` block).
+TRAINER_BLOCKS = {"train_robust": "training", "train_smooth": "training", "train_transfer": "training",
+                  "train_discriminator": "discrimination", "train_recipe": "recipe_study.variants.{variant}.training"}
 # Defaults of generator keys that only one kind reads; kept out of the schema so that adding a
 # kind does not change (and rerun) the other kinds' sampling settings.
 KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "class_labels": None}}
@@ -145,6 +150,38 @@ def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
     if gen["kind"] == "gan":
         return paths.GAN_MODEL.format(dataset=dataset, model=model)
     return None
+
+
+def source_files(config: dict, dataset: str) -> dict[str, str]:
+    """The npz files a dataset is read from ({} for built-in datasets), by split."""
+    source = config["datasets"][dataset]["source"]
+    return {split: source[split] for split in ("train", "test")} if source["kind"] == "npz" else {}
+
+
+def generator_files(config: dict, dataset: str, generator: str) -> list[str]:
+    """What a generator reads from outside the pipeline, by path: the parts of a pre-sampled npz
+    set (npz files or .npy pairs), or a local `model` (a save_pretrained directory, a StyleGAN
+    pickle); [] for hub ids, URLs and pipeline-trained models."""
+    gen = config["datasets"][dataset]["generators"][generator]
+    if gen["kind"] == "npz":
+        parts = [gen["path"]] if isinstance(gen["path"], (str, dict)) else gen["path"]
+        return [path for part in parts for path in (part.values() if isinstance(part, dict) else [part])]
+    model = gen.get("model")
+    if gen["kind"] in ("diffusers", "stylegan") and pipeline_model(config, dataset, generator) is None \
+            and model and os.path.exists(model):
+        return [model]
+    return []
+
+
+def labeler_checkpoint(config: dict, dataset: str, slot: str) -> str | None:
+    """The trained model a labeler slot takes instead of training (None: the pipeline trains it)."""
+    return config["datasets"][dataset]["labelers"][slot].get("checkpoint")
+
+
+def trainer_block(rule: str, wildcards) -> str:
+    """The config key of a training rule's settings, for error messages (`datasets.digits.training`)."""
+    values = dict(wildcards.items())
+    return f"datasets.{values['dataset']}." + TRAINER_BLOCKS[rule].format(**values)
 
 
 def generator_settings(config: dict, dataset: str, generator: str) -> dict:

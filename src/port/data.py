@@ -6,12 +6,15 @@ per-channel mean and std of the training images, which the models use to normali
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import ArtifactError, check_labels, provenance, write_images
+from .artifacts import ArtifactError, check_labels, provenance, shape_text, write_images
 from .config import NUM_CLASSES, SettingsError
+
+IMAGE_SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}  # (H, W, C) of the built-ins
 
 
 def load_digits_split(test_fraction: float, seed: int):
@@ -44,22 +47,10 @@ def load_torchvision_split(kind: str, root: str, download: bool):
 def load_npz_images(path, image_key: str = "image", label_key: str | None = "label",
                     num_classes: int | None = None):
     """Read uint8 (N, H, W, C) images and optional integer labels from an npz file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: file not found")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ArtifactError(f"{path}: not a readable npz file ({err})") from err
+    archive = open_npz(path)
     with archive:
-        if image_key not in archive:
-            raise ArtifactError(f"{path}: no key '{image_key}' (keys: {', '.join(archive.files)})")
-        images = archive[image_key]
-        labels = None
-        if label_key is not None:
-            if label_key not in archive:
-                raise ArtifactError(f"{path}: no key '{label_key}' (keys: {', '.join(archive.files)})")
-            labels = archive[label_key]
+        images = _npz_array(archive, image_key, path)
+        labels = None if label_key is None else _npz_array(archive, label_key, path)
     check_images(images, path)
     if labels is not None:
         check_labels(labels, num_classes, path)
@@ -67,6 +58,65 @@ def load_npz_images(path, image_key: str = "image", label_key: str | None = "lab
             raise ArtifactError(f"{path}: {len(images)} images but {len(labels)} labels")
         labels = labels.astype(np.int64)
     return images, labels
+
+
+_ZIP_SIGNATURE = b"PK\x03\x04"
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def open_npz(path) -> np.lib.npyio.NpzFile:
+    """An npz archive of plain arrays; anything else (a pickle, a lone .npy, text, a directory)
+    is refused with one message naming the file. Nothing is unpickled."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a directory, expected an npz file")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: file not found")
+    with open(path, "rb") as stream:
+        is_zip = stream.read(len(_ZIP_SIGNATURE)) == _ZIP_SIGNATURE
+    if not is_zip:
+        raise ArtifactError(f"{path}: not an npz of arrays (no zip archive, as numpy.savez writes)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ArtifactError(f"{path}: not an npz of arrays (unreadable zip archive: {type(err).__name__})") from err
+
+
+def _npz_array(archive, key: str, path) -> np.ndarray:
+    if key not in archive.files:
+        raise ArtifactError(f"{path}: no key '{key}' (keys: {', '.join(archive.files)})")
+    try:
+        return archive[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # object arrays need pickle: refused
+        raise ArtifactError(f"{path}: not an npz of arrays: '{key}' is not a plain numeric array "
+                            f"({type(err).__name__})") from err
+
+
+def npz_image_shape(path, image_key: str = "image", label_key: str | None = None) -> tuple:
+    """The (N, H, W, C) shape of an npz's images from the array header alone (no data read);
+    refuses an npz without the image key (or the label key, when given)."""
+    with open_npz(path) as archive:
+        for key in (image_key, label_key):
+            if key is not None and key not in archive.files:
+                raise ArtifactError(f"{path}: no key '{key}' (keys: {', '.join(archive.files)})")
+        try:
+            with archive.zip.open(f"{image_key}.npy") as member:
+                read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(member))
+                if read_header is None:
+                    raise ValueError("unknown .npy format version")
+                shape, _, dtype = read_header(member)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise ArtifactError(f"{path}: not an npz of arrays: unreadable header of '{image_key}'") from err
+    if dtype.hasobject:
+        raise ArtifactError(f"{path}: not an npz of arrays: '{image_key}' holds Python objects")
+    return tuple(shape)
+
+
+def check_same_geometry(first, first_shape, second, second_shape) -> None:
+    """Two image sets that meet (train and test, real and synthetic) must share H, W and C."""
+    if tuple(first_shape[-3:]) != tuple(second_shape[-3:]):
+        raise ArtifactError(f"{second}: images are {shape_text(second_shape)}, but {first} holds "
+                            f"{shape_text(first_shape)} images")
 
 
 def check_images(images: np.ndarray, source) -> None:
@@ -106,10 +156,16 @@ def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) 
     for split, (images, labels) in (("train", train), ("test", test)):
         check_images(images, f"{name}/{split}")
         check_labels(labels, num_classes, f"{name}/{split}")
-    if num_classes is None:  # npz without `num_classes` (optional in the schema): as many as the labels use
-        num_classes = int(max(train[1].max(), test[1].max())) + 1
-        for split, (_, labels) in (("train", train), ("test", test)):
-            check_labels(labels, num_classes, f"{name}/{split}")  # still rejects negative labels
+    check_same_geometry(source.get("train", f"{name}/train"), train[0].shape,
+                        source.get("test", f"{name}/test"), test[0].shape)
+    if num_classes is None:  # npz without `num_classes` (optional in the schema): as many as train uses
+        num_classes = int(train[1].max()) + 1
+        check_labels(train[1], num_classes, f"{name}/train")  # still rejects negative labels
+        unseen = np.setdiff1d(test[1][test[1] >= 0], train[1])
+        if len(unseen):  # a test class the models never see in training: a label mix-up, not a class
+            raise ArtifactError(f"{source['test']}: class(es) {unseen.tolist()} appear in test but never in "
+                                f"{source['train']}; set datasets.{name}.source.num_classes if that is intended")
+        check_labels(test[1], num_classes, f"{name}/test")
     mean, std = channel_stats(train[0])
     for (images, labels), out in ((train, train_out), (test, test_out)):
         attrs = provenance("prepare_data", source, seed, dataset=name, num_classes=int(num_classes),

@@ -27,6 +27,7 @@ from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_o
                         write_csv, write_images)
 from .attacks import Attack
 from .compute import Compute, channels_last
+from .config import SettingsError
 from .devices import default_device
 from .evaluation import accuracy, evenly_spaced
 from .loaders import to_tensor
@@ -46,12 +47,14 @@ def _two_class_attrs(real_path, stage: str, settings: dict, seed: int | None) ->
                       channel_mean=real["channel_mean"], channel_std=real["channel_std"])
 
 
-def synthetic_heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None,
-                            seed: int) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: int,
+                            key: str = "discrimination.n_heldout") -> tuple[np.ndarray, np.ndarray]:
     """(training pool, held-out) masks over the synthetic images, disjoint and seeded: the
-    discriminator's own held-out set (not the classifier's validation_split)."""
+    discriminator's own held-out set (not the classifier's validation_split). `key` names
+    n_heldout's config key in the error."""
     if n_heldout >= n_synthetic:
-        raise ArtifactError(f"cannot hold out {n_heldout} of {n_synthetic} synthetic images and still train")
+        raise SettingsError(f"{key}={n_heldout}: cannot hold out {n_heldout} of {n_synthetic} synthetic images and "
+                            f"still train (the schema default applies when the key is not set)")
     order = rng(seed, "discriminator-heldout").permutation(n_synthetic)
     pool, heldout = np.zeros(n_synthetic, bool), np.zeros(n_synthetic, bool)
     heldout[order[:n_heldout]] = True
@@ -64,7 +67,8 @@ def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_
     """The discriminator's data: real training images labelled 0, a pool of synthetic images
     labelled 1, and a balanced held-out set (real test images + as many held-out synthetic)."""
     n_synthetic = image_set_length(synthetic_path)
-    pool, heldout = synthetic_heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed)
+    pool, heldout = synthetic_heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"),
+                                            seed, key=f"datasets.{dataset_of(train_path)}.discrimination.n_heldout")
     images, _ = read_image_set(train_path)
     write_images(out_real, images, _two_class_attrs(train_path, "discriminator_real", settings, seed),
                  labels=np.full(len(images), REAL, dtype=np.int64))
@@ -115,7 +119,7 @@ def scorer_sets(*, train_path, synthetic_path, out_folds, out_pools, n_train: in
 def evaluate_discriminator(*, model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
                            row: dict) -> dict:
     """Clean and robust discrimination accuracy on the balanced held-out set; PGD at `eps`."""
-    model, _ = load_model(model_path, expect_classes=2)
+    model, _ = load_model(model_path, expect_classes=2, expect_images=heldout_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(heldout_path, 2)
@@ -253,7 +257,7 @@ def score_shard(*, model_paths, folds_path, images_path, out_path, shard: int, n
         raise ArtifactError(f"{folds_path}: {len(fold)} folds and {len(model_paths)} scorers for "
                             f"{image_set_length(images_path)} images of {images_path}")
     device = default_device()
-    models = [load_model(path, expect_classes=2)[0].to(device) for path in model_paths]
+    models = [load_model(path, expect_classes=2, expect_images=images_path)[0].to(device) for path in model_paths]
     eps, steps = float(settings["eps"]), int(settings["steps"])
     step_size = settings["step_factor"] * eps / steps
     compute = Compute.from_settings(settings.get("compute"))

@@ -72,7 +72,7 @@ def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, se
     from .devices import default_device
     from .models import load_model, training_record
 
-    model, spec = load_model(model_path)
+    model, spec = load_model(model_path, expect_images=test_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(test_path, spec["num_classes"])

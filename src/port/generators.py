@@ -15,15 +15,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, ImageWriter, check_labels, dataset_of, image_set_length, iter_image_blocks,
-                        provenance, read_attrs, read_image_set, validate_image_set)
+from .artifacts import (MODEL_DIRECTORY_MARKER, ArtifactError, ImageWriter, check_labels, dataset_of,
+                        image_set_length, image_set_shape, iter_image_blocks, open_hdf5, provenance, read_attrs,
+                        read_image_set, validate_image_set)
 from .config import SettingsError
+from .data import check_same_geometry
 from .devices import default_device
 from .loaders import to_tensor
 from .presampled import PresampledSet
@@ -124,8 +125,8 @@ def load_pipeline(model: str, scheduler: str = "ddim"):
         raise SettingsError(f"unknown scheduler '{scheduler}' for a diffusers pipeline (known: ddpm, ddim; "
                             f"the fast Sampler also knows {', '.join(SCHEDULERS[2:])})")
     local = Path(model)
-    if local.exists() and not (local / "model_index.json").is_file():
-        raise ArtifactError(f"{model}: not a diffusers model directory (no model_index.json)")
+    if local.exists() and not (local / MODEL_DIRECTORY_MARKER).is_file():
+        raise ArtifactError(f"{model}: not a diffusers model directory (no {MODEL_DIRECTORY_MARKER})")
     try:
         base = DDPMPipeline.from_pretrained(model)
     except (OSError, ValueError, EnvironmentError) as err:
@@ -271,7 +272,7 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
 
 def shard_source_labels(path) -> np.ndarray | None:
     """The generator's per-image classes stored with a shard (conditional generators), or None."""
-    with h5py.File(path, "r") as handle:
+    with open_hdf5(path) as handle:
         return handle[SOURCE_LABELS][()] if SOURCE_LABELS in handle else None
 
 
@@ -311,10 +312,15 @@ def merge_shards(*, shard_paths, out_path) -> int:
         return writer.count
 
 
-def import_npz_shard(parts, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
+def import_npz_shard(parts, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None,
+                     reference=None) -> None:
     """One shard of a pre-sampled set (npz parts with keys `image`/`label` as the public sets ship,
-    or .npy pairs), read block by block from the shard's own range only."""
+    or .npy pairs), read block by block from the shard's own range only. Its images must have
+    the geometry of the `reference` image set (the real training set)."""
     presampled = PresampledSet.open(parts, settings.get("image_key", "image"), settings.get("label_key"))
+    if reference is not None:
+        check_same_geometry(reference, image_set_shape(reference), presampled.parts[0][0].path,
+                            presampled.image_shape)
     n_images = min(settings.get("n_images") or len(presampled), len(presampled))
     start, stop = shard_bounds(n_images, settings["n_shards"], shard)
     attrs = provenance("import_npz", settings, seed, shard=shard, image_offset=start, source=str(parts),
@@ -325,12 +331,13 @@ def import_npz_shard(parts, out_path, shard: int, settings: dict, seed: int, dat
 
 
 def sample_shard(*, source: str, out_path, shard: int, settings: dict, seed: int,
-                 dataset: str | None = None) -> None:
-    """One shard of a generator's images, whatever its kind (the rule sample_shard)."""
+                 dataset: str | None = None, reference=None) -> None:
+    """One shard of a generator's images, whatever its kind (the rule sample_shard); `reference`:
+    the real image set an imported npz set must match."""
     if settings["kind"] == "diffusers":
         sample_diffusers_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "npz":
-        import_npz_shard(source, out_path, shard, settings, seed, dataset=dataset)
+        import_npz_shard(source, out_path, shard, settings, seed, dataset=dataset, reference=reference)
     elif settings["kind"] == "gan":
         from .gan import sample_gan_shard
 

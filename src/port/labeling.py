@@ -12,14 +12,13 @@ import logging
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from .artifacts import (ArtifactError, atomic_path, check_labels, dataset_of, image_set_length, iter_image_blocks,
-                        provenance, read_arrays, read_attrs, read_image_set, write_arrays, write_csv)
+                        open_hdf5, provenance, read_arrays, read_attrs, read_image_set, write_arrays, write_csv)
 from .compute import Compute
 from .config import LABEL_SOURCES, SettingsError
 from .devices import default_device
@@ -40,15 +39,15 @@ def prepare_labeler(*, slot: str, train_path, test_path, model_out, metrics_out,
     num_classes = int(read_attrs(train_path)["num_classes"])
     given = settings.get("checkpoint")
     if given:
-        load_model(given, expect_arch=settings["arch"], expect_classes=num_classes)
+        load_model(given, expect_arch=settings["arch"], expect_classes=num_classes, expect_images=train_path)
         with atomic_path(model_out) as tmp:
             shutil.copyfile(given, tmp)
         write_csv(pd.DataFrame(columns=["epoch"]), history_out)
     else:
         train_settings = {k: v for k, v in settings.items() if k != "checkpoint"}
         train(train_path=train_path, model_out=model_out, history_out=history_out, checkpoint_path=checkpoint_path,
-              settings=train_settings, seed=seed)
-    model, _ = load_model(model_out, expect_classes=num_classes)
+              settings=train_settings, seed=seed, settings_key=f"datasets.{dataset_of(train_path)}.labelers.{slot}")
+    model, _ = load_model(model_out, expect_classes=num_classes, expect_images=test_path)
     device = default_device()
     images, labels = read_image_set(test_path, num_classes)
     test_acc = (predict(model.to(device), to_tensor(images).to(device)).cpu().numpy() == labels).mean()
@@ -78,7 +77,7 @@ def class_probabilities(model, images_path, num_classes: int, start: int = 0, st
 
 def generator_labels(images_path, start: int, stop: int, num_classes: int) -> np.ndarray | None:
     """The generator's own classes of images [start, stop), or None for an unconditional set."""
-    with h5py.File(images_path, "r") as handle:
+    with open_hdf5(images_path) as handle:
         if SOURCE_LABELS not in handle:
             return None
         labels = handle[SOURCE_LABELS][start:stop]
@@ -96,9 +95,9 @@ def pseudo_label(*, images_path, lanet_path, splitnet_path, out_path, shard: int
     if labels_from not in LABEL_SOURCES:
         raise SettingsError(f"labels_from '{labels_from}' (known: {', '.join(LABEL_SOURCES)})")
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
-    lanet, spec = load_model(lanet_path)
+    lanet, spec = load_model(lanet_path, expect_images=images_path)
     num_classes = spec["num_classes"]
-    splitnet, _ = load_model(splitnet_path, expect_classes=num_classes)
+    splitnet, _ = load_model(splitnet_path, expect_classes=num_classes, expect_images=images_path)
     source = generator_labels(images_path, start, stop, num_classes)
     if labels_from == "generator" and source is None:
         raise ArtifactError(f"{images_path}: labels_from generator, but the image set has no '{SOURCE_LABELS}' "
@@ -117,7 +116,7 @@ def pseudo_label(*, images_path, lanet_path, splitnet_path, out_path, shard: int
 def generator_agreement(labels_path, lanet_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Per generator class, the fraction of its images that lanet also assigns to it: a quality
     signal of conditional generators (NaN without generator labels or images of the class)."""
-    with h5py.File(labels_path, "r") as handle:
+    with open_hdf5(labels_path) as handle:
         if SOURCE_LABELS not in handle:
             return np.full(num_classes, np.nan)
         source = handle[SOURCE_LABELS][()]

@@ -16,11 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-import h5py
 import numpy as np
 import torch
 
-from .artifacts import ArtifactError
+from .artifacts import ArtifactError, open_hdf5
 from .seeds import rng
 
 
@@ -89,7 +88,7 @@ class ChunkShuffleStream:
                  pin_memory: bool = False):
         self.path, self.batch_size, self.seed, self.buffer_chunks = Path(path), batch_size, seed, buffer_chunks
         self.pin_memory = pin_memory
-        with h5py.File(self.path, "r") as handle:
+        with open_hdf5(self.path) as handle:
             if "images" not in handle or "labels" not in handle:
                 raise ArtifactError(f"{self.path}: needs 'images' and 'labels' to train on")
             images = handle["images"]
@@ -115,7 +114,7 @@ class ChunkShuffleStream:
     def _group_size(self, starts: np.ndarray) -> int:
         return int(np.minimum(self.chunk, self.length - starts).sum())
 
-    def _read_group(self, handle: h5py.File, pass_index: int, group: int, starts: np.ndarray):
+    def _read_group(self, handle, pass_index: int, group: int, starts: np.ndarray):
         """One group's images and labels, whole chunks read in file order, and its shuffle."""
         x = np.empty((self._group_size(starts), *self.image_shape), dtype=np.uint8)
         y = np.empty(len(x), dtype=np.int64)
@@ -148,7 +147,7 @@ class ChunkShuffleStream:
         while skip >= self._group_size(groups[group]):  # the group holding the first image
             skip -= self._group_size(groups[group])
             group += 1
-        with h5py.File(self.path, "r") as handle, ThreadPoolExecutor(max_workers=1) as reader:
+        with open_hdf5(self.path) as handle, ThreadPoolExecutor(max_workers=1) as reader:
             ahead = reader.submit(self._read_group, handle, pass_index, group, groups[group])
             pieces, filled = [], 0
             while True:

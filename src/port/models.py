@@ -3,7 +3,9 @@ Wang et al. 2023), and small nets for digits.
 
 Every model takes images in [0, 1] and normalises internally, so attacks, AutoAttack and
 randomized smoothing all work in pixel space. Checkpoints record the architecture and
-its shape, and loading refuses a checkpoint for another architecture or class count.
+its shape (input channels, image size, classes), and loading refuses a checkpoint for another
+architecture, class count or image geometry: a 3-channel model would otherwise take 1-channel
+images silently (Normalize broadcasts), and an adaptive-pool CNN any image size.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .artifacts import ArtifactError, load_torch, save_torch
+from .artifacts import ArtifactError, image_set_shape, load_torch, save_torch, shape_text
 from .config import SettingsError
 
 
@@ -147,6 +149,9 @@ def build_model(arch: str, in_channels: int, num_classes: int, image_size: int,
     return nn.Sequential(Normalize(mean, std), net).to(memory_format=torch.channels_last)
 
 
+SPEC_KEYS = ("arch", "in_channels", "num_classes", "image_size", "mean", "std")  # what build_model takes
+
+
 def model_spec(arch, in_channels, num_classes, image_size, mean, std) -> dict:
     return dict(arch=arch, in_channels=int(in_channels), num_classes=int(num_classes),
                 image_size=int(image_size), mean=list(map(float, mean)), std=list(map(float, std)))
@@ -162,17 +167,41 @@ def training_record(metadata: dict) -> dict:
             "n_synthetic": metadata.get("n_synthetic", 0), "n_synthetic_used": metadata.get("n_synthetic_used", 0)}
 
 
-def load_model(path, expect_arch: str | None = None, expect_classes: int | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild a saved classifier in eval mode; refuse a mismatching architecture or class count."""
+def checkpoint_spec(path) -> tuple[dict, dict]:
+    """(checkpoint, spec) of a port-pipeline model checkpoint, without building the model."""
     checkpoint = load_torch(path)
-    if not isinstance(checkpoint, dict) or "spec" not in checkpoint or "state_dict" not in checkpoint:
-        raise ArtifactError(f"{path}: not a port-pipeline model checkpoint (no 'spec'/'state_dict')")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("spec"), dict) \
+            or "state_dict" not in checkpoint:
+        raise ArtifactError(f"{path}: not a port-pipeline model checkpoint (no 'spec'/'state_dict'); "
+                            f"give a model.pt written by this pipeline (train_labeler or train_robust)")
     spec = checkpoint["spec"]
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise ArtifactError(f"{path}: checkpoint spec lacks {', '.join(missing)}")
+    return checkpoint, spec
+
+
+def check_spec(spec: dict, path, expect_arch: str | None = None, expect_classes: int | None = None,
+               image_shape: tuple | None = None, images=None) -> None:
+    """Refuse a checkpoint for another architecture, class count or image geometry (H, W, C of `images`)."""
     if expect_arch is not None and spec["arch"] != expect_arch:
         raise ArtifactError(f"{path}: checkpoint is a '{spec['arch']}', config expects '{expect_arch}'")
     if expect_classes is not None and spec["num_classes"] != expect_classes:
         raise ArtifactError(f"{path}: checkpoint has {spec['num_classes']} classes, dataset has {expect_classes}")
-    model = build_model(**{k: spec[k] for k in ("arch", "in_channels", "num_classes", "image_size", "mean", "std")})
+    model_shape = (spec["image_size"], spec["image_size"], spec["in_channels"])
+    if image_shape is not None and model_shape != tuple(image_shape):
+        raise ArtifactError(f"{path}: checkpoint is for {shape_text(model_shape)} images, but {images} "
+                            f"holds {shape_text(image_shape)} images")
+
+
+def load_model(path, expect_arch: str | None = None, expect_classes: int | None = None,
+               expect_images=None) -> tuple[nn.Module, dict]:
+    """Rebuild a saved classifier in eval mode; refuse a mismatching architecture, class count, or
+    image geometry (`expect_images`: the image set the model will see)."""
+    checkpoint, spec = checkpoint_spec(path)
+    check_spec(spec, path, expect_arch, expect_classes,
+               None if expect_images is None else image_set_shape(expect_images), expect_images)
+    model = build_model(**{k: spec[k] for k in SPEC_KEYS})
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

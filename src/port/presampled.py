@@ -84,7 +84,7 @@ def open_stored_array(path, key: str | None) -> StoredArray:
             with archive.open(f"{key}.npy") as member:
                 shape, dtype = _read_header(member, f"{path}: '{key}'")
     except zipfile.BadZipFile as err:
-        raise ArtifactError(f"{path}: not a readable npz file ({err})") from err
+        raise ArtifactError(f"{path}: not an npz of arrays ({err})") from err
     return StoredArray(path, key, shape, dtype)
 
 

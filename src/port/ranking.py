@@ -74,7 +74,7 @@ def distribution_metrics(*, images_path, train_path, lanet_path, out_csv, genera
     """Frechet distance in lanet feature space and nearest-real distance for one generator."""
     synthetic = sample_images(images_path, n_images)
     real, _ = read_image_set(train_path)
-    lanet, _ = load_model(lanet_path)
+    lanet, _ = load_model(lanet_path, expect_images=images_path)
     row = {"generator": generator, "n_images": len(synthetic),
            "frechet_lanet": frechet_distance(penultimate_features(lanet, synthetic), penultimate_features(lanet, real)),
            "nn_distance": nearest_real_distance(synthetic, real)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .artifacts import atomic_path, read_csv, write_csv
+from .artifacts import atomic_path, open_hdf5, read_csv, write_csv
 
 SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "n_synthetic_used", "gamma", "epochs", "seed", "norm", "eps",
                    "clean_acc", "pgd_acc", "autoattack_acc", "train_seconds", "n_test"]
@@ -91,7 +91,6 @@ def plot_synthetic_grids(*, images_path, labels_path, filter_path, per_class_png
                          seed: int) -> None:
     """Kept synthetic images per pseudo-label class, and discarded ones with both labelers'
     answers (the paper's Figure 5d): a quick visual check of the generator and the filter."""
-    import h5py
     import numpy as np
 
     from .artifacts import read_arrays
@@ -104,7 +103,7 @@ def plot_synthetic_grids(*, images_path, labels_path, filter_path, per_class_png
     kept = [np.sort(generator.permutation(np.flatnonzero(keep & (labels == c)))[:per_class])
             for c in range(num_classes)]
     discarded = np.sort(generator.permutation(np.flatnonzero(~keep))[:per_class * 4])
-    with h5py.File(images_path, "r") as handle:
+    with open_hdf5(images_path) as handle:
         images = handle["images"]
         grid = [(images[i], f"class {c}") for c, idx in enumerate(kept) for i in idx]
         _image_grid([g[0] for g in grid], [g[1] for g in grid], per_class, per_class_png,

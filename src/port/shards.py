@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from .artifacts import CHUNK_IMAGES, ArtifactError, read_attrs, write_arrays
+from .artifacts import CHUNK_IMAGES, ArtifactError, open_hdf5, read_attrs, write_arrays
 
 SHARD_ATTRS = ("shard", "image_offset", "image_stop")
 
@@ -44,7 +43,7 @@ def merge_array_shards(*, shard_paths, out_path, n_images: int | None = None) ->
         start, stop = int(attrs.get("image_offset", -1)), int(attrs.get("image_stop", -1))
         if start != expected:
             raise ArtifactError(f"{path}: shard starts at image {start}, expected {expected}")
-        with h5py.File(path, "r") as handle:
+        with open_hdf5(path) as handle:
             keys = sorted(handle.keys())
             if parts and keys != sorted(parts):
                 raise ArtifactError(f"{path}: holds {keys}, other shards hold {sorted(parts)}")

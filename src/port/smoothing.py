@@ -86,7 +86,7 @@ def certify_dataset(*, model_path, test_path, out_csv, settings: dict, seed: int
     from .devices import default_device
     from .models import load_model
 
-    model, spec = load_model(model_path)
+    model, spec = load_model(model_path, expect_images=test_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(test_path, spec["num_classes"])

@@ -209,10 +209,11 @@ def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict
 
 
 def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
-          synthetic_path=None, progress: bool = True) -> dict:
+          synthetic_path=None, progress: bool = True, settings_key: str = "the trainer settings") -> dict:
     """Train one classifier on all the GPUs the job was given, one process each (see
     port.distributed), or in this process with one GPU or none; returns a summary (train
-    seconds, best epoch, val accuracies). The result is the same up to floating-point order."""
+    seconds, best epoch, val accuracies). The result is the same up to floating-point order.
+    `settings_key` names the config block of `settings` in error messages."""
     cfg, processes = TrainSettings.from_dict(settings), distributed.processes()
     parts = {"batch_size": cfg.batch_size}
     if synthetic_path is not None:
@@ -222,12 +223,12 @@ def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict
             raise SettingsError(f"{name} {size} does not split over {processes} training processes (one per GPU): "
                                 f"use a multiple of {processes}, or give the job a number of GPUs that divides it")
     summary = distributed.launch(_train, train_path, model_out, history_out, checkpoint_path, settings, seed,
-                                 synthetic_path, progress)
+                                 synthetic_path, progress, settings_key)
     return summary if summary is not None else load_torch(model_out)["metadata"]
 
 
 def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int, synthetic_path,
-           progress: bool) -> dict:
+           progress: bool, settings_key: str) -> dict:
     """One training process: every rank sees every global batch and trains on its rows; rank 0
     validates and writes the checkpoint, history and model."""
     cfg = TrainSettings.from_dict(settings)
@@ -237,6 +238,9 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     num_classes = int(attrs["num_classes"])
     images, labels = read_image_set(train_path, num_classes)
     train_idx, val_idx = validation_split(len(images), cfg.val_fraction, seed)
+    if len(train_idx) < cfg.batch_size:  # a default batch_size against a small set: name the key
+        raise SettingsError(f"{settings_key}.batch_size={cfg.batch_size}: {train_path} leaves {len(train_idx)} "
+                            f"training images after the val_fraction={cfg.val_fraction} hold-out, fewer than one batch")
     device = default_device()
     real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"), device)
     synthetic = None

@@ -1,3 +1,4 @@
+from port.config import trainer_block
 from port.logs import logged_job
 from port.training import train
 
@@ -5,4 +6,5 @@ with logged_job(snakemake):
     train(train_path=snakemake.input.train_path, model_out=snakemake.output.model_out,
           history_out=snakemake.output.history_out, checkpoint_path=snakemake.params.checkpoint_path,
           settings=snakemake.params.settings, seed=snakemake.params.seed,
-          synthetic_path=snakemake.input.synthetic_path or None)
+          synthetic_path=snakemake.input.synthetic_path or None,
+          settings_key=trainer_block(snakemake.rule, snakemake.wildcards))

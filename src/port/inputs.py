@@ -1,0 +1,118 @@
+"""Files named in config (npz sets, labeler checkpoints, local generator models), checked early.
+
+Snakemake deletes a job's old outputs before it runs the job, so a bad file found inside the
+job would cost the last good result. These checks run in the input functions of the rules that
+read the files: while Snakemake builds the DAG, before any job, and only for the datasets the
+run builds. They read headers only (npz array headers, a checkpoint's spec): existence, kind,
+readable header, image geometry against the dataset's, a checkpoint's architecture and classes.
+Each error names the config key and the file. The Snakefile imports this module, so it loads
+h5py, numpy and torch only once the config names a file to check (DAG parsing stays light).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from .config import NUM_CLASSES, generator_files, labeler_checkpoint, source_files
+
+
+def source_inputs(config: dict, dataset: str) -> list[str]:
+    """The npz files of a dataset's source (prepare_data's inputs), checked: files with the
+    configured keys, train and test of one geometry."""
+    files = source_files(config, dataset)
+    if files:
+        source_geometry(config, dataset)
+    return list(files.values())
+
+
+def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
+    """The files a generator reads from outside the pipeline (sample_shard's inputs), checked:
+    npz parts with images of the dataset's geometry, or a local model of the right kind."""
+    gen = config["datasets"][dataset]["generators"][generator]
+    files = generator_files(config, dataset, generator)
+    if files and gen["kind"] == "npz":
+        from .data import check_same_geometry
+        from .presampled import PresampledSet
+
+        reference, geometry = source_geometry(config, dataset)
+        with _named(f"datasets.{dataset}.generators.{generator}.path"):
+            for path in files:
+                _file(path, "an npz or .npy")
+            shape = PresampledSet.open(gen["path"], gen.get("image_key", "image"), gen.get("label_key")).image_shape
+            if geometry is not None:
+                check_same_geometry(reference, geometry, files[0], shape)
+    elif files:
+        with _named(f"datasets.{dataset}.generators.{generator}.model"):
+            _check_model(files[0], gen["kind"])
+    return files
+
+
+def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
+    """The checkpoint a labeler slot takes instead of training (train_labeler's input), checked:
+    a model.pt of this pipeline for the configured architecture, classes and image geometry."""
+    path = labeler_checkpoint(config, dataset, slot)
+    if not path:
+        return []
+    ds = config["datasets"][dataset]
+    num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
+    reference, geometry = source_geometry(config, dataset)
+    with _named(f"datasets.{dataset}.labelers.{slot}.checkpoint"):
+        from .models import check_spec, checkpoint_spec  # torch: only when a checkpoint is named
+
+        _, spec = checkpoint_spec(_file(path, "a checkpoint"))
+        check_spec(spec, path, ds["labelers"][slot]["arch"], num_classes, geometry, reference)
+    return [path]
+
+
+def source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
+    """What the dataset's images are (a name for messages, H x W x C), from npz headers or the built-in table."""
+    from .artifacts import ArtifactError
+    from .data import IMAGE_SHAPES, check_same_geometry, npz_image_shape
+
+    source = config["datasets"][dataset]["source"]
+    files = source_files(config, dataset)
+    if not files:
+        return f"datasets.{dataset}.source ({source['kind']})", IMAGE_SHAPES.get(source["kind"])
+    shapes = {}
+    for split, path in files.items():
+        with _named(f"datasets.{dataset}.source.{split}"):
+            shapes[split] = npz_image_shape(_file(path, "an npz"), source.get("image_key", "image"),
+                                            source.get("label_key", "label"))
+            if len(shapes[split]) != 4 or shapes[split][-1] not in (1, 3):
+                raise ArtifactError(f"{path}: images must be (N, H, W, C) with C in (1, 3), got {shapes[split]}")
+    with _named(f"datasets.{dataset}.source"):
+        check_same_geometry(files["train"], shapes["train"], files["test"], shapes["test"])
+    return files["train"], tuple(shapes["train"][1:])
+
+
+def _check_model(path: str, kind: str) -> None:
+    """A local generator model: a save_pretrained directory (diffusers) or a network pickle file (stylegan)."""
+    from .artifacts import MODEL_DIRECTORY_MARKER, ArtifactError
+
+    if kind == "diffusers" and not (Path(path) / MODEL_DIRECTORY_MARKER).is_file():
+        raise ArtifactError(f"{path}: not a diffusers model directory (no {MODEL_DIRECTORY_MARKER})")
+    if kind == "stylegan":
+        _file(path, "a network pickle")
+
+
+def _file(path: str, kind: str) -> str:
+    """`path`, if it is a file; `kind` names what was expected ("an npz")."""
+    from .artifacts import ArtifactError
+
+    if Path(path).is_dir():
+        raise ArtifactError(f"{path}: is a directory, expected {kind} file")
+    if not Path(path).is_file():
+        raise ArtifactError(f"{path}: file not found")
+    return path
+
+
+@contextlib.contextmanager
+def _named(key: str):
+    """Prefix an ArtifactError raised inside the block with the config key that named the file."""
+    from .artifacts import ArtifactError
+
+    try:
+        yield
+    except ArtifactError as err:
+        raise ArtifactError(f"{key}: {err}") from err
