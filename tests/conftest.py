@@ -17,6 +17,24 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def cheap_autoattack(monkeypatch):
+    """AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square, in that order) with two
+    iterations, two target classes and a few Square queries: every attack's code path runs on
+    every surviving image in a fraction of a second instead of a minute."""
+    import pyautoattack
+
+    class CheapAutoAttack(pyautoattack.AutoAttack):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for apgd in (self.apgd, self.apgd_targeted):
+                apgd.n_iter, apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = 2, 1, 1, 1
+            self.apgd_targeted.n_target_classes = self.fab.n_target_classes = 2
+            self.fab.n_iter, self.square.n_queries = 2, 4
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", CheapAutoAttack)
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
