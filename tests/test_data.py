@@ -262,6 +262,20 @@ def test_cifar10_corrupted_file_fails_integrity_check(tmp_path, monkeypatch):
         prepare(tmp_path, "cifar10", {"kind": "cifar10", "root": str(root), "download": False})
 
 
+def test_cifar10_copy_with_its_own_md5_table(tmp_path):
+    """`source.md5` reads a folder that is not the official release, still checking every file."""
+    root = tmp_path / "cifar"
+    (train_x, train_y), _, md5 = write_cifar10(root, per_batch=2)
+    source = {"kind": "cifar10", "root": str(root), "download": False, "md5": md5}
+    x_train, y_train, _ = read_h5(prepare(tmp_path, "cifar10", source)[0])
+    assert np.array_equal(x_train, train_x) and np.array_equal(y_train, train_y)
+    wrong = {**md5, "data_batch_2": "0" * 32}
+    with pytest.raises(ArtifactError, match="cannot read cifar10"):
+        prepare(tmp_path / "wrong", "cifar10", {**source, "md5": wrong})
+    with pytest.raises(ArtifactError, match="source.md5: data_batch_9 not among the cifar10 files"):
+        prepare(tmp_path / "unknown", "cifar10", {**source, "md5": {**md5, "data_batch_9": "0" * 32}})
+
+
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
 def test_cifar_missing_root_is_an_artifact_error(tmp_path, kind):
     root = tmp_path / "no_such_root"
