@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cifar_format import class_coloured_images, write_cifar10
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -61,16 +62,57 @@ TINY = {
 }
 
 
+# The same stages on RGB 32x32 images in the real CIFAR-10 on-disk format (`cifar-10-batches-py`,
+# read by torchvision): the digits tiny config on top of config.yaml's digits entry, with CIFAR's
+# threat sizes, cheaper PGD (32x32x3 costs 48x an 8x8 digit) and a few AutoAttack images.
+RGB_DATASET = "cifar10-tiny"
+TINY_RGB = {
+    "diffusion_models": {"ddpm": {"block_out_channels": [16, 32], "steps": 20, "batch_size": 16}},
+    "threats": {"linf": {"norm": "linf", "eps": 8 / 255, "step_size": 4 / 255, "steps": 2},
+                "l2": {"norm": "l2", "eps": 0.5, "step_size": 0.25, "steps": 2}},
+    "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "steps": 1, "eval_steps": 2, "n_heldout": 60},
+    "evaluation": {"n_test": 6, "pgd_steps": 3},
+    "smoothing": {"epochs": 1, "radii": [0.0, 0.25, 0.5],
+                  "certify": {"n0": 10, "n": 100, "batch_size": 100, "skip": 25}},
+}
+
+
+def merged(base: dict, override: dict) -> dict:
+    """`override` on top of `base`, key by key (as Snakemake merges a --configfile into the config)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def rgb_config(cifar_root: Path, md5: dict) -> dict:
+    digits = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["datasets"]["digits"]
+    dataset = merged(merged(digits, TINY["datasets"]["digits"]), TINY_RGB)
+    dataset["source"] = {"kind": "cifar10", "root": str(cifar_root), "download": False, "md5": md5}
+    return {"default_datasets": [RGB_DATASET], "datasets": {RGB_DATASET: dataset}}
+
+
 def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
                "--configfile", str(workdir / "tiny.yaml"), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("digits_run")
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+def run_tiny_dag(workdir: Path, config: dict) -> Path:
+    """Every default target of `config` (on top of config.yaml), built on 2 cores in `workdir`."""
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    return run_tiny_dag(tmp_path_factory.mktemp("digits_run"), TINY)
+
+
+@pytest.fixture(scope="session")
+def rgb_run(tmp_path_factory):
+    cifar_root = tmp_path_factory.mktemp("cifar10_files")
+    _, _, md5 = write_cifar10(cifar_root, per_batch=40, n_test=100, draw_images=class_coloured_images)
+    return run_tiny_dag(tmp_path_factory.mktemp("rgb_run"), rgb_config(cifar_root, md5))
