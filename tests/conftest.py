@@ -68,6 +68,7 @@ TINY = {
 RGB_DATASET = "cifar10-tiny"
 TINY_RGB = {
     "diffusion_models": {"ddpm": {"block_out_channels": [16, 32], "steps": 20, "batch_size": 16}},
+    "labelers": {"lanet": {"batch_size": 16}, "splitnet": {"batch_size": 16}},  # enough steps to learn colours
     "threats": {"linf": {"norm": "linf", "eps": 8 / 255, "step_size": 4 / 255, "steps": 2},
                 "l2": {"norm": "l2", "eps": 0.5, "step_size": 0.25, "steps": 2}},
     "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "steps": 1, "eval_steps": 2, "n_heldout": 60},

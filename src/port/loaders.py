@@ -21,7 +21,9 @@ from .seeds import derive_seed, rng
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [0, 1], channels-last in memory."""
+    """uint8 NHWC -> float NCHW in [0, 1], channels-last in memory (the fast layout for our
+    convolutions). With three channels that memory is not contiguous NCHW: code outside the package
+    that flattens with `.view` (pyautoattack, diffusers' attention) must get `.contiguous()`."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last)
 
