@@ -29,6 +29,7 @@ rule pseudo_label:
         f"{SYNTHETIC}/labels/shard_{{shard}}.h5",
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
+        labels_from=lambda wc: port_config.labels_from(config, wc.dataset, wc.generator),
     priority: 10  # the synthetic-data chain is the critical path
     log:
         "logs/pseudo_label/{dataset}/{generator}/{shard}.log",

@@ -53,7 +53,9 @@ TINY = {
         "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "steps": 2, "n_heldout": 60},
         "scores": {"discriminator_eps": 0.05, "eps": 0.01, "steps": 2},
         "score_groups": {"n_groups": 2},
-        "generator_ranking": {"n_train": 48, "epochs": 1, "n_metric_images": 100},
+        # the shipped ranking's three unconditional-path generators (ddpm-cond's path is unit-tested)
+        "generator_ranking": {"generators": ["ddpm", "ddpm-4steps", "gan"], "n_train": 48, "epochs": 1,
+                              "n_metric_images": 100},
         "training": {"epochs": 2, "batch_size": 32},
         "evaluation": {"n_test": 30, "pgd_steps": 3},
         "smoothing": {"epochs": 2, "radii": [0.0, 0.25, 0.5],

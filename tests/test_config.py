@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from port.config import (ConfigError, canonical, check_config, discriminator_settings, evaluation_settings,
-                         final_targets, generator_settings, labeler_settings, pipeline_model, run_paths, run_row,
+                         final_targets, generator_settings, labeler_settings, labels_from, pipeline_model, run_paths, run_row,
                          selection_of, smoothing_epochs, smoothing_settings, training_settings, transfer_settings)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +82,9 @@ D = "datasets.digits."
     (D + "training.architectures", ["small_cnn", "vgg16"]),      # unknown architecture
     (D + "labelers.lanet.arch", "resnet50"),
     (D + "generators.ddpm.scheduler", "euler"),                  # unknown scheduler
+    ("datasets.cifar10.generators.stylegan.noise_mode", "none"),
+    ("datasets.cifar10.generators.stylegan.truncation_psi", -0.5),
+    (D + "generators.gan.labels_from", "splitnet"),
     (D + "training.model_selection", "median"),
     (D + "training.attack_batchnorm", "frozen"),
     (D + "filter.threshold", 1.2),
@@ -123,6 +126,9 @@ def test_bad_configs_are_rejected_by_the_schema(raw_config, key, value):
     (lambda c: _set(c, D + "diffusion_models.ddpm.attention_levels", [2]),
      "datasets.digits.diffusion_models.ddpm.attention_levels"),
     (lambda c: _set(c, D + "threats.linf.step_size", 0.0), "datasets.digits.threats.linf.step_size"),
+    (lambda c: _set(c, "datasets.cifar10.generators.stylegan.model", _DELETE), "datasets.cifar10.generators.stylegan"),
+    (lambda c: _set(c, D + "generators.ddpm.truncation_psi", 0.5), "datasets.digits.generators.ddpm"),
+    (lambda c: _set(c, D + "generators.ddpm.labels_from", "generator"), "datasets.digits.generators.ddpm"),
 ])
 def test_check_config_names_the_offending_key(config, change, names):
     bad = copy.deepcopy(config)
@@ -172,6 +178,19 @@ def test_settings_do_not_depend_on_yaml_key_order(config):
     assert repr(a) == repr(b)
 
 
+def test_stylegan_settings_get_their_defaults_and_labels_from_stays_out(config):
+    settings = generator_settings(config, "cifar10", "stylegan")
+    assert settings["truncation_psi"] == 1.0 and settings["noise_mode"] == "const" and settings["class_labels"] is None
+    assert "labels_from" not in settings  # a labelling choice does not resample images
+    assert labels_from(config, "cifar10", "stylegan") == "lanet"
+    assert labels_from(config, "digits", "ddpm") == "lanet"  # the default
+    assert "truncation_psi" not in generator_settings(config, "digits", "ddpm")  # other kinds unchanged
+    edited = copy.deepcopy(config)
+    edited["datasets"]["cifar10"]["generators"]["stylegan"]["truncation_psi"] = 0.7
+    assert generator_settings(edited, "cifar10", "stylegan")["truncation_psi"] == 0.7
+    assert pipeline_model(config, "cifar10", "stylegan") is None  # an outside pickle, not a pipeline model
+
+
 def test_labeler_and_generator_settings_sorted(config):
     for settings in (labeler_settings(config, "digits", "lanet"), generator_settings(config, "digits", "ddpm")):
         assert list(settings) == sorted(settings)
@@ -183,9 +202,10 @@ def test_targets_and_run_paths(config):
     assert final_targets(config) == [f"results/digits/{name}" for name in
                                      ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures, "arc.csv",
                                       "generators.csv", "score_groups.csv"]]
-    # cifar10 ranks no generators and trains no score groups by default
+    # cifar10 ranks the DDPM against StyleGAN2-ADA (paper Tables 4 and 6) and trains no score groups
     assert final_targets(config, ["cifar10"]) == [f"results/cifar10/{name}" for name in
-                                                  ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures]]
+                                                  ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures,
+                                                   "arc.csv", "generators.csv"]]
     no_smoothing = {**config, "datasets": {"digits": {k: v for k, v in config["datasets"]["digits"].items()
                                                       if k != "smoothing"}}}
     assert "results/digits/port_smooth.csv" not in final_targets(no_smoothing)

@@ -239,6 +239,25 @@ def test_merge_shards_refuses_misplaced_shards(tmp_path, order):
     assert not list(tmp_path.glob(".merged.h5.*"))  # no temporary left behind
 
 
+def test_merge_shards_keeps_generator_labels(tmp_path):
+    paths, arrays = fake_shards(tmp_path, sizes=(3, 0, 4))
+    labels = np.array([2, 0, 1, 1, 2, 0, 0])
+    bounds = [(0, 3), (3, 3), (3, 7)]
+    for path, images, (start, stop) in zip(paths, arrays, bounds):
+        write_images(path, images, {"stage": "sample", "image_offset": start}, source_labels=labels[start:stop])
+    merge_shards(paths, tmp_path / "merged.h5")
+    with h5py.File(tmp_path / "merged.h5", "r") as handle:
+        np.testing.assert_array_equal(handle["source_labels"][()], labels)
+        np.testing.assert_array_equal(handle["images"][()], np.concatenate(arrays))
+
+
+def test_merge_shards_refuses_labels_on_some_shards_only(tmp_path):
+    paths, arrays = fake_shards(tmp_path)
+    write_images(paths[0], arrays[0], {"stage": "sample", "image_offset": 0}, source_labels=np.zeros(3, np.int64))
+    with pytest.raises(ArtifactError, match=r"shard_1\.h5: no 'source_labels' while other shards of the set have them"):
+        merge_shards(paths, tmp_path / "merged.h5")
+
+
 def test_merge_shards_refuses_only_empty_shards(tmp_path):
     paths, _ = fake_shards(tmp_path, sizes=(0, 0))
     with pytest.raises(ArtifactError, match="no images in any of the 2 shard"):
@@ -430,3 +449,43 @@ def test_gan_checkpoint_of_another_kind_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "x.pt")
     with pytest.raises(ArtifactError, match="not a port-pipeline GAN"):
         load_generator(tmp_path / "x.pt")
+
+
+# --------------------------------------------------------------------------- class-conditional DDPM
+
+
+@pytest.fixture(scope="module")
+def conditional_model(digits_like, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "ddpm-cond"
+    train_ddpm(digits_like, out, {**DDPM_SETTINGS, "class_conditional": True, "label_dropout": 0.2}, seed=0,
+               progress=False)
+    return out
+
+
+def read_with_labels(path):
+    with h5py.File(path, "r") as handle:
+        return handle["images"][()], handle["source_labels"][()]
+
+
+def test_conditional_ddpm_embeds_classes_plus_no_class(conditional_model):
+    config = load_pipeline(str(conditional_model), "ddim").unet.config
+    assert config.num_class_embeds == 3 + 1  # digits_like has 3 classes; the last is "no class"
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
+def test_conditional_shards_are_balanced_and_independent_of_sharding(conditional_model, tmp_path, scheduler):
+    model = str(conditional_model)
+    cfg = dict(scheduler=scheduler, n_images=7, guidance_scale=2.0)
+    sample_shard(model, tmp_path / "whole.h5", 0, settings(**cfg, n_shards=1, batch_size=7), seed=3, progress=False)
+    images, labels = read_with_labels(tmp_path / "whole.h5")
+    np.testing.assert_array_equal(labels, np.arange(7) % 3)
+    parts = []
+    for shard in range(3):
+        out = tmp_path / f"part{shard}.h5"
+        sample_shard(model, out, shard, settings(**cfg, n_shards=3, batch_size=2), seed=3, progress=False)
+        parts.append(read_with_labels(out))
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels)
+    sample_shard(model, tmp_path / "plain.h5", 0, settings(**{**cfg, "guidance_scale": 1.0}, n_shards=1, batch_size=7),
+                 seed=3, progress=False)
+    assert not np.array_equal(read_with_labels(tmp_path / "plain.h5")[0], images)  # guidance changes the samples

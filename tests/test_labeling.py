@@ -76,7 +76,9 @@ def test_filter_images_end_to_end(tmp_path):
     assert attrs["stage"] == "filter" and '"threshold": 0.9' in attrs["params"]
 
     counts = pd.read_csv(tmp_path / "counts.csv")
-    assert list(counts.columns) == ["class", "n_total", "n_kept", "n_discarded", "kept_fraction"]
+    assert list(counts.columns) == ["class", "n_total", "n_kept", "n_discarded", "kept_fraction",
+                                    "generator_agreement"]
+    assert counts["generator_agreement"].isna().all()  # no generator labels
     assert counts["class"].tolist() == [0, 1, 2]
     assert counts["n_total"].tolist() == [3, 2, 3]
     assert counts["n_kept"].tolist() == [1, 1, 2]
@@ -153,3 +155,46 @@ def test_pseudo_labels_in_shards_merge_to_the_unsharded_result(tmp_path):
     for key in whole:
         np.testing.assert_allclose(merged[key], whole[key], rtol=1e-5, atol=1e-6)
     assert read_attrs(tmp_path / "merged.h5")["dataset"] == "toy"
+
+
+def labelled_toy_set(tmp_path, n_images=25, source_labels=True):
+    from port.artifacts import write_images
+    from port.models import build_model, model_spec, save_model
+
+    for name, arch in (("lanet", "small_cnn"), ("splitnet", "mlp")):
+        spec = model_spec(arch, 1, 10, 8, [0.5], [0.5])
+        save_model(build_model(**spec), spec, tmp_path / f"{name}.pt")
+    images = np.random.default_rng(0).integers(0, 256, (n_images, 8, 8, 1), dtype=np.uint8)
+    arrays = {"source_labels": (np.arange(n_images) * 7) % 10} if source_labels else {}
+    write_images(tmp_path / "images.h5", images, provenance("sample", {}, 0, dataset="toy"), **arrays)
+    return tmp_path / "images.h5", tmp_path / "lanet.pt", tmp_path / "splitnet.pt"
+
+
+def test_labels_from_generator_keeps_both_labelers_and_reports_agreement(tmp_path):
+    from port.labeling import pseudo_label
+
+    inputs = labelled_toy_set(tmp_path)
+    pseudo_label(*inputs, tmp_path / "gen.h5", labels_from="generator", progress=False)
+    pseudo_label(*inputs, tmp_path / "lanet.h5", progress=False)
+    gen = read_arrays(tmp_path / "gen.h5", "labels", "source_labels", "lanet_probs", "splitnet_probs")
+    lanet = read_arrays(tmp_path / "lanet.h5", "labels", "source_labels", "lanet_probs")
+    source = (np.arange(25) * 7) % 10
+    np.testing.assert_array_equal(gen["labels"], source)
+    np.testing.assert_array_equal(lanet["source_labels"], source)  # recorded either way
+    np.testing.assert_array_equal(lanet["labels"], lanet["lanet_probs"].argmax(1))
+    np.testing.assert_allclose(gen["lanet_probs"], lanet["lanet_probs"])
+
+    filter_images(tmp_path / "gen.h5", tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9)
+    counts = pd.read_csv(tmp_path / "c.csv")
+    agree = gen["lanet_probs"].argmax(1) == source
+    expected = [agree[source == c].mean() for c in range(10)]
+    np.testing.assert_allclose(counts["generator_agreement"], expected)
+    np.testing.assert_array_equal(counts["n_total"], np.bincount(source, minlength=10))
+
+
+def test_labels_from_generator_needs_generator_labels(tmp_path):
+    from port.labeling import pseudo_label
+
+    inputs = labelled_toy_set(tmp_path, source_labels=False)
+    with pytest.raises(ArtifactError, match=r"images\.h5: labels_from generator, but the image set has no 'source_labels'"):
+        pseudo_label(*inputs, tmp_path / "out.h5", labels_from="generator", progress=False)

@@ -8,6 +8,12 @@ keys in the YAML file reruns nothing.
 from __future__ import annotations
 
 TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
+# Defaults of generator keys that only one kind reads; kept out of the schema so that adding a
+# kind does not change (and rerun) the other kinds' sampling settings.
+KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "class_labels": None}}
+LABEL_SOURCES = ("generator", "lanet")
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # classes of the built-in dataset kinds
+CONDITIONAL_KINDS = ("gan", "stylegan", "npz")  # kinds whose shards may carry the generator's labels
 RUN_METHOD = r"baseline|port-[A-Za-z0-9]+"  # a run trains on real data only, or PORT on one selection
 
 
@@ -47,8 +53,20 @@ def check_config(config: dict) -> None:
             elif gen["kind"] == "gan":
                 if gen.get("model") not in ds.get("gan_models", {}) or "n_images" not in gen:
                     raise ConfigError(f"{at}: kind gan needs `n_images` and a `model` that is a key of {where}.gan_models")
+            elif gen["kind"] == "stylegan":
+                for key in ("model", "n_images"):
+                    if key not in gen:
+                        raise ConfigError(f"{at}: kind stylegan needs `{key}` (an official network pickle)")
             elif not gen.get("path"):
                 raise ConfigError(f"{at}: kind npz needs `path`")
+            other_kind = [key for kind, defaults in KIND_DEFAULTS.items() if kind != gen["kind"]
+                          for key in defaults if key in gen]
+            if other_kind:
+                raise ConfigError(f"{at}: {', '.join(other_kind)} only apply to kind stylegan")
+            conditional_ddpm = ds.get("diffusion_models", {}).get(gen.get("model"), {}).get("class_conditional")
+            if gen.get("labels_from") == "generator" and not (gen["kind"] in CONDITIONAL_KINDS or conditional_ddpm):
+                raise ConfigError(f"{at}: labels_from generator needs a generator that records labels (kinds "
+                                  f"{', '.join(CONDITIONAL_KINDS)}, or a class_conditional diffusion_models entry)")
         for model_name, model in ds.get("diffusion_models", {}).items():
             levels = model.get("attention_levels", [])
             if any(level >= len(model["block_out_channels"]) for level in levels):
@@ -93,7 +111,20 @@ def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
 
 
 def generator_settings(config: dict, dataset: str, generator: str) -> dict:
-    return canonical(config["datasets"][dataset]["generators"][generator])
+    """What a sampling shard needs: the generator's block with its kind's defaults, without the
+    labelling choice (labels_from reaches the pseudo-label stage, not the sampler)."""
+    ds = config["datasets"][dataset]
+    gen = ds["generators"][generator]
+    settings = {**KIND_DEFAULTS.get(gen["kind"], {}), **gen}
+    settings.pop("labels_from", None)
+    if gen["kind"] == "npz":  # imported labels are checked against the dataset's classes
+        settings["num_classes"] = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
+    return canonical(settings)
+
+
+def labels_from(config: dict, dataset: str, generator: str) -> str:
+    """Where a generator's pseudo-labels come from: its own classes or lanet (the default)."""
+    return config["datasets"][dataset]["generators"][generator].get("labels_from", "lanet")
 
 
 def labeler_settings(config: dict, dataset: str, slot: str) -> dict:

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import ArtifactError, check_labels, provenance, write_images
-
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+from .config import NUM_CLASSES
 
 
 def load_digits_split(test_fraction: float, seed: int):

@@ -1,6 +1,8 @@
 """Pseudo-labels from two labelers (the paper's LaNet and SplitNet slots) and the filter.
 
-The pseudo-label is the `lanet` prediction. An image is discarded when the two labelers
+The pseudo-label is the `lanet` prediction, or the generator's own class for a conditional
+generator configured with `labels_from: generator` (both labelers' predictions are kept, and the
+filter counts report how often lanet agrees with the generator). An image is discarded when the two labelers
 disagree AND both are unsure (confidence below the threshold, 0.9 in the paper).
 """
 
@@ -10,14 +12,17 @@ import logging
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, atomic_path, dataset_of, image_set_length, iter_image_blocks, provenance, read_arrays,
-                        read_attrs, read_image_set, write_arrays, write_csv)
+from .artifacts import (ArtifactError, atomic_path, check_labels, dataset_of, image_set_length, iter_image_blocks,
+                        provenance, read_arrays, read_attrs, read_image_set, write_arrays, write_csv)
+from .config import LABEL_SOURCES
 from .evaluation import predict
+from .generators import SOURCE_LABELS
 from .loaders import to_tensor
 from .models import default_device, load_model
 from .shards import shard_bounds
@@ -64,20 +69,51 @@ def class_probabilities(model, images_path, num_classes: int, start: int = 0, st
     return np.concatenate(probs)
 
 
+def generator_labels(images_path, start: int, stop: int, num_classes: int) -> np.ndarray | None:
+    """The generator's own classes of images [start, stop), or None for an unconditional set."""
+    with h5py.File(images_path, "r") as handle:
+        if SOURCE_LABELS not in handle:
+            return None
+        labels = handle[SOURCE_LABELS][start:stop]
+    check_labels(labels, num_classes, f"{images_path}: '{SOURCE_LABELS}'")
+    return labels.astype(np.int64)
+
+
 def pseudo_label(images_path, lanet_path, splitnet_path, out_path, shard: int = 0, n_shards: int = 1,
-                 progress: bool = True) -> None:
-    """Store both labelers' class probabilities and the pseudo-label (lanet's argmax) for one
-    shard of the image set (merged afterwards with port.shards.merge_array_shards)."""
+                 labels_from: str = "lanet", progress: bool = True) -> None:
+    """Store both labelers' class probabilities, the generator's labels when the set has them,
+    and the pseudo-label (lanet's argmax, or the generator's class with labels_from generator)
+    for one shard of the image set (merged afterwards with port.shards.merge_array_shards)."""
+    if labels_from not in LABEL_SOURCES:
+        raise ArtifactError(f"labels_from '{labels_from}' (known: {', '.join(LABEL_SOURCES)})")
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
     lanet, spec = load_model(lanet_path)
     num_classes = spec["num_classes"]
     splitnet, _ = load_model(splitnet_path, expect_classes=num_classes)
+    source = generator_labels(images_path, start, stop, num_classes)
+    if labels_from == "generator" and source is None:
+        raise ArtifactError(f"{images_path}: labels_from generator, but the image set has no '{SOURCE_LABELS}' "
+                            "(an unconditional generator or an npz set without labels)")
     probs = {slot: class_probabilities(model, images_path, num_classes, start, stop, progress=progress)
              for slot, model in zip(SLOTS, (lanet, splitnet))}
-    attrs = provenance("pseudo_label", {"num_classes": num_classes}, None, images=str(images_path),
-                       dataset=dataset_of(images_path), shard=shard, image_offset=start, image_stop=stop)
-    write_arrays(out_path, attrs, labels=probs["lanet"].argmax(1).astype(np.int64),
-                 lanet_probs=probs["lanet"], splitnet_probs=probs["splitnet"])
+    attrs = provenance("pseudo_label", {"num_classes": num_classes, "labels_from": labels_from}, None,
+                       images=str(images_path), dataset=dataset_of(images_path), shard=shard, image_offset=start,
+                       image_stop=stop)
+    labels = source if labels_from == "generator" else probs["lanet"].argmax(1).astype(np.int64)
+    write_arrays(out_path, attrs, labels=labels, lanet_probs=probs["lanet"], splitnet_probs=probs["splitnet"],
+                 **({SOURCE_LABELS: source} if source is not None else {}))
+
+
+def generator_agreement(labels_path, lanet_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per generator class, the fraction of its images that lanet also assigns to it: a quality
+    signal of conditional generators (NaN without generator labels or images of the class)."""
+    with h5py.File(labels_path, "r") as handle:
+        if SOURCE_LABELS not in handle:
+            return np.full(num_classes, np.nan)
+        source = handle[SOURCE_LABELS][()]
+    total = np.bincount(source, minlength=num_classes)
+    agree = np.bincount(source[lanet_pred == source], minlength=num_classes)
+    return np.where(total > 0, agree / np.maximum(total, 1), np.nan)
 
 
 def keep_mask(pred_a, conf_a, pred_b, conf_b, threshold: float) -> np.ndarray:
@@ -109,6 +145,7 @@ def filter_images(labels_path, out_mask, out_counts, threshold: float) -> int:
     })
     counts["n_discarded"] = counts["n_total"] - counts["n_kept"]
     counts["kept_fraction"] = counts["n_kept"] / counts["n_total"].clip(lower=1)
+    counts["generator_agreement"] = generator_agreement(labels_path, a.argmax(1), len(classes))
     write_csv(counts, out_counts)
     log.info("kept %d of %d synthetic images (threshold %.2f)", keep.sum(), len(keep), threshold)
     return int(keep.sum())
