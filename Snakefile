@@ -29,11 +29,12 @@ wildcard_constraints:
     threat=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     arch=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     method=port_config.RUN_METHOD,
-    selection=r"random|adaptive|group\d+",
+    selection=r"random|adaptive|confidence|group\d+",
     eps_index=r"\d+",
     slot="lanet|splitnet",
     shard=r"\d+",
     seed=r"\d+",
+    variant=r"[A-Za-z0-9][A-Za-z0-9_-]*",
 
 
 include: "rules/common.smk"
@@ -46,6 +47,7 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/smooth.smk"
 include: "rules/report.smk"
+include: "rules/recipe.smk"
 
 
 rule all:

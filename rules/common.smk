@@ -48,6 +48,11 @@ def selection_scores(wc):
     return f"{SYNTHETIC}/scores.h5".format(**dict(wc.items())) if needs_scores(wc.selection) else []
 
 
+def selection_labels(wc):
+    """Confidence selection reads the labeler's class probabilities."""
+    return f"{SYNTHETIC}/labels.h5".format(**dict(wc.items())) if wc.selection == "confidence" else []
+
+
 def discriminator_eps(wc):
     """The eps of discriminator `eps{i}`: the i-th value of the dataset's grid."""
     grid = dataset_cfg(wc)["discrimination"]["eps"]

@@ -87,11 +87,13 @@ rule select_synthetic:
         images=f"{SYNTHETIC}/images.h5",
         mask=f"{SYNTHETIC}/filter.h5",
         scores=selection_scores,
+        labels=selection_labels,
     output:
         f"{SYNTHETIC}/selected/{{selection}}.h5",
     params:
-        k=lambda wc: None if wc.selection.startswith("group") else dataset_cfg(wc)["selection"]["k"],
+        k=lambda wc: None if wc.selection.startswith("group") or wc.selection == "confidence" else dataset_cfg(wc)["selection"]["k"],
         n_groups=lambda wc: dataset_cfg(wc)["score_groups"]["n_groups"] if wc.selection.startswith("group") else None,
+        fraction=lambda wc: dataset_cfg(wc)["selection"]["fraction"] if wc.selection == "confidence" else None,
         seed=lambda wc: derive_seed(config["seed"], "selection", wc.selection),
     priority: 10
     log:

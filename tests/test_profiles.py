@@ -18,7 +18,7 @@ SLURM = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
 LOCAL = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
 GPU_RULES = {"train_ddpm", "sample_shard", "pseudo_label", "train_labeler", "train_robust", "train_smooth",
              "evaluate", "certify", "train_gan", "train_discriminator", "evaluate_discriminator", "score_shard",
-             "train_transfer", "evaluate_transfer", "distribution_metrics"}
+             "train_transfer", "evaluate_transfer", "distribution_metrics", "train_recipe", "evaluate_recipe"}
 
 
 def rule_resources(output: str) -> dict[str, dict[str, str]]:

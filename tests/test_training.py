@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import port.training as training
 from port.artifacts import ArtifactError, ImageWriter, load_torch, provenance, write_images
 from port.models import load_model
+from port.recipe import ce_plus_kl
 from port.training import TrainSettings, held_out_split, mix_batches, port_loss, train
 
 # --- mix_batches and port_loss ------------------------------------------------------------------
@@ -33,7 +34,7 @@ def test_mix_batches_without_synthetic_half():
 
 @pytest.mark.parametrize("n_syn", [3, 5])
 def test_mix_batches_refuses_unequal_halves(n_syn):
-    with pytest.raises(ValueError, match="1:1"):
+    with pytest.raises(ValueError, match="expected 4 synthetic images next to 4 real ones"):
         mix_batches(torch.rand(4, 1, 2, 2), torch.zeros(4, dtype=torch.long),
                     torch.rand(n_syn, 1, 2, 2), torch.zeros(n_syn, dtype=torch.long))
 
@@ -255,8 +256,8 @@ def test_stability_loss_is_ce_plus_beta_kl_clean_to_noisy():
     p, q = torch.softmax(logits, 1), torch.softmax(noisy, 1)
     kl = (p * (p.log() - q.log())).sum(1)  # KL(f(x) || f(x + noise)), by hand
     expected = torch.nn.functional.cross_entropy(logits, y, reduction="none") + 6.0 * kl
-    assert torch.allclose(training.stability_loss(logits, noisy, y, beta=6.0), expected, atol=1e-6)
-    same = training.stability_loss(logits, logits, y, beta=6.0)
+    assert torch.allclose(ce_plus_kl(logits, noisy, y, beta=6.0), expected, atol=1e-6)
+    same = ce_plus_kl(logits, logits, y, beta=6.0)
     assert torch.allclose(same, torch.nn.functional.cross_entropy(logits, y, reduction="none"), atol=1e-6)
 
 
@@ -285,10 +286,11 @@ HISTORY = ["epoch", "lr", "loss_real", "loss_synthetic", "train_acc", "val_clean
 
 
 def test_rank_rows_take_the_same_slice_of_both_halves():
-    assert training.rank_rows(4, 2, 0, 2).tolist() == [0, 1, 4, 5]
-    assert training.rank_rows(4, 2, 1, 2).tolist() == [2, 3, 6, 7]
-    assert training.rank_rows(6, 1, 2, 3).tolist() == [4, 5]
-    assert training.rank_rows(4, 2, 0, 1).tolist() == list(range(8))
+    assert training.rank_rows([4, 4], 0, 2).tolist() == [0, 1, 4, 5]
+    assert training.rank_rows([4, 4], 1, 2).tolist() == [2, 3, 6, 7]
+    assert training.rank_rows([6], 2, 3).tolist() == [4, 5]
+    assert training.rank_rows([4, 4], 0, 1).tolist() == list(range(8))
+    assert training.rank_rows([2, 6], 1, 2).tolist() == [1, 5, 6, 7]  # synthetic_fraction 0.75
 
 
 def _assert_same_run(a, b):

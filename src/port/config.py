@@ -95,6 +95,20 @@ def check_config(config: dict) -> None:
         for threat_name, threat in ds["threats"].items():
             if threat["eps"] > 0 and threat["step_size"] == 0:
                 raise ConfigError(f"{where}.threats.{threat_name}.step_size: must be > 0 when eps > 0")
+        _check_trades(ds["training"], f"{where}.training")
+        if "recipe_study" in ds:
+            study = ds["recipe_study"]
+            if study["threat"] not in ds["threats"]:
+                raise ConfigError(f"{where}.recipe_study.threat: '{study['threat']}' is not a key of {where}.threats")
+            for variant, overrides in study["variants"].items():
+                _check_trades({**ds["training"], **overrides.get("training", {})}, f"{where}.recipe_study.variants.{variant}")
+
+
+def _check_trades(training: dict, where: str) -> None:
+    """TRADES crafts its attack with BatchNorm frozen (Wang et al. 2023), so it asks for it explicitly."""
+    if training.get("loss") == "trades" and training.get("attack_batchnorm") != "eval":
+        raise ConfigError(f"{where}.attack_batchnorm: loss trades crafts its attack with BatchNorm frozen, "
+                          f"set attack_batchnorm: eval")
 
 
 def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
@@ -215,6 +229,72 @@ def evaluation_settings(config: dict, dataset: str, method: str) -> dict:
     if method.startswith("port-group"):
         settings["autoattack"] = ds["score_groups"]["autoattack"]
     return canonical(settings)
+
+
+def run_config(config: dict, dataset: str, threat: str, arch: str, method: str) -> dict:
+    """Everything that made one run: its training settings, evaluation, and for PORT the
+    generator and selection it trained on (the RobustBench export's `config`)."""
+    ds = config["datasets"][dataset]
+    record = {"training": training_settings(config, dataset, threat, arch, method),
+              "evaluation": evaluation_settings(config, dataset, method)}
+    if selection_of(method) is not None:
+        generator = ds["training"]["generator"]
+        record.update(generator={"name": generator, **ds["generators"][generator]},
+                      selection={"method": selection_of(method), **ds["selection"]}, filter=ds["filter"])
+    return canonical(record)
+
+
+def robustbench_targets(config: dict) -> list[str]:
+    """The RobustBench export of every adversarial-training run of the default datasets."""
+    return [path.replace("/runs/", "/robustbench/").removesuffix("/eval.csv") + ".json"
+            for name in config.get("default_datasets", []) for threat in config["datasets"][name]["threats"]
+            for path in run_paths(config, name, threat, "eval.csv")]
+
+
+def recipe_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
+    """(variant, arch, seed) of every run of the recipe study, variants in config order."""
+    ds = config["datasets"][dataset]
+    study = ds["recipe_study"]
+    return [(variant, arch, seed) for variant in study["variants"] for arch in ds["training"]["architectures"]
+            for seed in study["seeds"]]
+
+
+def recipe_paths(config: dict, dataset: str, filename: str) -> list[str]:
+    return [f"results/{dataset}/recipe/{variant}/{arch}/seed{seed}/{filename}"
+            for variant, arch, seed in recipe_runs(config, dataset)]
+
+
+def recipe_synthetic(config: dict, dataset: str, variant: str) -> list[str]:
+    """The selection a recipe variant trains on (none for a real-data-only variant)."""
+    ds = config["datasets"][dataset]
+    study = ds["recipe_study"]
+    if not study["variants"][variant].get("synthetic", True):
+        return []
+    return [f"results/{dataset}/synthetic/{ds['training']['generator']}/selected/{study['selection']}.h5"]
+
+
+def recipe_settings(config: dict, dataset: str, variant: str, arch: str) -> dict:
+    """The training block with the variant's overrides, the arch and the study's threat."""
+    ds = config["datasets"][dataset]
+    study = ds["recipe_study"]
+    overrides = study["variants"][variant]
+    method = "port" if overrides.get("synthetic", True) else "baseline"
+    return canonical({**_run_settings(ds, method), **overrides.get("training", {}), "arch": arch,
+                      "threat": ds["threats"][study["threat"]]})
+
+
+def recipe_row(config: dict, dataset: str, variant: str, arch: str, seed: int) -> dict:
+    """The identity columns of one recipe-study run: the variant and the options it varies."""
+    settings = recipe_settings(config, dataset, variant, arch)
+    synthetic = bool(recipe_synthetic(config, dataset, variant))
+    keys = ("loss", "trades_beta", "ema_decay", "label_smoothing", "synthetic_fraction", "gamma", "epochs")
+    return {"variant": variant, "architecture": arch, "seed": seed,
+            "selection": config["datasets"][dataset]["recipe_study"]["selection"] if synthetic else "none",
+            **{key: settings.get(key) for key in keys}}
+
+
+def recipe_targets(config: dict) -> list[str]:
+    return [f"results/{name}/recipe_summary.csv" for name, ds in config["datasets"].items() if "recipe_study" in ds]
 
 
 def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:

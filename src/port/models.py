@@ -1,4 +1,5 @@
-"""Classifiers: CIFAR ResNet-18, WideResNets (34-10, 28-10), and small nets for digits.
+"""Classifiers: CIFAR ResNet-18, WideResNets (34-10, 28-10; 28-10 and 70-16 with SiLU as
+Wang et al. 2023), and small nets for digits.
 
 Every model takes images in [0, 1] and normalises internally, so attacks, AutoAttack and
 randomized smoothing all work in pixel space. Checkpoints record the architecture and
@@ -89,8 +90,9 @@ class ResNet18(nn.Module):
 class WideBlock(nn.Module):
     """Pre-activation wide residual block (Zagoruyko & Komodakis 2016)."""
 
-    def __init__(self, cin, cout, stride):
+    def __init__(self, cin, cout, stride, activation=F.relu):
         super().__init__()
+        self.activation = activation
         self.bn1 = nn.BatchNorm2d(cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
@@ -98,14 +100,18 @@ class WideBlock(nn.Module):
         self.shortcut = None if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride, bias=False)
 
     def forward(self, x):
-        pre = F.relu(self.bn1(x))
-        out = self.conv2(F.relu(self.bn2(self.conv1(pre))))
+        pre = self.activation(self.bn1(x))
+        out = self.conv2(self.activation(self.bn2(self.conv1(pre))))
         return out + (x if self.shortcut is None else self.shortcut(pre))
 
 
 class WideResNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, depth: int, widen: int):
+    """WRN-depth-widen; `activation` F.silu gives the WRNs of Gowal et al. (2020) and Wang et al.
+    (2023) (their "WideResNet with Swish")."""
+
+    def __init__(self, in_channels: int, num_classes: int, depth: int, widen: int, activation=F.relu):
         super().__init__()
+        self.activation = activation
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
@@ -114,14 +120,14 @@ class WideResNet(nn.Module):
         blocks, cin = [], widths[0]
         for i, stride in enumerate((1, 2, 2)):
             for j in range(n):
-                blocks.append(WideBlock(cin, widths[i + 1], stride if j == 0 else 1))
+                blocks.append(WideBlock(cin, widths[i + 1], stride if j == 0 else 1, activation))
                 cin = widths[i + 1]
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(cin)
         self.head = nn.Linear(cin, num_classes)
 
     def forward(self, x):
-        out = F.relu(self.bn(self.blocks(self.stem(x))))
+        out = self.activation(self.bn(self.blocks(self.stem(x))))
         return self.head(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
@@ -131,6 +137,8 @@ ARCHITECTURES = {
     "resnet18": lambda c, k, s: ResNet18(c, k),
     "wrn-28-10": lambda c, k, s: WideResNet(c, k, 28, 10),
     "wrn-34-10": lambda c, k, s: WideResNet(c, k, 34, 10),
+    "wrn-28-10-silu": lambda c, k, s: WideResNet(c, k, 28, 10, F.silu),
+    "wrn-70-16-silu": lambda c, k, s: WideResNet(c, k, 70, 16, F.silu),
 }
 
 

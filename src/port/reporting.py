@@ -161,3 +161,29 @@ def plot_arc_curves(curves, arc_by_generator: dict, out_png) -> None:
              title="Robust discrimination (real vs synthetic)")
     axis.legend(fontsize=7)
     save_figure(figure, out_png, dpi=120)
+
+
+
+RECIPE_METRICS = ["clean_acc", "pgd_acc", "autoattack_acc"]
+
+
+def summarize_recipe(eval_csvs, out_csv, out_summary) -> pd.DataFrame:
+    """The recipe study: every run (`out_csv`), and per variant and metric the mean, sd and 95%
+    t-interval over seeds, with the paired difference (same architecture and seed) from the
+    variant listed before it; an interval covering zero is reported as no difference."""
+    from .statistics import paired_differences, seed_summary
+
+    runs = pd.concat([read_csv(path) for path in eval_csvs], ignore_index=True)
+    write_csv(runs, out_csv)
+    variants = list(dict.fromkeys(runs["variant"]))
+    summary = seed_summary(runs, RECIPE_METRICS, ["architecture", "variant"])
+    steps = [paired_differences(runs[runs["variant"].isin(pair)], RECIPE_METRICS, method="variant", baseline=pair[0])
+             for pair in zip(variants, variants[1:])]
+    differences = pd.concat(steps, ignore_index=True).drop(columns=["sd"]) if steps else pd.DataFrame()
+    if len(differences):
+        summary = summary.merge(differences, on=["architecture", "variant", "metric"], how="left")
+    order = {name: i for i, name in enumerate(variants)}
+    summary = summary.sort_values(["architecture", "variant", "metric"], key=lambda c: c.map(order) if c.name == "variant"
+                                  else c, kind="stable")
+    write_csv(summary, out_summary)
+    return summary

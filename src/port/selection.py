@@ -3,6 +3,9 @@
 - `random`: k filtered images at random (seeded): the paper's ablation.
 - `adaptive`: the k filtered images with the lowest synthetic score, i.e. those the robust
   discriminator finds hardest to tell from real ones (paper Section 3.2).
+- `confidence`: in each pseudo-label class, the given fraction of filtered images on which the
+  labeler is most confident in its predicted class (the filter of Wang et al. 2023); `k` does
+  not apply.
 - `group<g>`: the g-th of `n_groups` equal groups of filtered images sorted by score (paper
   Figure 5): training on each group shows how robustness varies with the score.
 
@@ -22,7 +25,7 @@ from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_o
 from .seeds import rng
 
 log = logging.getLogger(__name__)
-METHODS = ("random", "adaptive")
+METHODS = ("random", "adaptive", "confidence")
 GROUP = re.compile(r"group(\d+)")
 
 
@@ -30,12 +33,33 @@ def needs_scores(method: str) -> bool:
     return method == "adaptive" or GROUP.fullmatch(method) is not None
 
 
+def top_confidence_per_class(candidates: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
+                             fraction: float) -> np.ndarray:
+    """Sorted indices: per class, the round(fraction * n_class) candidates with the highest
+    confidence (ties: lower index first)."""
+    if not 0 < fraction <= 1:
+        raise ArtifactError(f"selection 'confidence': fraction must lie in (0, 1], got {fraction}")
+    if len(confidence) != len(labels) or np.isnan(confidence[candidates]).any():
+        raise ArtifactError("selection 'confidence' needs one finite confidence per synthetic image")
+    chosen = []
+    for label in np.unique(labels[candidates]):
+        members = candidates[labels[candidates] == label]
+        n_keep = int(np.floor(fraction * len(members) + 0.5))
+        chosen.append(members[np.argsort(-confidence[members], kind="stable")[:n_keep]])
+    return np.sort(np.concatenate(chosen))
+
+
 def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.ndarray | None = None,
-           n_groups: int | None = None) -> np.ndarray:
+           n_groups: int | None = None, labels: np.ndarray | None = None, confidence: np.ndarray | None = None,
+           fraction: float | None = None) -> np.ndarray:
     """Sorted indices of the chosen images among those with keep=True."""
     candidates = np.flatnonzero(keep)
     if len(candidates) == 0:
         raise ArtifactError("the filter kept no synthetic images: nothing to select")
+    if method == "confidence":
+        if labels is None or confidence is None or fraction is None:
+            raise ArtifactError("selection 'confidence' needs labels, the labeler's confidences and a fraction")
+        return top_confidence_per_class(candidates, labels, confidence, fraction)
     if needs_scores(method):
         if scores is None or len(scores) != len(keep):
             raise ArtifactError(f"selection '{method}' needs one score per synthetic image")
@@ -62,8 +86,10 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.n
 
 
 def select_images(images_path, filter_path, out_path, method: str, k: int | None, seed: int, scores_path=None,
-                  n_groups: int | None = None, real_path=None) -> int:
-    """Copy the chosen images and pseudo-labels into `out_path`.
+                  n_groups: int | None = None, real_path=None, labels_path=None, fraction: float | None = None) -> int:
+    """Copy the chosen images and pseudo-labels into `out_path`. `confidence` reads the
+    labeler's probabilities (`lanet_probs`, the labeler whose argmax is the pseudo-label) from
+    `labels_path`.
 
     With `real_path`, the set also records the real training set's class count and channel
     statistics, so that a classifier can be trained on the synthetic images alone."""
@@ -77,15 +103,21 @@ def select_images(images_path, filter_path, out_path, method: str, k: int | None
         scores = read_arrays(scores_path, "score")["score"]
         if len(scores) != n_images:
             raise ArtifactError(f"{scores_path}: {len(scores)} scores but {images_path} holds {n_images} images")
+    confidence = None
+    if labels_path is not None:
+        probs = read_arrays(labels_path, "lanet_probs")["lanet_probs"]
+        if len(probs) != n_images:
+            raise ArtifactError(f"{labels_path}: {len(probs)} label probabilities but {images_path} holds {n_images}")
+        confidence = probs.max(1)
     try:
-        chosen = choose(arrays["keep"], method, k, seed, scores, n_groups)
+        chosen = choose(arrays["keep"], method, k, seed, scores, n_groups, arrays["labels"], confidence, fraction)
     except ArtifactError as err:
         raise ArtifactError(f"{filter_path}: {err}") from err
     extra = {}
     if real_path is not None:
         real = read_attrs(real_path)
         extra = {key: real[key] for key in ("num_classes", "channel_mean", "channel_std")}
-    attrs = provenance("select", {"method": method, "k": k, "n_groups": n_groups}, seed,
+    attrs = provenance("select", {"method": method, "k": k, "n_groups": n_groups, "fraction": fraction}, seed,
                        dataset=dataset_of(images_path), **extra)
     mask = np.zeros(len(arrays["keep"]), dtype=bool)
     mask[chosen] = True

@@ -1,12 +1,14 @@
 """PORT training: adversarial, stability (for randomized smoothing) or standard training on
-real and synthetic batches mixed 1:1.
+real and synthetic batches mixed 1:1 (or at `synthetic_fraction`).
 
 loss = gamma * L(real half) + (1 - gamma) * L(synthetic half), as the paper states it (the
 official code's concatenation amounts to gamma = 0.5). L is cross-entropy on PGD examples,
-or CE + beta * KL(f(x) || f(x + noise)) for smoothing (the paper's stability training). SGD with momentum, cosine
-learning rate per step, weight decay. Model selection uses a held-out split of the real
-training images, never the test set. A checkpoint is written atomically after every
-epoch; a rerun with the same settings resumes from it and gives the same final model.
+TRADES, or CE + beta * KL(f(x) || f(x + noise)) for smoothing (the paper's stability training).
+SGD with momentum, cosine learning rate per step, weight decay. The recipe options of Wang et
+al. (2023) (TRADES, weight averaging, label smoothing, warm-up, ...) live in port.recipe.
+Model selection uses a held-out split of the real training images, never the test set. A
+checkpoint is written atomically after every epoch; a rerun with the same settings resumes
+from it and gives the same final model.
 With several GPUs, one process per GPU trains on its share of every global batch (DDP, see
 port.distributed) and reaches the single-process model up to floating-point order.
 """
@@ -32,6 +34,8 @@ from .attacks import Attack, batchnorm_mode, random_start
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
 from .models import build_model, default_device, model_spec, save_model
+from .recipe import (WeightAverage, ce_plus_kl, lr_factor, parameter_groups, synthetic_batch_size, trades_attack,
+                     trades_start)
 from .seeds import derive_seed, rng
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,14 @@ class TrainSettings:
     val_attack_steps: int = 10
     model_selection: str = "best"
     buffer_chunks: int = 16
+    loss: str = "pgd"
+    trades_beta: float = 6.0
+    ema_decay: float | None = None
+    label_smoothing: float = 0.0
+    synthetic_fraction: float = 0.5
+    nesterov: bool = False
+    weight_decay_bn: bool = True
+    warmup_epochs: int = 0
 
     @classmethod
     def from_dict(cls, settings: dict) -> "TrainSettings":
@@ -64,7 +76,13 @@ class TrainSettings:
             raise ArtifactError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
         if not 0.0 <= float(settings.get("gamma", 0.4)) <= 1.0:
             raise ArtifactError(f"gamma must lie in [0, 1], got {settings['gamma']}")
+        if settings.get("loss", "pgd") not in ("pgd", "trades"):
+            raise ArtifactError(f"loss must be 'pgd' or 'trades', got {settings['loss']!r}")
         return cls(**settings)
+
+    @property
+    def synthetic_batch_size(self) -> int:
+        return synthetic_batch_size(self.batch_size, self.synthetic_fraction)
 
 
 def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,12 +94,14 @@ def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def mix_batches(x_real, y_real, x_syn=None, y_syn=None):
-    """One training batch: the real half first, then the synthetic half of the same size."""
+def mix_batches(x_real, y_real, x_syn=None, y_syn=None, n_synthetic: int | None = None):
+    """One training batch: the real part first, then the synthetic part, of `n_synthetic`
+    images (default as many as real ones: PORT's 1:1)."""
     if x_syn is None:
         return x_real, y_real, len(x_real)
-    if len(x_syn) != len(x_real):
-        raise ValueError(f"PORT mixes 1:1, got {len(x_real)} real and {len(x_syn)} synthetic images")
+    expected = len(x_real) if n_synthetic is None else n_synthetic
+    if len(x_syn) != expected:
+        raise ValueError(f"expected {expected} synthetic images next to {len(x_real)} real ones, got {len(x_syn)}")
     return torch.cat([x_real, x_syn]), torch.cat([y_real, y_syn]), len(x_real)
 
 
@@ -95,16 +115,10 @@ def weighted_halves(per_sample: torch.Tensor, n_real: int, gamma: float):
     return gamma * loss_real + (1.0 - gamma) * loss_syn, loss_real, loss_syn
 
 
-def port_loss(logits, y, n_real: int, gamma: float):
+def port_loss(logits, y, n_real: int, gamma: float, label_smoothing: float = 0.0):
     """gamma * CE(real) + (1 - gamma) * CE(synthetic); plain CE when there is no synthetic half."""
-    return weighted_halves(F.cross_entropy(logits, y, reduction="none"), n_real, gamma)
-
-
-def stability_loss(logits, noisy_logits, y, beta: float) -> torch.Tensor:
-    """Per-image CE(f(x), y) + beta * KL(f(x) || f(x + noise)) (stability training)."""
-    log_clean = F.log_softmax(logits, 1)
-    kl = (log_clean.exp() * (log_clean - F.log_softmax(noisy_logits, 1))).sum(1)
-    return F.cross_entropy(logits, y, reduction="none") + beta * kl
+    per_sample = F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing)
+    return weighted_halves(per_sample, n_real, gamma)
 
 
 def file_identity(path) -> list:
@@ -113,16 +127,17 @@ def file_identity(path) -> list:
     return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
-def cosine_lr(step: int, total: int) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-def rank_rows(batch_size: int, halves: int, rank: int, world: int) -> torch.Tensor:
-    """This rank's rows of a global batch made of `halves` blocks of `batch_size` (real, then
-    synthetic): the same contiguous slice of each block, so every rank mixes 1:1 and the mean
-    of the ranks' gamma-weighted losses (what DDP's gradient averaging takes) is the global one."""
-    share = batch_size // world
-    return torch.cat([torch.arange(share) + h * batch_size + rank * share for h in range(halves)])
+def rank_rows(block_sizes: list[int], rank: int, world: int) -> torch.Tensor:
+    """This rank's rows of a global batch made of blocks (real, then synthetic) of the given
+    sizes: the same contiguous share of each block, so every rank mixes real and synthetic
+    images as the global batch does and the mean of the ranks' gamma-weighted losses (what
+    DDP's gradient averaging takes) is the global one."""
+    rows, offset = [], 0
+    for size in block_sizes:
+        share = size // world
+        rows.append(torch.arange(share) + offset + rank * share)
+        offset += size
+    return torch.cat(rows)
 
 
 def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict:
@@ -144,10 +159,14 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
     """Train one classifier on all the GPUs the job was given, one process each (see
     port.distributed), or in this process with one GPU or none; returns a summary (train
     seconds, best epoch, val accuracies). The result is the same up to floating-point order."""
-    batch_size, processes = TrainSettings.from_dict(settings).batch_size, distributed.processes()
-    if batch_size % max(processes, 1):
-        raise ArtifactError(f"batch_size {batch_size} does not split over {processes} training processes (one per "
-                            f"GPU): use a multiple of {processes}, or give the job a number of GPUs that divides it")
+    cfg, processes = TrainSettings.from_dict(settings), distributed.processes()
+    parts = {"batch_size": cfg.batch_size}
+    if synthetic_path is not None:
+        parts["synthetic images per batch (synthetic_fraction)"] = cfg.synthetic_batch_size
+    for name, size in parts.items():
+        if size % max(processes, 1):
+            raise ArtifactError(f"{name} {size} does not split over {processes} training processes (one per GPU): "
+                                f"use a multiple of {processes}, or give the job a number of GPUs that divides it")
     summary = distributed.launch(_train, train_path, model_out, history_out, checkpoint_path, settings, seed,
                                  synthetic_path, progress)
     return summary if summary is not None else load_torch(model_out)["metadata"]
@@ -168,10 +187,12 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     synthetic = None
     if synthetic_path is not None:
         validate_image_set(synthetic_path, num_classes, image_shape=images.shape[1:])
-        synthetic = ChunkShuffleStream(synthetic_path, cfg.batch_size, derive_seed(seed, "syn"), cfg.buffer_chunks)
+        synthetic = ChunkShuffleStream(synthetic_path, cfg.synthetic_batch_size, derive_seed(seed, "syn"),
+                                       cfg.buffer_chunks)
     device = default_device()
     x_val, y_val = to_tensor(images[val_idx]).to(device), torch.from_numpy(labels[val_idx]).to(device)
-    rows = rank_rows(cfg.batch_size, 1 if synthetic is None else 2, rank, world).to(device)
+    blocks = [cfg.batch_size] if synthetic is None else [cfg.batch_size, cfg.synthetic_batch_size]
+    rows = rank_rows(blocks, rank, world).to(device)
 
     spec = model_spec(cfg.arch, images.shape[-1], num_classes, images.shape[1],
                       attrs["channel_mean"], attrs["channel_std"])
@@ -181,10 +202,13 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         # BatchNorm statistics over the global batch, as in one process. SyncBatchNorm needs CUDA:
         # processes on the CPU (the tests' gloo path) normalise with their own rows' statistics.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    total_steps = cfg.epochs * len(real)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total_steps))
+    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay, cfg.weight_decay_bn), lr=cfg.lr,
+                                momentum=cfg.momentum, nesterov=cfg.nesterov)
+    total_steps, warmup_steps = cfg.epochs * len(real), cfg.warmup_epochs * len(real)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
+    # With weight averaging, validation, model selection and the saved model use the average.
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    evaluated = model if average is None else average.model
 
     # A checkpoint is resumed only by the same settings on the same input files: a rerun after an
     # upstream change (say, a new synthetic set) starts afresh instead of reusing stale weights.
@@ -198,6 +222,8 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
+            if average is not None:
+                average.load_state_dict(saved["ema"])
             state = saved["state"]
             log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
         else:
@@ -223,23 +249,32 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
                 xs, ys = to_tensor(xs_np), torch.from_numpy(ys_np)
                 if cfg.augment_synthetic:
                     xs = augment(xs, aug_gen, cfg.crop_padding, cfg.flip)
-            x, y, n_real = mix_batches(xr, torch.from_numpy(yr_np), xs, ys)
+            x, y, n_real = mix_batches(xr, torch.from_numpy(yr_np), xs, ys, cfg.synthetic_batch_size)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # Randomness is drawn for the global batch on every rank, then sliced: one process's numbers.
-            start = random_start(x, attack.norm, attack.eps) if attack is not None else None
+            start = None
+            if attack is not None:
+                start = trades_start(x) if cfg.loss == "trades" else random_start(x, attack.norm, attack.eps)
             noise = torch.randn_like(x) * cfg.smoothing["sigma"] if cfg.smoothing else None
             if world > 1:
                 x, y, start, noise = (t if t is None else t[rows] for t in (x, y, start, noise))
                 n_real //= world
-            if attack is not None:
+            if attack is not None and cfg.loss == "trades":
                 with batchnorm_mode(model, cfg.attack_batchnorm):
-                    x = attack(model, x, y, start=start)
-            logits = ddp(x)
-            if cfg.smoothing:
-                per_sample = stability_loss(logits, ddp(x + noise), y, cfg.smoothing["beta"])
+                    x_adv = trades_attack(model, x, attack, start)
+                logits = ddp(x)
+                per_sample = ce_plus_kl(logits, ddp(x_adv), y, cfg.trades_beta, cfg.label_smoothing)
                 loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
             else:
-                loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma)
+                if attack is not None:
+                    with batchnorm_mode(model, cfg.attack_batchnorm):
+                        x = attack(model, x, y, start=start)
+                logits = ddp(x)
+                if cfg.smoothing:  # stability training: CE + beta * KL(f(x) || f(x + noise))
+                    per_sample = ce_plus_kl(logits, ddp(x + noise), y, cfg.smoothing["beta"], cfg.label_smoothing)
+                    loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
+                else:
+                    loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # DDP averages the ranks' gradients: the global batch's gradient
             correct = (logits.argmax(1) == y).sum().to(loss.dtype)
@@ -248,6 +283,8 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
                 raise ArtifactError(f"training diverged at epoch {epoch + 1}: loss is {stats[0]}")
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(model)
             totals += [*stats[1:], len(y)]
         if syn_batches is not None:
             syn_batches.close()  # releases the HDF5 handle now, not at garbage collection
@@ -258,7 +295,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         if rank == 0:
             entry = dict(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], loss_real=float(totals[0] / len(real)),
                          loss_synthetic=float(totals[1] / len(real)) if synthetic is not None else float("nan"),
-                         train_acc=float(totals[2] / totals[3]), **validate(model, x_val, y_val, attack, cfg, seed),
+                         train_acc=float(totals[2] / totals[3]), **validate(evaluated, x_val, y_val, attack, cfg, seed),
                          epoch_seconds=train_seconds)
         entry = distributed.from_rank0(entry)
         score = entry["val_clean_acc"] if np.isnan(entry["val_robust_acc"]) else entry["val_robust_acc"]
@@ -267,19 +304,20 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         log.info("epoch %d: %s", epoch + 1, entry)
         if score > state["best_score"]:
             state["best_score"], state["best_epoch"] = score, epoch + 1
-            state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+            state["best_state"] = {k: v.clone() for k, v in evaluated.state_dict().items()}
         state["epoch"] = epoch + 1
         if rank == 0:
             save_torch({"run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "state": state}, checkpoint_path)
+                        "scheduler": scheduler.state_dict(), "state": state,
+                        **({} if average is None else {"ema": average.state_dict()})}, checkpoint_path)
 
     if cfg.model_selection == "best" and state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
+        evaluated.load_state_dict(state["best_state"])
     summary = dict(train_seconds=state["seconds"], best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
                    selected=cfg.model_selection, val_score=state["best_score"])
     if rank == 0:
-        save_model(model, spec, model_out, **summary)
+        save_model(evaluated, spec, model_out, **summary)
         write_csv(pd.DataFrame(state["history"]), history_out)
         checkpoint_path.unlink()  # finished: a forced rerun (-R) trains again instead of resuming
     return summary

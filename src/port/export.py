@@ -1,0 +1,35 @@
+"""A trained run in RobustBench's form: a JSON record of the result and the weights as a plain
+state dict, so that `torch.load` plus the architecture (`port.models.build_model(**model_spec)`)
+gives a model taking [0, 1] images, RobustBench's convention (normalisation is inside the model)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from .artifacts import atomic_path, read_csv
+from .evaluation import AUTOATTACK_NORMS
+from .models import load_model
+
+
+def export_robustbench(model_path, eval_path, info_out, weights_out, run: str, dataset: str, run_config: dict) -> dict:
+    """Write `info_out` (JSON: clean and AutoAttack accuracy in percent, threat model, eps,
+    architecture, synthetic images, the run's exact config) and `weights_out`."""
+    model, spec = load_model(model_path)
+    row = read_csv(eval_path).iloc[0]
+    metadata = spec.pop("metadata")
+    info = {
+        "name": run, "dataset": dataset, "threat_model": AUTOATTACK_NORMS[row["norm"]], "eps": float(row["eps"]),
+        "architecture": spec["arch"], "model_spec": spec, "weights": str(weights_out),
+        "clean_acc": round(100 * float(row["clean_acc"]), 2), "autoattack_acc": round(100 * float(row["autoattack_acc"]), 2),
+        "pgd_acc": round(100 * float(row["pgd_acc"]), 2), "n_test": int(row["n_test"]),
+        "additional_data": int(metadata.get("n_synthetic", 0)) > 0, "n_synthetic": int(metadata.get("n_synthetic", 0)),
+        "number_forward_passes": 1, "config": run_config,
+    }
+    # A plain state dict, without the pipeline's checksum key, so that load_state_dict takes it as is.
+    with atomic_path(weights_out) as tmp:
+        torch.save(model.state_dict(), tmp)
+    with atomic_path(info_out) as tmp:
+        tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return info
