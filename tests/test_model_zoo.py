@@ -1,6 +1,7 @@
-"""The CIFAR-10 config's 32x32 architectures (ResNet-18, WRN-28-10, WRN-34-10) on RGB input, on
-CPU: one PGD training step through the real trainer, one AutoAttack batch and one certification
-batch each, at the smallest batch (2 images) that BatchNorm and PGD training accept."""
+"""Every architecture that config.yaml's CIFAR-10 datasets use (ResNet-18, WRN-28-10, WRN-34-10,
+WRN-28-10-SiLU) on RGB input, on CPU: one PGD training step through the real trainer, one
+AutoAttack batch and one certification batch each, at the smallest batch (2 images) that BatchNorm
+and PGD training accept."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from cifar_format import class_coloured_images
 from port.artifacts import provenance, read_csv, read_image_set, write_images
@@ -19,7 +21,27 @@ from port.models import load_model
 from port.smoothing import certify_dataset
 from port.training import train
 
-ARCHITECTURES = ["resnet18", "wrn-28-10", "wrn-34-10"]
+from conftest import REPO
+
+
+def cifar10_architectures() -> list[str]:
+    """Labelers, discriminator, PORT and smoothing architectures of every cifar10-source dataset."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    used = set()
+    for dataset in config["datasets"].values():
+        if dataset["source"]["kind"] == "cifar10":
+            used |= {labeler["arch"] for labeler in dataset["labelers"].values()}
+            used |= {dataset[block]["arch"] for block in ("discrimination",) if "arch" in dataset.get(block, {})}
+            for block in ("training", "smoothing"):
+                used |= set(dataset.get(block, {}).get("architectures", []))
+    return sorted(used)
+
+
+ARCHITECTURES = cifar10_architectures()
+
+
+def test_the_paper_architectures_are_covered():
+    assert {"resnet18", "wrn-28-10", "wrn-34-10"} <= set(ARCHITECTURES)
 
 
 @pytest.fixture(scope="module")
