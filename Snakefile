@@ -6,8 +6,8 @@ import os
 from snakemake.utils import min_version, validate
 
 from port import config as port_config
+from port import paths
 from port.seeds import derive_seed
-from port.selection import needs_scores
 
 min_version("9.0")
 
@@ -23,18 +23,7 @@ report: "report/workflow.rst"
 
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    generator=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    threat=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    arch=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    method=port_config.RUN_METHOD,
-    selection=r"random|adaptive|confidence|group\d+",
-    eps_index=r"\d+",
-    slot="lanet|splitnet",
-    shard=r"\d+",
-    seed=r"\d+",
-    variant=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    **paths.WILDCARD_CONSTRAINTS,
 
 
 include: "rules/common.smk"

@@ -53,7 +53,8 @@ def one_run(job: dict) -> dict:
             synthetic = subset(RESULTS / "synthetic/ddpm/selected/random.h5", job["n_synthetic"], tmp / "syn.h5",
                                job["seed"], train_attrs)
         started = time.time()
-        train(train_path, tmp / "model.pt", tmp / "history.csv", tmp / "ckpt.pt", job["settings"], job["seed"],
+        train(train_path=train_path, model_out=tmp / "model.pt", history_out=tmp / "history.csv",
+              checkpoint_path=tmp / "ckpt.pt", settings=job["settings"], seed=job["seed"],
               synthetic_path=synthetic, progress=False)
         model, _ = load_model(tmp / "model.pt")
     images, labels = read_image_set(RESULTS / "data/test.h5")

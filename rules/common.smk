@@ -1,4 +1,5 @@
-# Shared helpers for the rules: dataset lookups and the conda environment.
+# Shared helpers for the rules: dataset lookups, input functions and the conda environment.
+# Every path pattern and the run-name grammar live in port.paths (imported as `paths`).
 
 ENV = "../envs/port.yaml"
 
@@ -25,17 +26,16 @@ def generator_source(wc):
     return trained[0] if trained else gen.get("model", gen.get("path"))
 
 
-RUN = "results/{dataset}/runs/{threat}/{method}/{arch}/seed{seed}"
-SYNTHETIC = "results/{dataset}/synthetic/{generator}"
+def selected_images(dataset, selection):
+    """The training generator's images of one selection."""
+    generator = config["datasets"][dataset]["training"]["generator"]
+    return paths.SELECTED.format(dataset=dataset, generator=generator, selection=selection)
 
 
 def synthetic_input(wc):
     """PORT trains on one selection of the training generator's images; the baseline on real data only."""
-    selection = port_config.selection_of(wc.method)
-    if selection is None:
-        return []
-    generator = dataset_cfg(wc)["training"]["generator"]
-    return f"results/{wc.dataset}/synthetic/{generator}/selected/{selection}.h5"
+    selection = paths.selection_of(wc.method)
+    return [] if selection is None else selected_images(wc.dataset, selection)
 
 
 def shard_files(pattern, count):
@@ -45,7 +45,7 @@ def shard_files(pattern, count):
 
 def selection_scores(wc):
     """Adaptive and score-group selections read the merged synthetic scores."""
-    return f"{SYNTHETIC}/scores.h5".format(**dict(wc.items())) if needs_scores(wc.selection) else []
+    return paths.SCORES.format(**dict(wc.items())) if paths.needs_scores(wc.selection) else []
 
 
 def selection_labels(wc):
@@ -68,10 +68,16 @@ def ranked(pattern):
                        for g in port_config.ranked_generators(config, wc.dataset)]
 
 
-def score_group_runs(filename):
-    """Input function: a file of every score-group PORT run."""
-    def paths(wc):
+def score_group_runs(pattern):
+    """Input function: a paths.RUN_* file of every score-group PORT run."""
+    def files(wc):
         groups = dataset_cfg(wc)["score_groups"]
-        return port_config.run_paths(config, wc.dataset, groups["threat"], filename,
+        return port_config.run_paths(config, wc.dataset, groups["threat"], pattern,
                                      port_config.score_group_methods(config, wc.dataset))
-    return paths
+    return files
+
+
+def smoothing_runs(pattern):
+    """Input function: `pattern` (paths.SMOOTH_* or CERTIFICATE) of every randomized-smoothing run."""
+    return lambda wc: [pattern.format(dataset=wc.dataset, method=m, arch=a, seed=s)
+                       for m, a, s in port_config.smoothing_runs(config, wc.dataset)]

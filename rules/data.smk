@@ -1,7 +1,7 @@
 rule prepare_data:
     output:
-        train="results/{dataset}/data/train.h5",
-        test="results/{dataset}/data/test.h5",
+        train_out=paths.TRAIN,
+        test_out=paths.TEST,
     params:
         source=lambda wc: port_config.canonical(dataset_cfg(wc)["source"]),
         seed=config["seed"],

@@ -1,18 +1,16 @@
 # Robust discrimination: real-vs-synthetic discriminators per generator and eps, ARC, and the
 # per-image synthetic scores that adaptive selection ranks by (paper Sections 2.2 and 3.2).
 
-DISC = "results/{dataset}/discriminators/{generator}"
-
 
 rule discrimination_sets:
     input:
-        train="results/{dataset}/data/train.h5",
-        test="results/{dataset}/data/test.h5",
-        synthetic=f"{SYNTHETIC}/images.h5",
+        train_path=paths.TRAIN,
+        test_path=paths.TEST,
+        synthetic_path=paths.IMAGES,
     output:
-        real=f"{DISC}/data/real.h5",
-        synthetic=f"{DISC}/data/synthetic.h5",
-        heldout=f"{DISC}/data/heldout.h5",
+        out_real=paths.DISCRIMINATION_REAL,
+        out_synthetic=paths.DISCRIMINATION_SYNTHETIC,
+        out_heldout=paths.DISCRIMINATION_HELDOUT,
     params:
         settings=lambda wc: port_config.discrimination_data_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator),
@@ -28,15 +26,17 @@ rule discrimination_sets:
 
 rule train_discriminator:
     input:
-        train=f"{DISC}/data/real.h5",
-        synthetic=f"{DISC}/data/synthetic.h5",
+        train_path=paths.DISCRIMINATION_REAL,
+        synthetic_path=paths.DISCRIMINATION_SYNTHETIC,
     output:
-        model=f"{DISC}/eps{{eps_index}}/model.pt",
-        history=f"{DISC}/eps{{eps_index}}/history.csv",
+        model_out=paths.DISCRIMINATOR_MODEL,
+        history_out=paths.DISCRIMINATOR_HISTORY,
     params:
         settings=lambda wc: port_config.discriminator_settings(config, wc.dataset, discriminator_eps(wc)),
         seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator, int(wc.eps_index)),
-        checkpoint="results/{dataset}/checkpoints/discriminators/{generator}/eps{eps_index}.pt",
+        checkpoint_path=paths.DISCRIMINATOR_CHECKPOINT,
+    resources:
+        gpu=1,
     log:
         "logs/train_discriminator/{dataset}/{generator}/eps{eps_index}.log",
     benchmark:
@@ -49,15 +49,17 @@ rule train_discriminator:
 
 rule evaluate_discriminator:
     input:
-        model=f"{DISC}/eps{{eps_index}}/model.pt",
-        heldout=f"{DISC}/data/heldout.h5",
+        model_path=paths.DISCRIMINATOR_MODEL,
+        heldout_path=paths.DISCRIMINATION_HELDOUT,
     output:
-        f"{DISC}/eps{{eps_index}}/metrics.csv",
+        out_csv=paths.DISCRIMINATOR_METRICS,
     params:
         eps=discriminator_eps,
         settings=lambda wc: port_config.discriminator_eval_settings(config, wc.dataset),
         seed=config["seed"],
         row=lambda wc: {"generator": wc.generator},
+    resources:
+        gpu=1,
     log:
         "logs/evaluate_discriminator/{dataset}/{generator}/eps{eps_index}.log",
     benchmark:
@@ -70,12 +72,12 @@ rule evaluate_discriminator:
 
 rule arc_curve:
     input:
-        lambda wc: [
-            f"results/{wc.dataset}/discriminators/{wc.generator}/eps{i}/metrics.csv"
+        metric_csvs=lambda wc: [
+            paths.DISCRIMINATOR_METRICS.format(dataset=wc.dataset, generator=wc.generator, eps_index=i)
             for i in range(len(dataset_cfg(wc)["discrimination"]["eps"]))
         ],
     output:
-        "results/{dataset}/arc/{generator}.csv",
+        out_csv=paths.ARC_CURVE,
     log:
         "logs/arc_curve/{dataset}/{generator}.log",
     benchmark:
@@ -88,16 +90,16 @@ rule arc_curve:
 
 rule arc:
     input:
-        lambda wc: [f"results/{wc.dataset}/arc/{g}.csv" for g in port_config.ranked_generators(config, wc.dataset)],
+        curve_csvs=ranked(paths.ARC_CURVE),
     output:
-        table=report(
-            "results/{dataset}/arc.csv",
+        out_table=report(
+            paths.ARC_TABLE,
             caption="../report/arc.rst",
             category="Generators",
             labels={"dataset": "{dataset}", "table": "ARC"},
         ),
-        plot=report(
-            "results/{dataset}/arc.png",
+        out_plot=report(
+            paths.ARC_PLOT,
             caption="../report/arc_plot.rst",
             category="Generators",
             labels={"dataset": "{dataset}", "figure": "robust discrimination"},
@@ -114,14 +116,17 @@ rule arc:
 
 rule score_shard:
     input:
-        model=lambda wc: f"results/{wc.dataset}/discriminators/{wc.generator}/eps"
-        f"{port_config.score_discriminator_index(config, wc.dataset)}/model.pt",
-        images=f"{SYNTHETIC}/images.h5",
+        model_path=lambda wc: paths.DISCRIMINATOR_MODEL.format(
+            dataset=wc.dataset, generator=wc.generator,
+            eps_index=port_config.score_discriminator_index(config, wc.dataset)),
+        images_path=paths.IMAGES,
     output:
-        f"{SYNTHETIC}/scores/shard_{{shard}}.h5",
+        out_path=paths.SCORE_SHARD,
     params:
         settings=lambda wc: port_config.score_settings(config, wc.dataset),
         n_shards=lambda wc: dataset_cfg(wc)["scores"]["n_shards"],
+    resources:
+        gpu=1,
     priority: 10
     log:
         "logs/score_shard/{dataset}/{generator}/{shard}.log",
@@ -135,10 +140,10 @@ rule score_shard:
 
 rule merge_scores:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        shards=shard_files(f"{SYNTHETIC}/scores/shard_{{shard}}.h5", lambda ds, wc: ds["scores"]["n_shards"]),
+        images=paths.IMAGES,
+        shard_paths=shard_files(paths.SCORE_SHARD, lambda ds, wc: ds["scores"]["n_shards"]),
     output:
-        f"{SYNTHETIC}/scores.h5",
+        out_path=paths.SCORES,
     priority: 10
     log:
         "logs/merge_scores/{dataset}/{generator}.log",

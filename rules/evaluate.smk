@@ -1,14 +1,16 @@
 rule evaluate:
     input:
-        model=f"{RUN}/model.pt",
-        test="results/{dataset}/data/test.h5",
+        model_path=paths.RUN_MODEL,
+        test_path=paths.TEST,
     output:
-        f"{RUN}/eval.csv",
+        out_csv=paths.RUN_EVAL,
     params:
         threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][wc.threat]),
         settings=lambda wc: port_config.evaluation_settings(config, wc.dataset, wc.method),
-        row=lambda wc: port_config.run_row(config, wc.dataset, wc.method, wc.arch, int(wc.seed)),
+        row=lambda wc: port_config.run_row(wc.method, wc.arch, int(wc.seed)),
         seed=config["seed"],
+    resources:
+        gpu=1,
     log:
         "logs/evaluate/{dataset}/{threat}/{method}/{arch}/seed{seed}.log",
     benchmark:
@@ -21,10 +23,10 @@ rule evaluate:
 
 rule summarize:
     input:
-        lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, "eval.csv"),
+        eval_csvs=lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, paths.RUN_EVAL),
     output:
-        report(
-            "results/{dataset}/port_{threat}.csv",
+        out_csv=report(
+            paths.PORT_TABLE,
             caption="../report/port_table.rst",
             category="Results",
             labels={"dataset": "{dataset}", "threat": "{threat}"},

@@ -1,11 +1,13 @@
 rule train_ddpm:
     input:
-        train="results/{dataset}/data/train.h5",
+        train_path=paths.TRAIN,
     output:
-        directory("results/{dataset}/diffusion/{model}"),
+        out_dir=directory(paths.DIFFUSION_MODEL),
     params:
         settings=lambda wc: port_config.canonical(dataset_cfg(wc)["diffusion_models"][wc.model]),
         seed=config["seed"],
+    resources:
+        gpu=1,
     threads: 2
     priority: 10  # the synthetic-data chain is the critical path
     log:
@@ -20,12 +22,14 @@ rule train_ddpm:
 
 rule train_gan:
     input:
-        train="results/{dataset}/data/train.h5",
+        train_path=paths.TRAIN,
     output:
-        "results/{dataset}/gan/{model}.pt",
+        out_path=paths.GAN_MODEL,
     params:
         settings=lambda wc: port_config.canonical(dataset_cfg(wc)["gan_models"][wc.model]),
         seed=config["seed"],
+    resources:
+        gpu=1,
     priority: 10
     log:
         "logs/train_gan/{dataset}/{model}.log",
@@ -41,11 +45,13 @@ rule sample_shard:
     input:
         trained_generator_model,
     output:
-        "results/{dataset}/synthetic/{generator}/shard_{shard}.h5",
+        out_path=paths.SAMPLE_SHARD,
     params:
         source=generator_source,
         settings=lambda wc: port_config.generator_settings(config, wc.dataset, wc.generator),
         seed=lambda wc: derive_seed(config["seed"], "generator", wc.generator),
+    resources:
+        gpu=1,
     priority: 10
     log:
         "logs/sample_shard/{dataset}/{generator}/{shard}.log",
@@ -59,9 +65,9 @@ rule sample_shard:
 
 rule merge_shards:
     input:
-        shard_files(f"{SYNTHETIC}/shard_{{shard}}.h5", lambda ds, wc: ds["generators"][wc.generator]["n_shards"]),
+        shard_paths=shard_files(paths.SAMPLE_SHARD, lambda ds, wc: ds["generators"][wc.generator]["n_shards"]),
     output:
-        "results/{dataset}/synthetic/{generator}/images.h5",
+        out_path=paths.IMAGES,
     priority: 10
     log:
         "logs/merge_shards/{dataset}/{generator}.log",

@@ -1,15 +1,17 @@
 rule train_labeler:
     input:
-        train="results/{dataset}/data/train.h5",
-        test="results/{dataset}/data/test.h5",
+        train_path=paths.TRAIN,
+        test_path=paths.TEST,
     output:
-        model="results/{dataset}/labelers/{slot}/model.pt",
-        history="results/{dataset}/labelers/{slot}/history.csv",
-        metrics="results/{dataset}/labelers/{slot}/metrics.csv",
+        model_out=paths.LABELER_MODEL,
+        history_out=paths.LABELER_HISTORY,
+        metrics_out=paths.LABELER_METRICS,
     params:
         settings=lambda wc: port_config.labeler_settings(config, wc.dataset, wc.slot),
         seed=lambda wc: derive_seed(config["seed"], "labeler", wc.slot),
-        checkpoint="results/{dataset}/checkpoints/labelers/{slot}.pt",
+        checkpoint_path=paths.LABELER_CHECKPOINT,
+    resources:
+        gpu=1,
     log:
         "logs/train_labeler/{dataset}/{slot}.log",
     benchmark:
@@ -22,14 +24,16 @@ rule train_labeler:
 
 rule pseudo_label:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        lanet="results/{dataset}/labelers/lanet/model.pt",
-        splitnet="results/{dataset}/labelers/splitnet/model.pt",
+        images_path=paths.IMAGES,
+        lanet_path=paths.fill(paths.LABELER_MODEL, slot="lanet"),
+        splitnet_path=paths.fill(paths.LABELER_MODEL, slot="splitnet"),
     output:
-        f"{SYNTHETIC}/labels/shard_{{shard}}.h5",
+        out_path=paths.LABEL_SHARD,
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
         labels_from=lambda wc: port_config.labels_from(config, wc.dataset, wc.generator),
+    resources:
+        gpu=1,
     priority: 10  # the synthetic-data chain is the critical path
     log:
         "logs/pseudo_label/{dataset}/{generator}/{shard}.log",
@@ -43,10 +47,10 @@ rule pseudo_label:
 
 rule merge_labels:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        shards=shard_files(f"{SYNTHETIC}/labels/shard_{{shard}}.h5", lambda ds, wc: ds["pseudo_label"]["n_shards"]),
+        images=paths.IMAGES,
+        shard_paths=shard_files(paths.LABEL_SHARD, lambda ds, wc: ds["pseudo_label"]["n_shards"]),
     output:
-        f"{SYNTHETIC}/labels.h5",
+        out_path=paths.LABELS,
     priority: 10
     log:
         "logs/merge_labels/{dataset}/{generator}.log",
@@ -60,11 +64,11 @@ rule merge_labels:
 
 rule filter_synthetic:
     input:
-        "results/{dataset}/synthetic/{generator}/labels.h5",
+        labels_path=paths.LABELS,
     output:
-        mask="results/{dataset}/synthetic/{generator}/filter.h5",
-        counts=report(
-            "results/{dataset}/synthetic/{generator}/filter_counts.csv",
+        out_mask=paths.FILTER_MASK,
+        out_counts=report(
+            paths.FILTER_COUNTS,
             caption="../report/filter_counts.rst",
             category="Synthetic data",
             labels={"dataset": "{dataset}", "generator": "{generator}", "table": "filter counts"},
@@ -84,15 +88,20 @@ rule filter_synthetic:
 
 rule select_synthetic:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        mask=f"{SYNTHETIC}/filter.h5",
-        scores=selection_scores,
-        labels=selection_labels,
+        images_path=paths.IMAGES,
+        filter_path=paths.FILTER_MASK,
+        scores_path=selection_scores,
+        labels_path=selection_labels,
     output:
-        f"{SYNTHETIC}/selected/{{selection}}.h5",
+        out_path=paths.SELECTED,
     params:
-        k=lambda wc: None if wc.selection.startswith("group") or wc.selection == "confidence" else dataset_cfg(wc)["selection"]["k"],
-        n_groups=lambda wc: dataset_cfg(wc)["score_groups"]["n_groups"] if wc.selection.startswith("group") else None,
+        # a score group takes its whole group and `confidence` a fraction per class (no k);
+        # the other selections take k images
+        k=lambda wc: None if paths.group_of(wc.selection) is not None or wc.selection == "confidence"
+        else dataset_cfg(wc)["selection"]["k"],
+        n_groups=lambda wc: (
+            dataset_cfg(wc)["score_groups"]["n_groups"] if paths.group_of(wc.selection) is not None else None
+        ),
         fraction=lambda wc: dataset_cfg(wc)["selection"]["fraction"] if wc.selection == "confidence" else None,
         seed=lambda wc: derive_seed(config["seed"], "selection", wc.selection),
     priority: 10

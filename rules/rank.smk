@@ -1,16 +1,14 @@
 # Ranking generators (paper Table 6, in small): ARC against transferred robustness (adversarial
 # training on one generator's images alone) and two baselines; and PORT per score group (Figure 5).
 
-TRANSFER = "results/{dataset}/transfer/{generator}"
-
 
 rule transfer_set:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        mask=f"{SYNTHETIC}/filter.h5",
-        train="results/{dataset}/data/train.h5",
+        images_path=paths.IMAGES,
+        filter_path=paths.FILTER_MASK,
+        real_path=paths.TRAIN,
     output:
-        f"{SYNTHETIC}/transfer.h5",
+        out_path=paths.TRANSFER_SET,
     params:
         k=lambda wc: dataset_cfg(wc)["generator_ranking"]["n_train"],
         seed=lambda wc: derive_seed(config["seed"], "transfer", wc.generator),
@@ -26,15 +24,17 @@ rule transfer_set:
 
 rule train_transfer:
     input:
-        train=f"{SYNTHETIC}/transfer.h5",
-        synthetic=[],
+        train_path=paths.TRANSFER_SET,
+        synthetic_path=[],
     output:
-        model=f"{TRANSFER}/model.pt",
-        history=f"{TRANSFER}/history.csv",
+        model_out=paths.TRANSFER_MODEL,
+        history_out=paths.TRANSFER_HISTORY,
     params:
         settings=lambda wc: port_config.transfer_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "transfer", wc.generator),
-        checkpoint="results/{dataset}/checkpoints/transfer/{generator}.pt",
+        checkpoint_path=paths.TRANSFER_CHECKPOINT,
+    resources:
+        gpu=1,
     log:
         "logs/train_transfer/{dataset}/{generator}.log",
     benchmark:
@@ -47,15 +47,17 @@ rule train_transfer:
 
 rule evaluate_transfer:
     input:
-        model=f"{TRANSFER}/model.pt",
-        test="results/{dataset}/data/test.h5",
+        model_path=paths.TRANSFER_MODEL,
+        test_path=paths.TEST,
     output:
-        f"{TRANSFER}/eval.csv",
+        out_csv=paths.TRANSFER_EVAL,
     params:
         threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][dataset_cfg(wc)["generator_ranking"]["threat"]]),
         settings=lambda wc: port_config.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False}),
         seed=config["seed"],
         row=lambda wc: {"generator": wc.generator},
+    resources:
+        gpu=1,
     log:
         "logs/evaluate_transfer/{dataset}/{generator}.log",
     benchmark:
@@ -68,13 +70,15 @@ rule evaluate_transfer:
 
 rule distribution_metrics:
     input:
-        images=f"{SYNTHETIC}/images.h5",
-        train="results/{dataset}/data/train.h5",
-        lanet="results/{dataset}/labelers/lanet/model.pt",
+        images_path=paths.IMAGES,
+        train_path=paths.TRAIN,
+        lanet_path=paths.fill(paths.LABELER_MODEL, slot="lanet"),
     output:
-        f"{SYNTHETIC}/distribution_metrics.csv",
+        out_csv=paths.DISTRIBUTION_METRICS,
     params:
         n_images=lambda wc: dataset_cfg(wc)["generator_ranking"]["n_metric_images"],
+    resources:
+        gpu=1,
     log:
         "logs/distribution_metrics/{dataset}/{generator}.log",
     benchmark:
@@ -87,12 +91,12 @@ rule distribution_metrics:
 
 rule rank_generators:
     input:
-        arc="results/{dataset}/arc.csv",
-        distribution=ranked(f"{SYNTHETIC}/distribution_metrics.csv"),
-        transfer=ranked(f"{TRANSFER}/eval.csv"),
+        arc_csv=paths.ARC_TABLE,
+        distribution_csvs=ranked(paths.DISTRIBUTION_METRICS),
+        transfer_csvs=ranked(paths.TRANSFER_EVAL),
     output:
-        report(
-            "results/{dataset}/generators.csv",
+        out_csv=report(
+            paths.GENERATOR_RANKING,
             caption="../report/generators.rst",
             category="Generators",
             labels={"dataset": "{dataset}", "table": "generator ranking"},
@@ -109,20 +113,20 @@ rule rank_generators:
 
 rule summarize_score_groups:
     input:
-        evals=score_group_runs("eval.csv"),
-        selections=lambda wc: [
-            f"results/{wc.dataset}/synthetic/{dataset_cfg(wc)['training']['generator']}/selected/{m.removeprefix('port-')}.h5"
+        eval_csvs=score_group_runs(paths.RUN_EVAL),
+        selected_paths=lambda wc: [
+            selected_images(wc.dataset, paths.selection_of(m))
             for m in port_config.score_group_methods(config, wc.dataset)
         ],
     output:
-        table=report(
-            "results/{dataset}/score_groups.csv",
+        out_csv=report(
+            paths.SCORE_GROUP_TABLE,
             caption="../report/score_groups.rst",
             category="Results",
             labels={"dataset": "{dataset}", "table": "score groups"},
         ),
-        plot=report(
-            "results/{dataset}/score_groups.png",
+        out_png=report(
+            paths.SCORE_GROUP_PLOT,
             caption="../report/score_groups.rst",
             category="Results",
             labels={"dataset": "{dataset}", "figure": "score groups"},

@@ -1,21 +1,20 @@
 # The training-recipe study (`snakemake recipe`; not in the default target) and the RobustBench
 # export of adversarial-training runs (`snakemake robustbench`).
 
-RECIPE = "results/{dataset}/recipe/{variant}/{arch}/seed{seed}"
-ROBUSTBENCH = "results/{dataset}/robustbench/{threat}/{method}/{arch}/seed{seed}"
-
 
 rule train_recipe:
     input:
-        train="results/{dataset}/data/train.h5",
-        synthetic=lambda wc: port_config.recipe_synthetic(config, wc.dataset, wc.variant),
+        train_path=paths.TRAIN,
+        synthetic_path=lambda wc: port_config.recipe_synthetic(config, wc.dataset, wc.variant),
     output:
-        model=f"{RECIPE}/model.pt",
-        history=f"{RECIPE}/history.csv",
+        model_out=paths.RECIPE_MODEL,
+        history_out=paths.RECIPE_HISTORY,
     params:
         settings=lambda wc: port_config.recipe_settings(config, wc.dataset, wc.variant, wc.arch),
         seed=run_seed,
-        checkpoint="results/{dataset}/checkpoints/recipe/{variant}/{arch}/seed{seed}.pt",
+        checkpoint_path=paths.RECIPE_CHECKPOINT,
+    resources:
+        gpu=1,
     threads: 1
     log:
         "logs/train_recipe/{dataset}/{variant}/{arch}/seed{seed}.log",
@@ -29,15 +28,17 @@ rule train_recipe:
 
 rule evaluate_recipe:
     input:
-        model=f"{RECIPE}/model.pt",
-        test="results/{dataset}/data/test.h5",
+        model_path=paths.RECIPE_MODEL,
+        test_path=paths.TEST,
     output:
-        f"{RECIPE}/eval.csv",
+        out_csv=paths.RECIPE_EVAL,
     params:
         threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][dataset_cfg(wc)["recipe_study"]["threat"]]),
         settings=lambda wc: port_config.canonical(dataset_cfg(wc)["evaluation"]),
         row=lambda wc: port_config.recipe_row(config, wc.dataset, wc.variant, wc.arch, int(wc.seed)),
         seed=config["seed"],
+    resources:
+        gpu=1,
     log:
         "logs/evaluate_recipe/{dataset}/{variant}/{arch}/seed{seed}.log",
     benchmark:
@@ -50,11 +51,11 @@ rule evaluate_recipe:
 
 rule summarize_recipe:
     input:
-        lambda wc: port_config.recipe_paths(config, wc.dataset, "eval.csv"),
+        eval_csvs=lambda wc: port_config.recipe_paths(config, wc.dataset, paths.RECIPE_EVAL),
     output:
-        runs="results/{dataset}/recipe.csv",
-        summary=report(
-            "results/{dataset}/recipe_summary.csv",
+        out_csv=paths.RECIPE_RUNS_TABLE,
+        out_summary=report(
+            paths.RECIPE_SUMMARY,
             caption="../report/recipe.rst",
             category="Results",
             labels={"dataset": "{dataset}", "table": "recipe study"},
@@ -74,11 +75,11 @@ rule recipe:
 
 rule export_robustbench:
     input:
-        model=f"{RUN}/model.pt",
-        evaluation=f"{RUN}/eval.csv",
+        model_path=paths.RUN_MODEL,
+        eval_path=paths.RUN_EVAL,
     output:
-        info=f"{ROBUSTBENCH}.json",
-        weights=f"{ROBUSTBENCH}.pt",
+        info_out=paths.ROBUSTBENCH_INFO,
+        weights_out=paths.ROBUSTBENCH_WEIGHTS,
     params:
         run="{threat}/{method}/{arch}/seed{seed}",
         run_config=lambda wc: port_config.run_config(config, wc.dataset, wc.threat, wc.arch, wc.method),

@@ -3,18 +3,18 @@
 
 rule plot_synthetic:
     input:
-        images="results/{dataset}/synthetic/{generator}/images.h5",
-        labels="results/{dataset}/synthetic/{generator}/labels.h5",
-        mask="results/{dataset}/synthetic/{generator}/filter.h5",
+        images_path=paths.IMAGES,
+        labels_path=paths.LABELS,
+        filter_path=paths.FILTER_MASK,
     output:
-        per_class=report(
-            "results/{dataset}/synthetic/{generator}/samples_per_class.png",
+        per_class_png=report(
+            paths.SAMPLES_PER_CLASS,
             caption="../report/samples_per_class.rst",
             category="Synthetic data",
             labels={"dataset": "{dataset}", "generator": "{generator}", "figure": "samples per class"},
         ),
-        discarded=report(
-            "results/{dataset}/synthetic/{generator}/discarded.png",
+        discarded_png=report(
+            paths.DISCARDED,
             caption="../report/discarded.rst",
             category="Synthetic data",
             labels={"dataset": "{dataset}", "generator": "{generator}", "figure": "discarded images"},
@@ -34,10 +34,10 @@ rule plot_synthetic:
 
 rule plot_training_curves:
     input:
-        lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, "history.csv"),
+        history_csvs=lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, paths.RUN_HISTORY),
     output:
-        report(
-            "results/{dataset}/training_curves_{threat}.png",
+        out_png=report(
+            paths.TRAINING_CURVES,
             caption="../report/training_curves.rst",
             category="Training curves",
             labels={"dataset": "{dataset}", "threat": "{threat}"},

@@ -1,16 +1,14 @@
 # Randomized-smoothing PORT (stability training) and Cohen et al. certification.
 
-SMOOTH_RUN = "results/{dataset}/smooth/{method}/{arch}/seed{seed}"
-
 
 rule train_smooth:
     input:
-        train="results/{dataset}/data/train.h5",
-        synthetic=synthetic_input,
+        train_path=paths.TRAIN,
+        synthetic_path=synthetic_input,
     output:
-        model=f"{SMOOTH_RUN}/model.pt",
-        history=report(
-            f"{SMOOTH_RUN}/history.csv",
+        model_out=paths.SMOOTH_MODEL,
+        history_out=report(
+            paths.SMOOTH_HISTORY,
             caption="../report/history.rst",
             category="Training curves",
             subcategory="{dataset} smoothing",
@@ -21,7 +19,9 @@ rule train_smooth:
             config, wc.dataset, wc.arch, wc.method
         ),
         seed=run_seed,
-        checkpoint="results/{dataset}/checkpoints/smooth/{method}/{arch}/seed{seed}.pt",
+        checkpoint_path=paths.SMOOTH_CHECKPOINT,
+    resources:
+        gpu=1,
     log:
         "logs/train_smooth/{dataset}/{method}/{arch}/seed{seed}.log",
     benchmark:
@@ -34,14 +34,16 @@ rule train_smooth:
 
 rule certify:
     input:
-        model=f"{SMOOTH_RUN}/model.pt",
-        test="results/{dataset}/data/test.h5",
+        model_path=paths.SMOOTH_MODEL,
+        test_path=paths.TEST,
     output:
-        "results/{dataset}/certify/{method}_{arch}_seed{seed}.csv",
+        out_csv=paths.CERTIFICATE,
     params:
         settings=lambda wc: port_config.certify_settings(config, wc.dataset),
         seed=config["seed"],
-        checkpoint="results/{dataset}/checkpoints/certify/{method}_{arch}_seed{seed}.pt",
+        checkpoint_path=paths.CERTIFY_CHECKPOINT,
+    resources:
+        gpu=1,
     log:
         "logs/certify/{dataset}/{method}_{arch}_seed{seed}.log",
     benchmark:
@@ -52,39 +54,25 @@ rule certify:
         "../workflow/scripts/certify.py"
 
 
-ruleorder: summarize_smooth > summarize
-
-
 rule summarize_smooth:
     input:
-        certificates=lambda wc: [
-            f"results/{wc.dataset}/certify/{m}_{a}_seed{s}.csv"
-            for m, a, s in port_config.smoothing_runs(config, wc.dataset)
-        ],
-        models=lambda wc: [
-            f"results/{wc.dataset}/smooth/{m}/{a}/seed{s}/model.pt"
-            for m, a, s in port_config.smoothing_runs(config, wc.dataset)
-        ],
+        certificate_csvs=smoothing_runs(paths.CERTIFICATE),
+        model_paths=smoothing_runs(paths.SMOOTH_MODEL),
     output:
-        table=report(
-            "results/{dataset}/port_smooth.csv",
-            caption="../report/port_smooth.rst",
+        out_csv=report(
+            paths.CERTIFIED_TABLE,
+            caption="../report/certified.rst",
             category="Results",
             labels={"dataset": "{dataset}", "threat": "smoothing (l2 certified)"},
         ),
-        plot=report(
-            "results/{dataset}/port_smooth.png",
-            caption="../report/port_smooth.rst",
+        out_plot=report(
+            paths.CERTIFIED_PLOT,
+            caption="../report/certified.rst",
             category="Results",
             labels={"dataset": "{dataset}", "threat": "smoothing (plot)"},
         ),
     params:
-        rows=lambda wc: [
-            port_config.run_row(
-                config, wc.dataset, m, a, s, port_config.smoothing_epochs(config, wc.dataset)
-            )
-            for m, a, s in port_config.smoothing_runs(config, wc.dataset)
-        ],
+        rows=lambda wc: [port_config.run_row(m, a, s) for m, a, s in port_config.smoothing_runs(config, wc.dataset)],
         radii=lambda wc: config["datasets"][wc.dataset]["smoothing"]["radii"],
         sigma=lambda wc: config["datasets"][wc.dataset]["smoothing"]["sigma"],
     log:

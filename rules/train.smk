@@ -1,11 +1,11 @@
 rule train_robust:
     input:
-        train="results/{dataset}/data/train.h5",
-        synthetic=synthetic_input,
+        train_path=paths.TRAIN,
+        synthetic_path=synthetic_input,
     output:
-        model=f"{RUN}/model.pt",
-        history=report(
-            f"{RUN}/history.csv",
+        model_out=paths.RUN_MODEL,
+        history_out=report(
+            paths.RUN_HISTORY,
             caption="../report/history.rst",
             category="Training curves",
             subcategory="{dataset} {threat}",
@@ -16,7 +16,9 @@ rule train_robust:
             config, wc.dataset, wc.threat, wc.arch, wc.method
         ),
         seed=run_seed,
-        checkpoint="results/{dataset}/checkpoints/runs/{threat}/{method}/{arch}/seed{seed}.pt",
+        checkpoint_path=paths.RUN_CHECKPOINT,
+    resources:
+        gpu=1,  # a profile's set-resources gpu: N trains with DDP over N GPUs (same result)
     threads: 1
     log:
         "logs/train_robust/{dataset}/{threat}/{method}/{arch}/seed{seed}.log",

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,18 +21,18 @@ def one_torch_thread():
 
 @pytest.fixture
 def cheap_autoattack(monkeypatch):
-    """AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square, in that order) with two
-    iterations, two target classes and a few Square queries: every attack's code path runs on
-    every surviving image in a fraction of a second instead of a minute."""
+    """AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square, in that order) with one
+    iteration, one target class and two Square queries: every attack's code path runs on every
+    surviving image with a few dozen forward passes instead of thousands."""
     import pyautoattack
 
     class CheapAutoAttack(pyautoattack.AutoAttack):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             for apgd in (self.apgd, self.apgd_targeted):
-                apgd.n_iter, apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = 2, 1, 1, 1
-            self.apgd_targeted.n_target_classes = self.fab.n_target_classes = 2
-            self.fab.n_iter, self.square.n_queries = 2, 4
+                apgd.n_iter, apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = 1, 1, 1, 1
+            self.apgd_targeted.n_target_classes = self.fab.n_target_classes = 1
+            self.fab.n_iter, self.square.n_queries = 1, 2
 
     monkeypatch.setattr(pyautoattack, "AutoAttack", CheapAutoAttack)
 
@@ -123,3 +124,13 @@ def rgb_run(tmp_path_factory):
     cifar_root = tmp_path_factory.mktemp("cifar10_files")
     _, _, md5 = write_cifar10(cifar_root, per_batch=40, n_test=100, draw_images=class_coloured_images)
     return run_tiny_dag(tmp_path_factory.mktemp("rgb_run"), rgb_config(cifar_root, md5))
+
+
+def declared_gpu_rules() -> dict[str, int]:
+    """{rule: N} for every rule in rules/*.smk that declares `resources: gpu=N` itself."""
+    found = {}
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for rule, body in re.findall(r"^rule (\w+):\n((?:(?:    .*)?\n)*)", path.read_text(), flags=re.M):
+            if resources := re.search(r"^    resources:\n(?:        .*\n)*?        gpu=(\d+)", body, flags=re.M):
+                found[rule] = int(resources.group(1))
+    return found

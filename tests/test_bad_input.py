@@ -27,7 +27,7 @@ from port.artifacts import (ArtifactError, load_torch, provenance, read_image_se
                             write_arrays, write_images)
 from port.config import ConfigError, check_config
 from port.data import prepare_dataset
-from port.generators import make_shard, merge_shards
+from port.generators import merge_shards, sample_shard
 from port.labeling import filter_images, prepare_labeler, pseudo_label
 from port.logs import logged_job
 from port.models import build_model, load_model, model_spec, save_model
@@ -81,7 +81,8 @@ class Workspace:
         write_arrays(root / "filter.h5", provenance("filter", {}), keep=keep, labels=labels)
         self.filter = root / "filter.h5"
         self.out = root / "selected.h5"  # an earlier, finished output of the failing stage
-        select_images(self.images, self.filter, self.out, "random", None, 0)
+        select_images(images_path=self.images, filter_path=self.filter, out_path=self.out, method="random", k=None,
+                      seed=0)
         self.lanet = _model(root / "lanet.pt")
 
     def path(self, name):
@@ -100,34 +101,38 @@ def _snapshot(root: Path) -> dict:
 # Each case: (id, build(ws) -> the failing call, strings the one error message must contain).
 
 def missing_hdf5(ws):
-    return lambda: select_images(ws.path("absent.h5"), ws.filter, ws.out, "random", None, 0), \
+    return lambda: select_images(images_path=ws.path("absent.h5"), filter_path=ws.filter, out_path=ws.out,
+                                 method="random", k=None, seed=0), \
         ["absent.h5", "file not found"]
 
 
 def truncated_hdf5(ws):
     data = ws.images.read_bytes()
     ws.path("truncated.h5").write_bytes(data[:len(data) // 2])
-    return lambda: select_images(ws.path("truncated.h5"), ws.filter, ws.out, "random", None, 0), \
+    return lambda: select_images(images_path=ws.path("truncated.h5"), filter_path=ws.filter, out_path=ws.out,
+                                 method="random", k=None, seed=0), \
         ["truncated.h5", "not a readable HDF5 file"]
 
 
 def wrong_shape_shard(ws):
     write_images(ws.path("shard_0.h5"), _images(3), {"image_offset": 0})
     write_images(ws.path("shard_1.h5"), _images(3, (4, 4, 1)), {"image_offset": 3})
-    return lambda: merge_shards([ws.path("shard_0.h5"), ws.path("shard_1.h5")], ws.out), \
+    return lambda: merge_shards(shard_paths=[ws.path("shard_0.h5"), ws.path("shard_1.h5")], out_path=ws.out), \
         ["shard_1.h5", "(4, 4, 1), expected (8, 8, 1)"]
 
 
 def wrong_shape_synthetic(ws):
     write_images(ws.path("syn4x4.h5"), _images(40, (4, 4, 1)), {}, labels=np.zeros(40, dtype=np.int64))
-    return lambda: train(ws.train, ws.out, ws.path("history.csv"), ws.path("ckpt.pt"), TRAIN, 0,
+    return lambda: train(train_path=ws.train, model_out=ws.out, history_out=ws.path("history.csv"),
+                         checkpoint_path=ws.path("ckpt.pt"), settings=TRAIN, seed=0,
                          synthetic_path=ws.path("syn4x4.h5"), progress=False), \
         ["syn4x4.h5", "shape (4, 4, 1), expected (8, 8, 1)"]
 
 
 def wrong_dtype(ws):
     _real(ws.path("float.h5"), images=_images(64).astype(np.float32) / 255)
-    return lambda: train(ws.path("float.h5"), ws.out, ws.path("history.csv"), ws.path("ckpt.pt"), TRAIN, 0,
+    return lambda: train(train_path=ws.path("float.h5"), model_out=ws.out, history_out=ws.path("history.csv"),
+                         checkpoint_path=ws.path("ckpt.pt"), settings=TRAIN, seed=0,
                          progress=False), ["float.h5", "'images' must be uint8 NHWC, got float32"]
 
 
@@ -135,7 +140,7 @@ def values_out_of_range(ws):
     images = _images(10).astype(np.int16) + 45  # up to 300
     train_npz = ws.npz("range.npz", image=images, label=np.zeros(10, dtype=np.int64))
     source = {"kind": "npz", "train": train_npz, "test": train_npz}
-    return lambda: prepare_dataset("mine", source, 0, ws.path("t.h5"), ws.out), \
+    return lambda: prepare_dataset(name="mine", source=source, seed=0, train_out=ws.path("t.h5"), test_out=ws.out), \
         ["range.npz", "image values", "outside 0..255"]
 
 
@@ -144,7 +149,8 @@ def nan_images(ws):
     images[3, 2, 2, 0] = np.nan
     train_npz = ws.npz("nan.npz", image=images, label=np.zeros(10, dtype=np.int64))
     source = {"kind": "npz", "train": train_npz, "test": train_npz}
-    return lambda: prepare_dataset("mine", source, 0, ws.path("t.h5"), ws.out), ["nan.npz", "NaN or Inf"]
+    return lambda: prepare_dataset(name="mine", source=source, seed=0, train_out=ws.path("t.h5"),
+                                   test_out=ws.out), ["nan.npz", "NaN or Inf"]
 
 
 def inf_probabilities(ws):
@@ -152,13 +158,15 @@ def inf_probabilities(ws):
     probs[5, 1] = np.inf
     write_arrays(ws.path("labels_inf.h5"), {}, labels=np.zeros(N_SYN, dtype=np.int64), lanet_probs=probs,
                  splitnet_probs=_probs(N_SYN, seed=1))
-    return lambda: filter_images(ws.path("labels_inf.h5"), ws.out, ws.path("counts.csv"), 0.9), \
+    return lambda: filter_images(labels_path=ws.path("labels_inf.h5"), out_mask=ws.out,
+                                 out_counts=ws.path("counts.csv"), threshold=0.9), \
         ["labels_inf.h5", "NaN or Inf"]
 
 
 def labels_out_of_range(ws):
     _real(ws.path("badlabels.h5"), labels=np.arange(64) % 6)  # classes 0..5 in a 4-class set
-    return lambda: train(ws.path("badlabels.h5"), ws.out, ws.path("history.csv"), ws.path("ckpt.pt"), TRAIN, 0,
+    return lambda: train(train_path=ws.path("badlabels.h5"), model_out=ws.out, history_out=ws.path("history.csv"),
+                         checkpoint_path=ws.path("ckpt.pt"), settings=TRAIN, seed=0,
                          progress=False), ["badlabels.h5", "labels must lie in [0, 3], found 0..5"]
 
 
@@ -170,32 +178,36 @@ def length_mismatch(ws):
 def npz_without_keys(ws):
     path = ws.npz("keys.npz", x=_images(4), y=np.zeros(4, dtype=np.int64))
     source = {"kind": "npz", "train": path, "test": path}
-    return lambda: prepare_dataset("mine", source, 0, ws.path("t.h5"), ws.out), \
+    return lambda: prepare_dataset(name="mine", source=source, seed=0, train_out=ws.path("t.h5"), test_out=ws.out), \
         ["keys.npz", "no key 'image' (keys: x, y)"]
 
 
 def k_too_large(ws):
-    return lambda: select_images(ws.images, ws.filter, ws.out, "random", 1000, 0), \
+    return lambda: select_images(images_path=ws.images, filter_path=ws.filter, out_path=ws.out, method="random",
+                                 k=1000, seed=0), \
         ["filter.h5", "k=1000", "selection.k", "only 26 passed the filter"]
 
 
 def empty_filter(ws):
     write_arrays(ws.path("filter_empty.h5"), {}, keep=np.zeros(N_SYN, bool), labels=np.zeros(N_SYN, np.int64))
-    return lambda: select_images(ws.images, ws.path("filter_empty.h5"), ws.out, "random", None, 0), \
+    return lambda: select_images(images_path=ws.images, filter_path=ws.path("filter_empty.h5"), out_path=ws.out,
+                                 method="random", k=None, seed=0), \
         ["filter_empty.h5", "the filter kept no synthetic images"]
 
 
 def checkpoint_other_architecture(ws):
     _model(ws.path("mlp.pt"), arch="mlp")
     settings = {"arch": "small_cnn", "checkpoint": str(ws.path("mlp.pt"))}
-    return lambda: prepare_labeler("lanet", ws.train, ws.train, ws.out, ws.path("m.csv"), ws.path("h.csv"),
-                                   ws.path("c.pt"), settings, 0), \
+    return lambda: prepare_labeler(slot="lanet", train_path=ws.train, test_path=ws.train, model_out=ws.out,
+                                   metrics_out=ws.path("m.csv"), history_out=ws.path("h.csv"),
+                                   checkpoint_path=ws.path("c.pt"), settings=settings, seed=0), \
         ["mlp.pt", "checkpoint is a 'mlp', config expects 'small_cnn'"]
 
 
 def checkpoint_other_classes(ws):
     _model(ws.path("three.pt"), num_classes=3)
-    return lambda: pseudo_label(ws.images, ws.lanet, ws.path("three.pt"), ws.out, progress=False), \
+    return lambda: pseudo_label(images_path=ws.images, lanet_path=ws.lanet, splitnet_path=ws.path("three.pt"),
+                                out_path=ws.out, progress=False), \
         ["three.pt", "checkpoint has 3 classes, dataset has 4"]
 
 
@@ -208,7 +220,7 @@ def not_a_diffusers_model(ws):
     ws.path("plain").mkdir()
     (ws.path("plain") / "weights.bin").write_bytes(b"\0" * 16)
     settings = {"kind": "diffusers", "scheduler": "ddim", "steps": 2, "n_images": 4, "n_shards": 1, "batch_size": 2}
-    return lambda: make_shard(str(ws.path("plain")), ws.out, 0, settings, 0), \
+    return lambda: sample_shard(source=str(ws.path("plain")), out_path=ws.out, shard=0, settings=settings, seed=0), \
         ["plain", "not a diffusers model directory (no model_index.json)"]
 
 
@@ -218,7 +230,8 @@ def hdf5_changed_after_writing(ws):
 
     def run():
         with verified_inputs([ws.images, ws.filter]):
-            select_images(ws.images, ws.filter, ws.out, "random", None, 0)
+            select_images(images_path=ws.images, filter_path=ws.filter, out_path=ws.out, method="random", k=None,
+                          seed=0)
     return run, ["images.h5", "content checksum mismatch: file changed after it was written"]
 
 
@@ -226,7 +239,8 @@ def checkpoint_changed_after_writing(ws):
     checkpoint = torch.load(ws.lanet, weights_only=True)
     checkpoint["state_dict"]["1.0.weight"][0, 0, 0, 0] += 1.0  # keeps the recorded digest
     torch.save(checkpoint, ws.lanet)
-    return lambda: pseudo_label(ws.images, ws.lanet, ws.lanet, ws.out, progress=False), \
+    return lambda: pseudo_label(images_path=ws.images, lanet_path=ws.lanet, splitnet_path=ws.lanet, out_path=ws.out,
+                                progress=False), \
         ["lanet.pt", "content checksum mismatch"]
 
 
@@ -235,7 +249,8 @@ def gamma_out_of_range_in_trainer(ws):
 
 
 def threshold_out_of_range(ws):
-    return lambda: filter_images(ws.path("labels.h5"), ws.out, ws.path("counts.csv"), 1.5), \
+    return lambda: filter_images(labels_path=ws.path("labels.h5"), out_mask=ws.out, out_counts=ws.path("counts.csv"),
+                                 threshold=1.5), \
         ["filter threshold must lie in [0, 1], got 1.5"]
 
 

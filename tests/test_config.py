@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from port.config import (ConfigError, canonical, check_config, discriminator_settings, evaluation_settings,
-                         final_targets, generator_settings, labeler_settings, labels_from, pipeline_model, run_paths, run_row,
-                         selection_of, smoothing_epochs, smoothing_settings, training_settings, transfer_settings)
+                         final_targets, generator_settings, labeler_settings, labels_from, pipeline_model, run_paths,
+                         run_row, smoothing_epochs, smoothing_settings, training_settings, transfer_settings)
+from port.paths import RUN_MODEL, selection_of
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -200,25 +203,28 @@ def test_labeler_and_generator_settings_sorted(config):
 def test_targets_and_run_paths(config):
     figures = ["training_curves_linf.png", "training_curves_l2.png", "synthetic/ddpm/samples_per_class.png"]
     assert final_targets(config) == [f"results/digits/{name}" for name in
-                                     ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures, "arc.csv",
+                                     ["port_linf.csv", "port_l2.csv", "certified.csv", *figures, "arc.csv",
                                       "generators.csv", "score_groups.csv"]]
     # cifar10 ranks the DDPM against StyleGAN2-ADA (paper Tables 4 and 6) and trains no score groups
     assert final_targets(config, ["cifar10"]) == [f"results/cifar10/{name}" for name in
-                                                  ["port_linf.csv", "port_l2.csv", "port_smooth.csv", *figures,
+                                                  ["port_linf.csv", "port_l2.csv", "certified.csv", *figures,
                                                    "arc.csv", "generators.csv"]]
     no_smoothing = {**config, "datasets": {"digits": {k: v for k, v in config["datasets"]["digits"].items()
                                                       if k != "smoothing"}}}
-    assert "results/digits/port_smooth.csv" not in final_targets(no_smoothing)
-    paths = run_paths(config, "cifar10", "linf", "model.pt")
+    assert "results/digits/certified.csv" not in final_targets(no_smoothing)
+    paths = run_paths(config, "cifar10", "linf", RUN_MODEL)
     assert len(paths) == 3 * 2 * 1  # (baseline, adaptive, random) x architectures x seeds
     assert "results/cifar10/runs/linf/port-adaptive/wrn-34-10/seed0/model.pt" in paths
     assert "results/cifar10/runs/linf/baseline/resnet18/seed0/model.pt" in paths
 
 
 def test_run_rows_and_settings_of_the_new_stages(config):
-    assert run_row(config, "digits", "baseline", "small_cnn", 0)["selection"] == "none"
-    row = run_row(config, "digits", "port-adaptive", "small_cnn", 1)
-    assert (row["method"], row["selection"], row["gamma"]) == ("port", "adaptive", 0.4)
+    assert run_row("baseline", "small_cnn", 0)["selection"] == "none"
+    row = run_row("port-adaptive", "small_cnn", 1)
+    assert (row["method"], row["selection"]) == ("port", "adaptive")
+    assert "gamma" not in row and "epochs" not in row  # read from the trained model's metadata
+    with pytest.raises(ValueError, match="port-<"):
+        run_row("port", "small_cnn", 0)  # not a run name
     clean = discriminator_settings(config, "digits", 0.0)
     assert clean["threat"] is None and clean["gamma"] == 0.5 and clean["model_selection"] == "last"
     robust = discriminator_settings(config, "digits", 0.05)
@@ -242,12 +248,36 @@ def test_baseline_settings_ignore_gamma(config):
                      lambda c, method: smoothing_settings(c, "digits", "small_cnn", method)):
         assert settings(config, "baseline") == settings(edited, "baseline")
         assert settings(edited, "baseline")["gamma"] == 1.0 and settings(edited, "port")["gamma"] == 0.7
-    assert run_row(config, "digits", "baseline", "small_cnn", 0)["gamma"] == 1.0
 
 
-def test_smoothing_rows_report_the_smoothing_epochs(config):
+def test_smoothing_runs_train_for_the_smoothing_epochs(config):
     edited = copy.deepcopy(config)
     edited["datasets"]["digits"]["smoothing"]["epochs"] = 3
     assert smoothing_epochs(edited, "digits") == 3 == smoothing_settings(edited, "digits", "small_cnn")["epochs"]
     assert smoothing_epochs(config, "digits") == config["datasets"]["digits"]["training"]["epochs"]
-    assert run_row(edited, "digits", "port", "small_cnn", 0, smoothing_epochs(edited, "digits"))["epochs"] == 3
+
+
+def test_run_name_grammar_has_one_parser():
+    from port import paths
+
+    for selection in (None, "random", "adaptive", "group2"):
+        assert paths.selection_of(paths.run_name(selection)) == selection
+    for bad in ("port", "port-", "port-best", "baseline2", "port-group"):
+        with pytest.raises(ValueError, match="run name"):
+            paths.selection_of(bad)
+    assert [paths.group_of(s) for s in ("group0", "group12", "adaptive", None)] == [0, 12, None, None]
+    assert paths.needs_scores("adaptive") and paths.needs_scores("group1") and not paths.needs_scores("random")
+    assert paths.fill(paths.LABELER_MODEL, slot="lanet") == "results/{dataset}/labelers/lanet/model.pt"
+    # the schema's selection names (what a config may ask for) are the grammar's
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    methods = schema["$defs"]["dataset"]["properties"]["selection"]["properties"]
+    assert set(methods["methods"]["items"]["enum"]) == set(paths.SELECTIONS)
+
+
+def test_the_snakefile_helpers_import_nothing_heavy():
+    """port.paths and port.config are what the Snakefile imports: DAG parsing must not load torch,
+    h5py or pandas."""
+    code = ("import sys, port.paths, port.config; "
+            "print(sorted(m for m in ('torch', 'h5py', 'pandas') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

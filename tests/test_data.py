@@ -18,6 +18,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from cifar_format import patterned_image, write_cifar10, write_cifar100
 from port.artifacts import ArtifactError, read_image_set
+from port.config import SettingsError
 from port.data import load_npz_images, prepare_dataset
 
 DIGITS = {"kind": "digits", "test_fraction": 0.25}
@@ -30,7 +31,7 @@ def read_h5(path):
 
 def prepare(tmp_path, name, source, seed=0, tag="run"):
     train, test = tmp_path / tag / "train.h5", tmp_path / tag / "test.h5"
-    prepare_dataset(name, source, seed, train, test)
+    prepare_dataset(name=name, source=source, seed=seed, train_out=train, test_out=test)
     return train, test
 
 
@@ -114,7 +115,7 @@ def test_digits_test_fraction_is_honoured(tmp_path):
 
 
 def test_unknown_kind_is_an_artifact_error(tmp_path):
-    with pytest.raises(ArtifactError, match="unknown dataset kind 'mnist'"):
+    with pytest.raises(SettingsError, match="unknown dataset kind 'mnist'"):
         prepare(tmp_path, "mine", {"kind": "mnist"})
 
 

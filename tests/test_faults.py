@@ -25,7 +25,7 @@ import yaml
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from port.artifacts import CHECKSUM_KEY, load_torch, provenance, verify_hdf5, write_images
-from port.generators import merge_shards, sample_shard
+from port.generators import merge_shards, sample_diffusers_shard
 from port.models import load_model
 from port.training import train
 
@@ -82,8 +82,9 @@ def _train_call(train_path, synthetic_path, out: Path) -> list[str]:
     code = (
         "import sys, torch; torch.set_num_threads(1)\n"
         "from port.training import train\n"
-        f"train({str(train_path)!r}, {str(out / 'model.pt')!r}, {str(out / 'history.csv')!r}, "
-        f"{str(out / 'ckpt' / 'run.pt')!r}, {SETTINGS!r}, 3, synthetic_path={str(synthetic_path)!r}, progress=False)\n"
+        f"train(train_path={str(train_path)!r}, model_out={str(out / 'model.pt')!r}, "
+        f"history_out={str(out / 'history.csv')!r}, checkpoint_path={str(out / 'ckpt' / 'run.pt')!r}, "
+        f"settings={SETTINGS!r}, seed=3, synthetic_path={str(synthetic_path)!r}, progress=False)\n"
     )
     return [sys.executable, "-c", "import logging, sys; logging.basicConfig(stream=sys.stderr, level=logging.INFO)\n"
             + code]
@@ -92,7 +93,8 @@ def _train_call(train_path, synthetic_path, out: Path) -> list[str]:
 def test_training_killed_mid_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     train_path, synthetic_path = _real_and_synthetic(tmp_path)
     reference = tmp_path / "reference"
-    train(train_path, reference / "model.pt", reference / "history.csv", reference / "ckpt.pt", SETTINGS, 3,
+    train(train_path=train_path, model_out=reference / "model.pt", history_out=reference / "history.csv",
+          checkpoint_path=reference / "ckpt.pt", settings=SETTINGS, seed=3,
           synthetic_path=synthetic_path, progress=False)
 
     run = tmp_path / "run"
@@ -168,8 +170,8 @@ def _reference_images(tmp_path: Path, model: Path) -> np.ndarray:
     settings = {"kind": "diffusers", "eta": 0.0, **GENERATOR}
     paths = [tmp_path / f"ref_{shard}.h5" for shard in range(N_SHARDS)]
     for shard, path in enumerate(paths):
-        sample_shard(str(model), path, shard, settings, seed, progress=False)
-    merge_shards(paths, tmp_path / "ref.h5")
+        sample_diffusers_shard(str(model), path, shard, settings, seed, progress=False)
+    merge_shards(shard_paths=paths, out_path=tmp_path / "ref.h5")
     with h5py.File(tmp_path / "ref.h5") as handle:
         return handle["images"][()]
 
@@ -225,7 +227,7 @@ def test_sampling_killed_mid_shard_reruns_only_unfinished_shards(tmp_path, unet_
     assert sorted(inputs) == [f"{SHARDS}/shard_{i}.h5" for i in range(N_SHARDS)]
 
     # merging again is idempotent: the same content, and a second run has nothing to do
-    merge_shards([shard_dir / f"shard_{i}.h5" for i in range(N_SHARDS)], tmp_path / "again.h5")
+    merge_shards(shard_paths=[shard_dir / f"shard_{i}.h5" for i in range(N_SHARDS)], out_path=tmp_path / "again.h5")
     assert verify_hdf5(tmp_path / "again.h5") == verify_hdf5(workdir / TARGET)
     again = subprocess.run(_snakemake(workdir, "-n", TARGET), capture_output=True, text=True, env=_env())
     assert "Nothing to be done" in again.stdout + again.stderr

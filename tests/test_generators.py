@@ -19,7 +19,8 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 
 from port import generators
 from port.artifacts import ArtifactError, write_images
-from port.generators import (load_pipeline, make_shard, merge_shards, resize_images, sample_shard,
+from port.config import SettingsError
+from port.generators import (load_pipeline, merge_shards, resize_images, sample_diffusers_shard, sample_shard,
                              shard_bounds, train_ddpm)
 
 
@@ -62,7 +63,7 @@ def sha256(images: np.ndarray) -> str:
 
 
 def sample(model, out, shard=0, seed=0, **overrides):
-    sample_shard(model, out, shard, settings(**overrides), seed, progress=False)
+    sample_diffusers_shard(model, out, shard, settings(**overrides), seed, progress=False)
     return read(out)
 
 
@@ -108,10 +109,10 @@ def test_load_pipeline_refuses_a_plain_directory(tmp_path, rgb_model):
     with pytest.raises(ArtifactError, match="not a diffusers model directory") as info:
         load_pipeline(str(tmp_path))
     assert str(tmp_path) in str(info.value)
-    with pytest.raises(ArtifactError, match="unknown scheduler 'euler'"):
+    with pytest.raises(SettingsError, match="unknown scheduler 'euler'"):
         load_pipeline(rgb_model, "euler")
-    with pytest.raises(ArtifactError, match="unknown scheduler"):
-        sample_shard(rgb_model, tmp_path / "out.h5", 0, settings(scheduler="pndm"), 0, progress=False)
+    with pytest.raises(SettingsError, match="unknown scheduler"):
+        sample_diffusers_shard(rgb_model, tmp_path / "out.h5", 0, settings(scheduler="pndm"), 0, progress=False)
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -188,7 +189,7 @@ def test_merged_shards_match_a_single_shard_run(tmp_path, rgb_model):
     for shard in (0, 1):
         paths.append(tmp_path / f"shard_{shard}.h5")
         sample(rgb_model, paths[-1], shard, seed=2, n_images=8, n_shards=2)
-    assert merge_shards(paths, tmp_path / "merged.h5") == 8
+    assert merge_shards(shard_paths=paths, out_path=tmp_path / "merged.h5") == 8
     merged, _ = read(tmp_path / "merged.h5")
     assert np.array_equal(merged, single) and sha256(merged) == sha256(single)
 
@@ -199,7 +200,7 @@ def test_merged_shards_match_when_boundaries_cut_batches(tmp_path, rgb_model):
     for shard in (0, 1):
         paths.append(tmp_path / f"shard_{shard}.h5")
         sample(rgb_model, paths[-1], shard, seed=2, n_images=10, n_shards=2)
-    merge_shards(paths, tmp_path / "merged.h5")
+    merge_shards(shard_paths=paths, out_path=tmp_path / "merged.h5")
     assert np.array_equal(read(tmp_path / "merged.h5")[0], single)
 
 
@@ -223,7 +224,7 @@ def fake_shards(tmp_path, sizes=(3, 4, 2), shape=(5, 5, 3)):
 def test_merge_shards_concatenates_in_order(tmp_path):
     paths, arrays = fake_shards(tmp_path)
     out = tmp_path / "merged.h5"
-    assert merge_shards(paths, out) == 9
+    assert merge_shards(shard_paths=paths, out_path=out) == 9
     merged, attrs = read(out)
     assert np.array_equal(merged, np.concatenate(arrays))
     assert attrs["stage"] == "merge" and json.loads(attrs["params"])["shards"] == [str(p) for p in paths]
@@ -234,7 +235,7 @@ def test_merge_shards_refuses_misplaced_shards(tmp_path, order):
     paths, _ = fake_shards(tmp_path)
     out = tmp_path / "merged.h5"
     with pytest.raises(ArtifactError, match="starts at image [1-9][0-9]*, expected [0-9]+"):
-        merge_shards([paths[i] for i in order], out)
+        merge_shards(shard_paths=[paths[i] for i in order], out_path=out)
     assert not out.exists()
     assert not list(tmp_path.glob(".merged.h5.*"))  # no temporary left behind
 
@@ -245,7 +246,7 @@ def test_merge_shards_keeps_generator_labels(tmp_path):
     bounds = [(0, 3), (3, 3), (3, 7)]
     for path, images, (start, stop) in zip(paths, arrays, bounds):
         write_images(path, images, {"stage": "sample", "image_offset": start}, source_labels=labels[start:stop])
-    merge_shards(paths, tmp_path / "merged.h5")
+    merge_shards(shard_paths=paths, out_path=tmp_path / "merged.h5")
     with h5py.File(tmp_path / "merged.h5", "r") as handle:
         np.testing.assert_array_equal(handle["source_labels"][()], labels)
         np.testing.assert_array_equal(handle["images"][()], np.concatenate(arrays))
@@ -255,13 +256,13 @@ def test_merge_shards_refuses_labels_on_some_shards_only(tmp_path):
     paths, arrays = fake_shards(tmp_path)
     write_images(paths[0], arrays[0], {"stage": "sample", "image_offset": 0}, source_labels=np.zeros(3, np.int64))
     with pytest.raises(ArtifactError, match=r"shard_1\.h5: no 'source_labels' while other shards of the set have them"):
-        merge_shards(paths, tmp_path / "merged.h5")
+        merge_shards(shard_paths=paths, out_path=tmp_path / "merged.h5")
 
 
 def test_merge_shards_refuses_only_empty_shards(tmp_path):
     paths, _ = fake_shards(tmp_path, sizes=(0, 0))
     with pytest.raises(ArtifactError, match="no images in any of the 2 shard"):
-        merge_shards(paths, tmp_path / "merged.h5")
+        merge_shards(shard_paths=paths, out_path=tmp_path / "merged.h5")
 
 
 def test_merge_shards_refuses_a_broken_shard(tmp_path):
@@ -269,7 +270,7 @@ def test_merge_shards_refuses_a_broken_shard(tmp_path):
     with h5py.File(paths[1], "w") as handle:
         handle.create_dataset("images", data=np.zeros((4, 5, 5), dtype=np.float32))
     with pytest.raises(ArtifactError, match="shard_1.h5: 'images' must be uint8 NHWC"):
-        merge_shards(paths, tmp_path / "merged.h5")
+        merge_shards(shard_paths=paths, out_path=tmp_path / "merged.h5")
 
 
 # --------------------------------------------------------------------------- npz generator
@@ -293,7 +294,7 @@ def test_npz_shards_partition_and_merge(tmp_path, npz_set):
     shards = []
     for shard in (0, 1):
         out = tmp_path / f"shard_{shard}.h5"
-        make_shard(str(path), out, shard, NPZ, seed=0)
+        sample_shard(source=str(path), out_path=out, shard=shard, settings=NPZ, seed=0)
         start, stop = shard_bounds(11, 2, shard)
         with h5py.File(out, "r") as handle:
             assert np.array_equal(handle["images"][()], images[start:stop])
@@ -301,18 +302,20 @@ def test_npz_shards_partition_and_merge(tmp_path, npz_set):
             assert int(handle.attrs["image_offset"]) == start and handle.attrs["source"] == str(path)
             assert handle.attrs["stage"] == "import_npz"
         shards.append(out)
-    assert merge_shards(shards, tmp_path / "merged.h5") == 11
+    assert merge_shards(shard_paths=shards, out_path=tmp_path / "merged.h5") == 11
     assert np.array_equal(read(tmp_path / "merged.h5")[0], images)
 
 
 def test_npz_shard_respects_n_images_and_optional_labels(tmp_path, npz_set):
     path, images, _ = npz_set
     out = tmp_path / "first.h5"
-    make_shard(str(path), out, 0, {"kind": "npz", "n_shards": 1, "n_images": 4, "image_key": "image"}, seed=0)
+    sample_shard(source=str(path), out_path=out, shard=0,
+               settings={"kind": "npz", "n_shards": 1, "n_images": 4, "image_key": "image"}, seed=0)
     with h5py.File(out, "r") as handle:
         assert np.array_equal(handle["images"][()], images[:4])
         assert "source_labels" not in handle  # no label_key: images only
-    make_shard(str(path), out, 0, {"kind": "npz", "n_shards": 1, "n_images": 50}, seed=0)
+    sample_shard(source=str(path), out_path=out, shard=0, settings={"kind": "npz", "n_shards": 1, "n_images": 50},
+                 seed=0)
     assert np.array_equal(read(out)[0], images)  # n_images beyond the file is capped
 
 
@@ -322,20 +325,20 @@ def test_npz_more_shards_than_images(tmp_path, npz_set):
     config = {**NPZ, "n_shards": 5, "n_images": 2}
     shards = [tmp_path / f"shard_{shard}.h5" for shard in range(5)]
     for shard, out in enumerate(shards):
-        make_shard(str(path), out, shard, config, seed=0)
+        sample_shard(source=str(path), out_path=out, shard=shard, settings=config, seed=0)
     assert [len(read(p)[0]) for p in shards] == [0, 1, 0, 1, 0]
-    assert merge_shards(shards, tmp_path / "merged.h5") == 2
+    assert merge_shards(shard_paths=shards, out_path=tmp_path / "merged.h5") == 2
     assert np.array_equal(read(tmp_path / "merged.h5")[0], images[:2])
 
 
 def test_npz_shard_errors(tmp_path, npz_set):
     path, _, _ = npz_set
     with pytest.raises(ArtifactError, match="file not found"):
-        make_shard(str(tmp_path / "missing.npz"), tmp_path / "s.h5", 0, NPZ, seed=0)
+        sample_shard(source=str(tmp_path / "missing.npz"), out_path=tmp_path / "s.h5", shard=0, settings=NPZ, seed=0)
     with pytest.raises(ArtifactError, match=r"no key 'x' \(keys: image, label\)"):
-        make_shard(str(path), tmp_path / "s.h5", 0, {**NPZ, "image_key": "x"}, seed=0)
-    with pytest.raises(ArtifactError, match="unknown generator kind 'vae'"):
-        make_shard(str(path), tmp_path / "s.h5", 0, {**NPZ, "kind": "vae"}, seed=0)
+        sample_shard(source=str(path), out_path=tmp_path / "s.h5", shard=0, settings={**NPZ, "image_key": "x"}, seed=0)
+    with pytest.raises(SettingsError, match="unknown generator kind 'vae'"):
+        sample_shard(source=str(path), out_path=tmp_path / "s.h5", shard=0, settings={**NPZ, "kind": "vae"}, seed=0)
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -358,7 +361,7 @@ def digits_like(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_model(digits_like, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "ddpm"
-    train_ddpm(digits_like, out, DDPM_SETTINGS, seed=0, progress=False)
+    train_ddpm(train_path=digits_like, out_dir=out, settings=DDPM_SETTINGS, seed=0, progress=False)
     return out
 
 
@@ -387,8 +390,8 @@ def test_train_ddpm_writes_a_loadable_pipeline(trained_model, tmp_path):
 
 
 def test_train_ddpm_is_seeded(digits_like, trained_model, tmp_path):
-    train_ddpm(digits_like, tmp_path / "same", DDPM_SETTINGS, seed=0, progress=False)
-    train_ddpm(digits_like, tmp_path / "other", DDPM_SETTINGS, seed=1, progress=False)
+    train_ddpm(train_path=digits_like, out_dir=tmp_path / "same", settings=DDPM_SETTINGS, seed=0, progress=False)
+    train_ddpm(train_path=digits_like, out_dir=tmp_path / "other", settings=DDPM_SETTINGS, seed=1, progress=False)
     reference = load_pipeline(str(trained_model), "ddim").unet.state_dict()
     same = load_pipeline(str(tmp_path / "same"), "ddim").unet.state_dict()
     other = load_pipeline(str(tmp_path / "other"), "ddim").unet.state_dict()
@@ -402,7 +405,8 @@ def test_train_ddpm_is_seeded(digits_like, trained_model, tmp_path):
 
 def test_train_ddpm_saves_the_ema_weights(digits_like, trained_model, tmp_path):
     """With ema_decay 0 the EMA is the last weights; by default (0.999, with warm-up) it lags them."""
-    train_ddpm(digits_like, tmp_path / "no_ema", {**DDPM_SETTINGS, "ema_decay": 0.0}, seed=0, progress=False)
+    train_ddpm(train_path=digits_like, out_dir=tmp_path / "no_ema", settings={**DDPM_SETTINGS, "ema_decay": 0.0},
+               seed=0, progress=False)
     averaged = load_pipeline(str(trained_model), "ddim").unet.state_dict()
     last = load_pipeline(str(tmp_path / "no_ema"), "ddim").unet.state_dict()
     assert averaged.keys() == last.keys()
@@ -413,7 +417,7 @@ def test_train_ddpm_needs_labelled_real_images(tmp_path):
     path = tmp_path / "unlabelled.h5"
     write_images(path, np.zeros((8, 8, 8, 1), dtype=np.uint8), {})
     with pytest.raises(ArtifactError, match="no 'labels' dataset"):
-        train_ddpm(path, tmp_path / "model", DDPM_SETTINGS, seed=0, progress=False)
+        train_ddpm(train_path=path, out_dir=tmp_path / "model", settings=DDPM_SETTINGS, seed=0, progress=False)
     assert not (tmp_path / "model").exists()
 
 
@@ -425,7 +429,8 @@ def test_gan_trains_and_samples_the_same_images_for_any_shard_count(tmp_path):
     rng_ = np.random.default_rng(0)
     write_images(tmp_path / "train.h5", rng_.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8),
                  {"num_classes": 4}, labels=np.arange(64) % 4)
-    train_gan(tmp_path / "train.h5", tmp_path / "gan.pt", {"z_dim": 8, "width": 8, "steps": 3, "batch_size": 16,
+    train_gan(train_path=tmp_path / "train.h5", out_path=tmp_path / "gan.pt",
+              settings={"z_dim": 8, "width": 8, "steps": 3, "batch_size": 16,
                                                            "lr": 2e-4}, seed=0, progress=False)
     generator, spec = load_generator(tmp_path / "gan.pt")
     assert generator.embed.num_embeddings == spec["num_classes"] == 4 and spec["image_size"] == 8
@@ -436,7 +441,7 @@ def test_gan_trains_and_samples_the_same_images_for_any_shard_count(tmp_path):
     for i, path in enumerate(shards):
         sample_gan_shard(tmp_path / "gan.pt", path, i, {**settings, "n_shards": 3, "batch_size": 3}, seed=3,
                          progress=False)
-    merge_shards(shards, tmp_path / "merged.h5")
+    merge_shards(shard_paths=shards, out_path=tmp_path / "merged.h5")
     with h5py.File(one) as a, h5py.File(tmp_path / "merged.h5") as b:
         assert a["images"].shape == (10, 8, 8, 1) and a["images"].dtype == np.uint8
         np.testing.assert_array_equal(a["images"][()], b["images"][()])
@@ -457,7 +462,8 @@ def test_gan_checkpoint_of_another_kind_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def conditional_model(digits_like, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "ddpm-cond"
-    train_ddpm(digits_like, out, {**DDPM_SETTINGS, "class_conditional": True, "label_dropout": 0.2}, seed=0,
+    train_ddpm(train_path=digits_like, out_dir=out,
+               settings={**DDPM_SETTINGS, "class_conditional": True, "label_dropout": 0.2}, seed=0,
                progress=False)
     return out
 
@@ -476,16 +482,19 @@ def test_conditional_ddpm_embeds_classes_plus_no_class(conditional_model):
 def test_conditional_shards_are_balanced_and_independent_of_sharding(conditional_model, tmp_path, scheduler):
     model = str(conditional_model)
     cfg = dict(scheduler=scheduler, n_images=7, guidance_scale=2.0)
-    sample_shard(model, tmp_path / "whole.h5", 0, settings(**cfg, n_shards=1, batch_size=7), seed=3, progress=False)
+    sample_shard(source=model, out_path=tmp_path / "whole.h5", shard=0,
+                 settings=settings(**cfg, n_shards=1, batch_size=7), seed=3, progress=False)
     images, labels = read_with_labels(tmp_path / "whole.h5")
     np.testing.assert_array_equal(labels, np.arange(7) % 3)
     parts = []
     for shard in range(3):
         out = tmp_path / f"part{shard}.h5"
-        sample_shard(model, out, shard, settings(**cfg, n_shards=3, batch_size=2), seed=3, progress=False)
+        sample_shard(source=model, out_path=out, shard=shard, settings=settings(**cfg, n_shards=3, batch_size=2),
+                     seed=3, progress=False)
         parts.append(read_with_labels(out))
     np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
     np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels)
-    sample_shard(model, tmp_path / "plain.h5", 0, settings(**{**cfg, "guidance_scale": 1.0}, n_shards=1, batch_size=7),
+    sample_shard(source=model, out_path=tmp_path / "plain.h5", shard=0,
+                 settings=settings(**{**cfg, "guidance_scale": 1.0}, n_shards=1, batch_size=7),
                  seed=3, progress=False)
     assert not np.array_equal(read_with_labels(tmp_path / "plain.h5")[0], images)  # guidance changes the samples

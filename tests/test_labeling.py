@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from port.artifacts import ArtifactError, provenance, read_arrays, read_attrs, write_arrays
+from port.config import SettingsError
 from port.labeling import filter_images, keep_mask
 
 
@@ -67,7 +68,8 @@ def test_filter_images_end_to_end(tmp_path):
     expected_keep = [False, True, True, False, False, True, True, False]
     path = _labels_file(tmp_path / "labels.h5", lanet, split)
 
-    kept = filter_images(path, tmp_path / "filter.h5", tmp_path / "counts.csv", threshold=0.9)
+    kept = filter_images(labels_path=path, out_mask=tmp_path / "filter.h5", out_counts=tmp_path / "counts.csv",
+                         threshold=0.9)
     assert kept == 4
     mask = read_arrays(tmp_path / "filter.h5", "keep", "labels")
     assert mask["keep"].tolist() == expected_keep
@@ -91,7 +93,8 @@ def test_filter_counts_include_empty_classes(tmp_path):
     lanet = _probs([0, 0, 2], [.5, .5, .5], num_classes=4)
     split = _probs([0, 1, 2], [.5, .5, .5], num_classes=4)
     path = _labels_file(tmp_path / "labels.h5", lanet, split)
-    assert filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9) == 2
+    assert filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv",
+                         threshold=0.9) == 2
     counts = pd.read_csv(tmp_path / "c.csv")
     assert counts["n_total"].tolist() == [2, 0, 1, 0]
     assert counts["n_kept"].tolist() == [1, 0, 1, 0]
@@ -102,8 +105,10 @@ def test_filter_threshold_zero_keeps_all_and_one_discards_all_disagreements(tmp_
     lanet = _probs([0, 1, 2], [.99, .5, .5])
     split = _probs([1, 1, 0], [.99, .5, .5])
     path = _labels_file(tmp_path / "labels.h5", lanet, split)
-    assert filter_images(path, tmp_path / "f0.h5", tmp_path / "c0.csv", threshold=0.0) == 3
-    assert filter_images(path, tmp_path / "f1.h5", tmp_path / "c1.csv", threshold=1.0) == 1
+    assert filter_images(labels_path=path, out_mask=tmp_path / "f0.h5", out_counts=tmp_path / "c0.csv",
+                         threshold=0.0) == 3
+    assert filter_images(labels_path=path, out_mask=tmp_path / "f1.h5", out_counts=tmp_path / "c1.csv",
+                         threshold=1.0) == 1
     assert read_arrays(tmp_path / "f1.h5", "keep")["keep"].tolist() == [False, True, False]
 
 
@@ -115,22 +120,23 @@ def test_filter_non_finite_probabilities_raise(tmp_path, slot, bad):
     (lanet if slot == "lanet" else split)[1, 0] = bad
     path = _labels_file(tmp_path / "labels.h5", lanet, split)
     with pytest.raises(ArtifactError, match="labels.h5.*NaN"):
-        filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9)
+        filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv", threshold=0.9)
     assert not (tmp_path / "f.h5").exists() and not (tmp_path / "c.csv").exists()
 
 
 def test_filter_rejects_threshold_outside_unit_interval(tmp_path):
     path = _labels_file(tmp_path / "labels.h5", _probs([0], [.5]), _probs([0], [.5]))
     for threshold in (-0.1, 1.5):
-        with pytest.raises(ArtifactError, match="threshold"):
-            filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=threshold)
+        with pytest.raises(SettingsError, match="threshold"):
+            filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv",
+                          threshold=threshold)
 
 
 def test_filter_missing_probabilities_raise(tmp_path):
     path = tmp_path / "labels.h5"
     write_arrays(path, {}, labels=np.zeros(3, dtype=np.int64), lanet_probs=_probs([0, 0, 0], [.5] * 3))
     with pytest.raises(ArtifactError, match="splitnet_probs"):
-        filter_images(path, tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9)
+        filter_images(labels_path=path, out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv", threshold=0.9)
 
 
 def test_pseudo_labels_in_shards_merge_to_the_unsharded_result(tmp_path):
@@ -144,12 +150,13 @@ def test_pseudo_labels_in_shards_merge_to_the_unsharded_result(tmp_path):
         save_model(build_model(**spec), spec, tmp_path / f"{name}.pt")
     images = np.random.default_rng(0).integers(0, 256, (25, 8, 8, 1), dtype=np.uint8)
     write_images(tmp_path / "images.h5", images, provenance("sample", {}, 0, dataset="toy"))
-    models = (tmp_path / "images.h5", tmp_path / "lanet.pt", tmp_path / "splitnet.pt")
-    pseudo_label(*models, tmp_path / "whole.h5", progress=False)
+    inputs = dict(images_path=tmp_path / "images.h5", lanet_path=tmp_path / "lanet.pt",
+                  splitnet_path=tmp_path / "splitnet.pt")
+    pseudo_label(**inputs, out_path=tmp_path / "whole.h5", progress=False)
     shards = [tmp_path / f"shard_{i}.h5" for i in range(3)]
     for i, path in enumerate(shards):
-        pseudo_label(*models, path, shard=i, n_shards=3, progress=False)
-    merge_array_shards(shards, tmp_path / "merged.h5", n_images=25)
+        pseudo_label(**inputs, out_path=path, shard=i, n_shards=3, progress=False)
+    merge_array_shards(shard_paths=shards, out_path=tmp_path / "merged.h5", n_images=25)
     whole = read_arrays(tmp_path / "whole.h5", "labels", "lanet_probs", "splitnet_probs")
     merged = read_arrays(tmp_path / "merged.h5", "labels", "lanet_probs", "splitnet_probs")
     for key in whole:
@@ -167,15 +174,16 @@ def labelled_toy_set(tmp_path, n_images=25, source_labels=True):
     images = np.random.default_rng(0).integers(0, 256, (n_images, 8, 8, 1), dtype=np.uint8)
     arrays = {"source_labels": (np.arange(n_images) * 7) % 10} if source_labels else {}
     write_images(tmp_path / "images.h5", images, provenance("sample", {}, 0, dataset="toy"), **arrays)
-    return tmp_path / "images.h5", tmp_path / "lanet.pt", tmp_path / "splitnet.pt"
+    return dict(images_path=tmp_path / "images.h5", lanet_path=tmp_path / "lanet.pt",
+                splitnet_path=tmp_path / "splitnet.pt")
 
 
 def test_labels_from_generator_keeps_both_labelers_and_reports_agreement(tmp_path):
     from port.labeling import pseudo_label
 
     inputs = labelled_toy_set(tmp_path)
-    pseudo_label(*inputs, tmp_path / "gen.h5", labels_from="generator", progress=False)
-    pseudo_label(*inputs, tmp_path / "lanet.h5", progress=False)
+    pseudo_label(**inputs, out_path=tmp_path / "gen.h5", labels_from="generator", progress=False)
+    pseudo_label(**inputs, out_path=tmp_path / "lanet.h5", progress=False)
     gen = read_arrays(tmp_path / "gen.h5", "labels", "source_labels", "lanet_probs", "splitnet_probs")
     lanet = read_arrays(tmp_path / "lanet.h5", "labels", "source_labels", "lanet_probs")
     source = (np.arange(25) * 7) % 10
@@ -184,7 +192,8 @@ def test_labels_from_generator_keeps_both_labelers_and_reports_agreement(tmp_pat
     np.testing.assert_array_equal(lanet["labels"], lanet["lanet_probs"].argmax(1))
     np.testing.assert_allclose(gen["lanet_probs"], lanet["lanet_probs"])
 
-    filter_images(tmp_path / "gen.h5", tmp_path / "f.h5", tmp_path / "c.csv", threshold=0.9)
+    filter_images(labels_path=tmp_path / "gen.h5", out_mask=tmp_path / "f.h5", out_counts=tmp_path / "c.csv",
+                  threshold=0.9)
     counts = pd.read_csv(tmp_path / "c.csv")
     agree = gen["lanet_probs"].argmax(1) == source
     expected = [agree[source == c].mean() for c in range(10)]
@@ -196,5 +205,6 @@ def test_labels_from_generator_needs_generator_labels(tmp_path):
     from port.labeling import pseudo_label
 
     inputs = labelled_toy_set(tmp_path, source_labels=False)
-    with pytest.raises(ArtifactError, match=r"images\.h5: labels_from generator, but the image set has no 'source_labels'"):
-        pseudo_label(*inputs, tmp_path / "out.h5", labels_from="generator", progress=False)
+    with pytest.raises(ArtifactError,
+                       match=r"images\.h5: labels_from generator, but the image set has no 'source_labels'"):
+        pseudo_label(**inputs, out_path=tmp_path / "out.h5", labels_from="generator", progress=False)

@@ -62,8 +62,8 @@ def trained(request, rgb_sets):
     arch, out = request.param, rgb_sets / request.param
     settings = dict(arch=arch, epochs=1, batch_size=2, lr=0.01, val_fraction=1 / 3, val_attack_steps=1,
                     threat=dict(norm="linf", eps=8 / 255, step_size=8 / 255, steps=1), model_selection="last")
-    train(rgb_sets / "train.h5", out / "model.pt", out / "history.csv", out / "checkpoint.pt", settings, seed=0,
-          progress=False)
+    train(train_path=rgb_sets / "train.h5", model_out=out / "model.pt", history_out=out / "history.csv",
+          checkpoint_path=out / "checkpoint.pt", settings=settings, seed=0, progress=False)
     return arch, out
 
 
@@ -89,7 +89,8 @@ def test_one_autoattack_batch(trained, rgb_sets, cheap_autoattack, caplog):
 def test_one_certification_batch(trained, rgb_sets):
     arch, out = trained
     settings = dict(sigma=0.25, n0=2, n=4, alpha=0.001, batch_size=4, skip=2)
-    frame = certify_dataset(out / "model.pt", rgb_sets / "test.h5", out / "certify.csv", settings, seed=0)
+    frame = certify_dataset(model_path=out / "model.pt", test_path=rgb_sets / "test.h5", out_csv=out / "certify.csv",
+                            settings=settings, seed=0)
     assert frame["idx"].tolist() == [0] and frame["predict"].between(-1, 9).all()
     # four votes cannot certify at alpha = 0.001 (a lower bound of 0.18 < 0.5): CERTIFY abstains
     assert (frame["predict"] == -1).all() and (frame["radius"] == 0).all()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from port.artifacts import ArtifactError
-from port.generators import make_shard, merge_shards, shard_bounds
+from port.generators import sample_shard, merge_shards, shard_bounds
 
 
 def read(path):
@@ -46,12 +46,12 @@ def test_parts_import_in_shards_across_part_boundaries(tmp_path, parts, monkeypa
     listing, images, labels = parts
     shards = [tmp_path / f"shard_{i}.h5" for i in range(3)]
     for shard, out in enumerate(shards):
-        make_shard(listing, out, shard, settings(), seed=0)
+        sample_shard(source=listing, out_path=out, shard=shard, settings=settings(), seed=0)
         start, stop = shard_bounds(13, 3, shard)
         got_images, got_labels = read(out)
         np.testing.assert_array_equal(got_images, images[start:stop])
         np.testing.assert_array_equal(got_labels, labels[start:stop])
-    merge_shards(shards, tmp_path / "merged.h5")
+    merge_shards(shard_paths=shards, out_path=tmp_path / "merged.h5")
     np.testing.assert_array_equal(read(tmp_path / "merged.h5")[0], images)
     np.testing.assert_array_equal(read(tmp_path / "merged.h5")[1], labels)
 
@@ -60,38 +60,41 @@ def test_bad_parts_name_the_file_and_key(tmp_path, parts):
     listing, images, labels = parts
     out = tmp_path / "s.h5"
     with pytest.raises(ArtifactError, match=r"a\.npz: no key 'img' \(keys: image, label\)"):
-        make_shard(listing, out, 0, settings(image_key="img"), seed=0)
+        sample_shard(source=listing, out_path=out, shard=0, settings=settings(image_key="img"), seed=0)
     np.savez(tmp_path / "short.npz", image=images[:3], label=labels[:2])
     with pytest.raises(ArtifactError, match=r"short\.npz: 'label': 2 labels for the 3 images of .*short\.npz: 'image'"):
-        make_shard([listing[0], str(tmp_path / "short.npz")], out, 0, settings(), seed=0)
+        sample_shard(source=[listing[0], str(tmp_path / "short.npz")], out_path=out, shard=0, settings=settings(),
+                     seed=0)
     np.savez(tmp_path / "float.npz", image=images.astype(np.float32), label=labels)
     with pytest.raises(ArtifactError, match=r"float\.npz: 'image': images must be uint8 .* got float32"):
-        make_shard(str(tmp_path / "float.npz"), out, 0, settings(), seed=0)
+        sample_shard(source=str(tmp_path / "float.npz"), out_path=out, shard=0, settings=settings(), seed=0)
     np.savez(tmp_path / "rank.npz", image=images[..., 0], label=labels)
     with pytest.raises(ArtifactError, match=r"rank\.npz: 'image': images must be uint8 \(N, H, W, C\).*\(13, 4, 4\)"):
-        make_shard(str(tmp_path / "rank.npz"), out, 0, settings(), seed=0)
+        sample_shard(source=str(tmp_path / "rank.npz"), out_path=out, shard=0, settings=settings(), seed=0)
     np.savez(tmp_path / "range.npz", image=images, label=labels + 5)
     with pytest.raises(ArtifactError, match=r"range\.npz: 'label': labels must lie in \[0, 9\]"):
-        make_shard(str(tmp_path / "range.npz"), out, 0, settings(n_shards=1), seed=0)
+        sample_shard(source=str(tmp_path / "range.npz"), out_path=out, shard=0, settings=settings(n_shards=1), seed=0)
     with pytest.raises(ArtifactError, match=r"c_image\.npy: no labels while other parts of the set have them"):
-        make_shard([listing[0], {"image": listing[2]["image"]}], out, 0, settings(), seed=0)
+        sample_shard(source=[listing[0], {"image": listing[2]["image"]}], out_path=out, shard=0, settings=settings(),
+                     seed=0)
     assert not out.exists()
 
 
 MEASURE = textwrap.dedent("""
     import json, sys
-    from port.generators import make_shard
+    from port.generators import sample_shard
 
     def status_kib(field):
         with open("/proc/self/status") as status:
             return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
     listing, out, shard, settings, warm_up = json.loads(sys.argv[1])
-    make_shard(warm_up, out + ".warm", 0, {**settings, "n_shards": 1}, seed=0)  # one-time library set-up
+    sample_shard(source=warm_up, out_path=out + ".warm", shard=0, settings={**settings, "n_shards": 1},
+                 seed=0)  # one-time library set-up
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset the peak (VmHWM) to the current RSS
     before = status_kib("VmRSS")
-    make_shard(listing, out, shard, settings, seed=0)
+    sample_shard(source=listing, out_path=out, shard=shard, settings=settings, seed=0)
     print(json.dumps({"before_kib": before, "peak_kib": status_kib("VmHWM")}))
 """)
 

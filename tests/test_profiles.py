@@ -1,5 +1,5 @@
 """The execution profiles: `snakemake --profile slurm ...` works literally from the repository
-root, and profiles/slurm and profiles/local cover the same GPU rules, all of them existing."""
+root, the rules state their own GPU need, and profiles/slurm places every GPU rule on the GPU partition."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, declared_gpu_rules
 
 SLURM = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
 LOCAL = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
-GPU_RULES = {"train_ddpm", "sample_shard", "pseudo_label", "train_labeler", "train_robust", "train_smooth",
-             "evaluate", "certify", "train_gan", "train_discriminator", "evaluate_discriminator", "score_shard",
-             "train_transfer", "evaluate_transfer", "distribution_metrics", "train_recipe", "evaluate_recipe"}
+
+GPU_RULES = set(declared_gpu_rules())
 
 
 def rule_resources(output: str) -> dict[str, dict[str, str]]:
@@ -55,16 +54,21 @@ def test_profiles_cover_the_gpu_rules_of_the_workflow():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rules = set(result.stdout.split())
-    assert GPU_RULES <= rules
+    # the rules that train or run networks; each states gpu=1 itself
+    assert {"train_robust", "evaluate", "certify", "sample_shard", "score_shard"} <= GPU_RULES <= rules
+    assert set(declared_gpu_rules().values()) == {1}
+    assert set(SLURM["set-resources"]) <= rules, set(SLURM["set-resources"]) - rules  # no typos
+    gpu_partition = SLURM["set-resources"]["train_ddpm"]["slurm_partition"]
+    assert {r for r, res in SLURM["set-resources"].items() if res.get("slurm_partition") == gpu_partition} == GPU_RULES
+    assert not any("gpu" in res for res in SLURM["set-resources"].values())  # the rules' own fact
+    assert "set-resources" not in LOCAL  # only site facts: the GPU cap
     for profile in (SLURM, LOCAL):
-        assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules  # no typos
-        assert {r for r, res in profile["set-resources"].items() if res.get("gpu")} == GPU_RULES
         assert profile["resources"]["gpu"] >= 1
     assert SLURM["executor"] == "slurm" and "executor" not in LOCAL
     assert "cpus_per_task" not in SLURM["default-resources"]  # it would override cpus_per_gpu everywhere
     assert SLURM["slurm-status-command"] == "squeue" and not SLURM.get("slurm-array-jobs")
     for rule in GPU_RULES:
-        assert {"gpu", "cpus_per_gpu", "mem_mb", "runtime", "slurm_partition"} <= set(SLURM["set-resources"][rule])
+        assert {"cpus_per_gpu", "mem_mb", "runtime", "slurm_partition"} <= set(SLURM["set-resources"][rule])
     # `--profile slurm` finds ./slurm only; a profiles/default would be layered over every profile
     assert (REPO / "slurm").resolve() == (REPO / "profiles/slurm").resolve()
     assert not (REPO / "profiles/default").exists()

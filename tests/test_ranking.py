@@ -51,14 +51,14 @@ def _inputs(tmp_path, arc, frechet, nn, robust):
         write_csv(pd.DataFrame([{"generator": name, "frechet_lanet": frechet[i], "nn_distance": nn[i]}]), dist[-1])
         transfer.append(tmp_path / f"t_{name}.csv")
         write_csv(pd.DataFrame([{"generator": name, "clean_acc": 0.9, "pgd_acc": robust[i]}]), transfer[-1])
-    return tmp_path / "arc.csv", dist, transfer
+    return dict(arc_csv=tmp_path / "arc.csv", distribution_csvs=dist, transfer_csvs=transfer)
 
 
 def test_rank_table_ranks_every_metric_and_measures_its_agreement(tmp_path):
     # transferred robustness: b > a > c. ARC agrees exactly (lower is better); the Frechet
     # distance puts c first and b last; the nearest-real distance swaps the first two.
-    table = rank_generators(*_inputs(tmp_path, arc=[0.02, 0.01, 0.05], frechet=[2.0, 3.0, 1.0], nn=[0.1, 0.2, 0.3],
-                                     robust=[0.5, 0.6, 0.3]), tmp_path / "generators.csv")
+    table = rank_generators(**_inputs(tmp_path, arc=[0.02, 0.01, 0.05], frechet=[2.0, 3.0, 1.0], nn=[0.1, 0.2, 0.3],
+                                      robust=[0.5, 0.6, 0.3]), out_csv=tmp_path / "generators.csv")
     ranks = table.pivot(index="generator", columns="metric", values="rank")
     assert ranks["transfer_robust_acc"].to_dict() == {"a": 2, "b": 1, "c": 3}
     assert ranks["arc"].to_dict() == {"a": 2, "b": 1, "c": 3}
@@ -70,7 +70,8 @@ def test_rank_table_ranks_every_metric_and_measures_its_agreement(tmp_path):
 
 
 def test_rank_table_refuses_a_missing_metric(tmp_path):
-    arc_csv, dist, transfer = _inputs(tmp_path, [0.1, 0.2, 0.3], [1, 2, 3], [1, 2, 3], [0.3, 0.2, 0.1])
+    inputs = _inputs(tmp_path, [0.1, 0.2, 0.3], [1, 2, 3], [1, 2, 3], [0.3, 0.2, 0.1])
     with pytest.raises(ArtifactError, match="every generator needs every metric"):
-        rank_generators(arc_csv, dist[:2], transfer, tmp_path / "generators.csv")
+        rank_generators(**{**inputs, "distribution_csvs": inputs["distribution_csvs"][:2]},
+                        out_csv=tmp_path / "generators.csv")
     assert not (tmp_path / "generators.csv").exists()

@@ -95,8 +95,7 @@ def test_resumed_run_with_ema_is_bitwise_equal_to_an_uninterrupted_one(toy_data,
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _run(toy_data, straight, RECIPE)
     saved = _killed_in_epoch2(toy_data, resumed, monkeypatch, RECIPE)
-    checkpoint = load_torch(resumed / "checkpoint.pt")
-    assert saved["epoch"] == 1 and checkpoint["ema"]["step"] > 0 and "model" in checkpoint
+    assert saved["epoch"] == 1 and saved["ema"]["step"] > 0 and "model" in saved
     _run(toy_data, resumed, RECIPE)
     _assert_same_weights(_weights(resumed / "model.pt"), _weights(straight / "model.pt"))
     columns = ["epoch", "lr", "loss_real", "loss_synthetic", "train_acc", "val_clean_acc", "val_robust_acc"]
@@ -219,8 +218,8 @@ def test_robustbench_export_loads_with_torch_load_and_the_architecture(toy_data,
     _run(toy_data, tmp_path, {**SETTINGS, "epochs": 1})
     write_csv(pd.DataFrame([{"norm": "linf", "eps": 0.1, "clean_acc": 0.9, "pgd_acc": 0.5, "autoattack_acc": 0.4,
                              "n_test": 50}]), tmp_path / "eval.csv")
-    info = export_robustbench(tmp_path / "model.pt", tmp_path / "eval.csv", tmp_path / "rb.json", tmp_path / "rb.pt",
-                              run="linf/port-adaptive/small_cnn/seed0", dataset="toy", run_config={"lr": 0.05})
+    info = export_robustbench(model_path=tmp_path / "model.pt", eval_path=tmp_path / "eval.csv",
+                              info_out=tmp_path / "rb.json", weights_out=tmp_path / "rb.pt", run="linf/port-adaptive/small_cnn/seed0", dataset="toy", run_config={"lr": 0.05})
     assert json.loads((tmp_path / "rb.json").read_text()) == info
     assert info["threat_model"] == "Linf" and info["autoattack_acc"] == 40.0 and info["n_synthetic"] == 200
     model = build_model(**info["model_spec"])
@@ -240,7 +239,7 @@ def test_recipe_summary_pairs_seeds_and_calls_an_interval_over_zero_no_differenc
     for i, row in enumerate(rows):
         write_csv(pd.DataFrame([row]), tmp_path / f"{i}.csv")
         paths.append(tmp_path / f"{i}.csv")
-    summary = summarize_recipe(paths, tmp_path / "runs.csv", tmp_path / "summary.csv")
+    summary = summarize_recipe(eval_csvs=paths, out_csv=tmp_path / "runs.csv", out_summary=tmp_path / "summary.csv")
     aa = summary[summary["metric"] == "autoattack_acc"].set_index("variant")
     assert aa.loc["port", "verdict"] == "higher" and aa.loc["port", "mean_difference"] == pytest.approx(0.1)
     assert aa.loc["port", "compared_to"] == "baseline" and aa.loc["port-trades", "compared_to"] == "port"
@@ -265,6 +264,7 @@ def test_two_processes_train_the_single_process_model_with_the_recipe(toy_data, 
 
 
 def test_robustbench_targets_and_run_config():
+    from port import paths
     from port.config import recipe_paths, robustbench_targets, run_config
 
     config = _config({})
@@ -274,4 +274,4 @@ def test_robustbench_targets_and_run_config():
     port = run_config(config, "digits", "linf", "small_cnn", "port-adaptive")
     assert port["selection"]["method"] == "adaptive" and port["training"]["threat"]["norm"] == "linf"
     assert "selection" not in run_config(config, "digits", "linf", "small_cnn", "baseline")
-    assert len(recipe_paths(config, "digits", "eval.csv")) == 4 * 3
+    assert len(recipe_paths(config, "digits", paths.RECIPE_EVAL)) == 4 * 3

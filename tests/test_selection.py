@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from port.artifacts import ArtifactError, ImageWriter, provenance, read_attrs, validate_image_set, write_arrays
+from port.config import SettingsError
 from port.selection import choose, select_images
 
 
@@ -54,7 +55,7 @@ def test_empty_filter_raises(k):
 
 
 def test_unknown_method_raises():
-    with pytest.raises(ArtifactError, match="unknown selection method"):
+    with pytest.raises(SettingsError, match="unknown selection method"):
         choose(_keep(20), "hardest", 3, seed=0)
 
 
@@ -80,7 +81,8 @@ def synthetic(tmp_path_factory):
 def test_select_images_copies_chosen_images_with_labels_and_source_index(synthetic, tmp_path, k):
     root, images, keep, labels = synthetic
     out = tmp_path / "selected.h5"
-    n = select_images(root / "images.h5", root / "filter.h5", out, "random", k, seed=5)
+    n = select_images(images_path=root / "images.h5", filter_path=root / "filter.h5", out_path=out, method="random",
+                      k=k, seed=5)
     expected = choose(keep, "random", k, seed=5)
     assert n == len(expected) == (keep.sum() if k is None else k)
     assert validate_image_set(out, num_classes=10, image_shape=(4, 4, 1)) == n
@@ -100,7 +102,8 @@ def test_select_images_refuses_a_filter_of_another_length(synthetic, tmp_path):
         short = tmp_path / f"filter{n}.h5"
         write_arrays(short, {}, keep=np.resize(keep, n), labels=np.resize(labels, n))
         with pytest.raises(ArtifactError, match=f"filter{n}.h5"):
-            select_images(root / "images.h5", short, tmp_path / "out.h5", "random", None, seed=0)
+            select_images(images_path=root / "images.h5", filter_path=short, out_path=tmp_path / "out.h5",
+                          method="random", k=None, seed=0)
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -148,7 +151,7 @@ def test_score_groups_partition_the_kept_images_in_score_order():
     sizes = [len(g) for g in groups]
     assert max(sizes) - min(sizes) <= 1
     assert scores[groups[0]].max() <= scores[groups[1]].min() and scores[groups[1]].max() <= scores[groups[2]].min()
-    with pytest.raises(ArtifactError, match="below n_groups"):
+    with pytest.raises(SettingsError, match="below n_groups"):
         choose(keep, "group3", None, seed=0, scores=scores, n_groups=3)
 
 
@@ -166,7 +169,8 @@ def test_select_images_adaptive_writes_scores_and_training_attrs(tmp_path):
                                                                   channel_std=[0.2])) as writer:
         writer.append(images[:5], labels=labels[:5])
     out = tmp_path / "adaptive.h5"
-    assert select_images(tmp_path / "images.h5", tmp_path / "filter.h5", out, "adaptive", 10, 0,
+    assert select_images(images_path=tmp_path / "images.h5", filter_path=tmp_path / "filter.h5", out_path=out,
+                         method="adaptive", k=10, seed=0,
                          scores_path=tmp_path / "scores.h5", real_path=tmp_path / "real.h5") == 10
     with h5py.File(out) as handle:
         index = handle["source_index"][()]

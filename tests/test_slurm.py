@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY
+from conftest import REPO, TINY, declared_gpu_rules
 from slurm_cluster import Cluster, missing_tools
 
 PROFILE = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
@@ -99,7 +99,7 @@ def test_jobs_went_through_sbatch_with_the_profiles_resources(cluster, slurm_run
         mem_mb = eval(str(wanted["mem_mb"]), {"attempt": 1})  # profile values may be expressions
         value, unit = re.search(r"MinMemoryNode=([\d.]+)([MGT])", detail).groups()  # 64000M shows as 62.50G
         assert float(value) * 1024 ** "MGT".index(unit) == mem_mb, (rule, detail)
-        gpus = wanted.get("gpu", 0)
+        gpus = wanted.get("gpu", declared_gpu_rules().get(rule, 0))
         assert (f"TresPerJob=gres:gpu:{gpus}" in detail) == bool(gpus), (rule, detail)
         if gpus:  # cpus_per_gpu reached sbatch (not the rule's threads)
             assert f"CpusPerTres=gres:gpu:{wanted['cpus_per_gpu']}" in detail, (rule, detail)
@@ -107,7 +107,7 @@ def test_jobs_went_through_sbatch_with_the_profiles_resources(cluster, slurm_run
 
 def test_gpu_jobs_use_the_gpu_slurm_gave_them(slurm_run):
     workdir, _ = slurm_run
-    gpu_rules = {rule for rule, r in PROFILE["set-resources"].items() if r.get("gpu")} & set(EXPECTED_JOBS)
+    gpu_rules = set(declared_gpu_rules()) & set(EXPECTED_JOBS)
     for rule in EXPECTED_JOBS:
         for log in (workdir / "logs" / rule).rglob("*.log"):
             line = re.search(r"CUDA_VISIBLE_DEVICES=(\S*) \((.*)\)", log.read_text())

@@ -148,8 +148,8 @@ SETTINGS = dict(sigma=0.1, n0=10, n=50, alpha=0.001, batch_size=25, skip=2)
 
 def test_same_seed_gives_the_same_certificates(tiny_problem):
     model, test = tiny_problem / "model.pt", tiny_problem / "test.h5"
-    frame = certify_dataset(model, test, tiny_problem / "a.csv", SETTINGS, seed=7)
-    certify_dataset(model, test, tiny_problem / "b.csv", SETTINGS, seed=7)
+    frame = certify_dataset(model_path=model, test_path=test, out_csv=tiny_problem / "a.csv", settings=SETTINGS, seed=7)
+    certify_dataset(model_path=model, test_path=test, out_csv=tiny_problem / "b.csv", settings=SETTINGS, seed=7)
     a, b = (read_csv(tiny_problem / name) for name in ("a.csv", "b.csv"))
     assert list(a.columns) == ["idx", "label", "predict", "radius", "correct", "smoothed_predict", "seconds"]
     assert a["idx"].tolist() == [0, 2, 4, 6, 8] and (a["seconds"] > 0).all()
@@ -158,7 +158,8 @@ def test_same_seed_gives_the_same_certificates(tiny_problem):
     pd.testing.assert_frame_equal(frame.drop(columns="seconds"), a.drop(columns="seconds"), check_dtype=False)
     assert (a["correct"] == (a["predict"] == a["label"])).all()
     # each image's noise depends on (seed, idx) only, not on which other images are certified
-    every_image = certify_dataset(model, test, tiny_problem / "c.csv", {**SETTINGS, "skip": 1}, seed=7)
+    every_image = certify_dataset(model_path=model, test_path=test, out_csv=tiny_problem / "c.csv",
+                                  settings={**SETTINGS, "skip": 1}, seed=7)
     common = every_image[every_image["idx"] % 2 == 0].reset_index(drop=True)
     pd.testing.assert_frame_equal(common.drop(columns="seconds"), a.drop(columns="seconds"), check_dtype=False)
 
@@ -170,7 +171,8 @@ class Killed(Exception):
 def test_killed_certification_resumes_from_its_checkpoint_to_the_same_table(tiny_problem, monkeypatch):
     model, test = tiny_problem / "model.pt", tiny_problem / "test.h5"
     checkpoint = tiny_problem / "certify_ckpt.pt"
-    reference = certify_dataset(model, test, tiny_problem / "ref.csv", SETTINGS, seed=3)
+    reference = certify_dataset(model_path=model, test_path=test, out_csv=tiny_problem / "ref.csv", settings=SETTINGS,
+                                seed=3)
     calls, kill_at = [], [4]
     original = Smooth.certify
 
@@ -182,19 +184,22 @@ def test_killed_certification_resumes_from_its_checkpoint_to_the_same_table(tiny
 
     monkeypatch.setattr(Smooth, "certify", dies_on_the_fourth_image)
     with pytest.raises(Killed):
-        certify_dataset(model, test, tiny_problem / "resumed.csv", SETTINGS, seed=3, checkpoint_path=checkpoint,
+        certify_dataset(model_path=model, test_path=test, out_csv=tiny_problem / "resumed.csv", settings=SETTINGS,
+                        seed=3, checkpoint_path=checkpoint,
                         checkpoint_seconds=0.0)
     assert checkpoint.is_file() and not (tiny_problem / "resumed.csv").exists()
     calls.clear()
     kill_at[0] = None
-    resumed = certify_dataset(model, test, tiny_problem / "resumed.csv", SETTINGS, seed=3, checkpoint_path=checkpoint)
+    resumed = certify_dataset(model_path=model, test_path=test, out_csv=tiny_problem / "resumed.csv",
+                              settings=SETTINGS, seed=3, checkpoint_path=checkpoint)
     assert len(calls) == 2  # images 6 and 8: the first three came from the checkpoint
     pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), reference.drop(columns="seconds"))
     assert not checkpoint.exists()
     # a checkpoint of other settings is ignored
     save_torch({"run_hash": "other", "rows": [{"idx": 0}]}, checkpoint)
     calls.clear()
-    certify_dataset(model, test, tiny_problem / "again.csv", SETTINGS, seed=3, checkpoint_path=checkpoint)
+    certify_dataset(model_path=model, test_path=test, out_csv=tiny_problem / "again.csv", settings=SETTINGS, seed=3,
+                    checkpoint_path=checkpoint)
     assert len(calls) == 5
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from port.generators import make_shard
+from port.generators import sample_shard
 from port.safe_pickle import RefusedPickle, load_network_pickle
 from port.stylegan import (StyleGANError, generate, load_stylegan, sample_stylegan_shard, to_uint8, upsample2d)
 from stylegan_pickles import RecordedModule, official_globals, tiny_generator, write_network_pickle
@@ -216,7 +216,8 @@ def test_shards_are_deterministic_balanced_and_independent_of_sharding(tmp_path,
 def test_unconditional_generator_writes_no_labels(tmp_path):
     path = write_network_pickle(tmp_path / "uncond.pkl", tiny_generator(c_dim=0, img_channels=1))
     out = tmp_path / "u.h5"
-    make_shard(str(path), out, 0, settings(n_images=3), seed=0)  # the kind dispatch of sample_shard
+    sample_shard(source=str(path), out_path=out, shard=0, settings=settings(n_images=3),
+                 seed=0)  # the kind dispatch of sample_shard
     images, labels = read(out)
     assert images.shape == (3, 8, 8, 1) and labels is None
 

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 import port.training as training
-from port.artifacts import ArtifactError, ImageWriter, load_torch, provenance, write_images
-from port.models import load_model
+from port.artifacts import ImageWriter, load_torch, provenance, write_images
+from port.config import SettingsError
+from port.models import load_model, training_record
 from port.recipe import ce_plus_kl
-from port.training import TrainSettings, held_out_split, mix_batches, port_loss, train
+from port.training import TrainSettings, mix_batches, port_loss, train, validation_split
 
 # --- mix_batches and port_loss ------------------------------------------------------------------
 
@@ -75,20 +76,20 @@ def test_port_loss_without_synthetic_half_is_plain_cross_entropy():
 
 
 def test_settings_reject_gamma_outside_unit_interval_and_unknown_keys():
-    with pytest.raises(ArtifactError, match="gamma"):
+    with pytest.raises(SettingsError, match="gamma"):
         TrainSettings.from_dict({"arch": "small_cnn", "epochs": 1, "batch_size": 8, "gamma": 1.5})
-    with pytest.raises(ArtifactError, match="future_key"):
+    with pytest.raises(SettingsError, match="future_key"):
         TrainSettings.from_dict({"arch": "mlp", "epochs": 1, "batch_size": 8, "future_key": 3})
     assert TrainSettings.from_dict({"arch": "mlp", "epochs": 1, "batch_size": 8}).gamma == 0.4
 
 
-def test_held_out_split_is_a_seeded_partition():
-    train_idx, val_idx = held_out_split(50, 0.2, seed=3)
+def test_validation_split_is_a_seeded_partition():
+    train_idx, val_idx = validation_split(50, 0.2, seed=3)
     assert len(val_idx) == 10 and len(train_idx) == 40
     assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(50))
-    again = held_out_split(50, 0.2, seed=3)
+    again = validation_split(50, 0.2, seed=3)
     assert np.array_equal(again[1], val_idx)
-    assert not np.array_equal(held_out_split(50, 0.2, seed=4)[1], val_idx)
+    assert not np.array_equal(validation_split(50, 0.2, seed=4)[1], val_idx)
 
 
 # --- end to end ---------------------------------------------------------------------------------
@@ -127,8 +128,9 @@ SETTINGS = dict(arch="small_cnn", epochs=2, batch_size=32, lr=0.05, gamma=0.4, v
 
 
 def _run(toy_data, out, settings=SETTINGS, synthetic=True, seed=0):
-    return train(toy_data / "train.h5", out / "model.pt", out / "history.csv", out / "checkpoint.pt",
-                 dict(settings), seed, synthetic_path=toy_data / "synthetic.h5" if synthetic else None,
+    return train(train_path=toy_data / "train.h5", model_out=out / "model.pt", history_out=out / "history.csv",
+                 checkpoint_path=out / "checkpoint.pt",
+                 settings=dict(settings), seed=seed, synthetic_path=toy_data / "synthetic.h5" if synthetic else None,
                  progress=False)
 
 
@@ -147,6 +149,9 @@ def test_train_writes_model_and_history(toy_data, tmp_path):
     model, spec = load_model(tmp_path / "model.pt", expect_arch="small_cnn", expect_classes=NUM_CLASSES)
     assert spec["in_channels"] == 1 and spec["image_size"] == 8
     assert spec["metadata"]["n_synthetic"] == 200 and summary["n_synthetic"] == 200
+    # what the summary tables report comes from the model, not from the config
+    assert training_record(spec["metadata"]) == {"gamma": SETTINGS["gamma"], "epochs": SETTINGS["epochs"],
+                                                 "n_synthetic": 200}
     assert summary["selected"] == "last" and summary["train_seconds"] > 0
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
@@ -329,6 +334,6 @@ def test_stability_training_resumed_by_two_processes(toy_data, tmp_path, monkeyp
 
 def test_batch_size_must_split_over_the_processes(toy_data, tmp_path, monkeypatch):
     monkeypatch.setenv("PORT_CPU_PROCESSES", "3")
-    with pytest.raises(ArtifactError, match="batch_size 32 does not split over 3 training processes"):
+    with pytest.raises(SettingsError, match="batch_size 32 does not split over 3 training processes"):
         _run(toy_data, tmp_path, DDP_SETTINGS)
     assert not list(tmp_path.iterdir())

@@ -43,7 +43,7 @@ def test_dag_writes_summary_tables(dag):
 
 @pytest.mark.integration
 def test_dag_certifies_smoothed_classifiers(dag):
-    table = pd.read_csv(dag.results / "port_smooth.csv")
+    table = pd.read_csv(dag.results / "certified.csv")
     assert sorted(set(table["method"])) == ["baseline", "port"]
     assert sorted(set(table["radius"])) == [0.0, 0.25, 0.5]
     for _, run in table.groupby("method"):
@@ -52,7 +52,7 @@ def test_dag_certifies_smoothed_classifiers(dag):
     assert (table["n_certified"] == dag.n_certified).all()
     certificates = pd.read_csv(dag.results / "certify/port-adaptive_small_cnn_seed0.csv")
     assert list(certificates.columns[:6]) == ["idx", "label", "predict", "radius", "correct", "smoothed_predict"]
-    assert (dag.results / "port_smooth.png").stat().st_size > 0
+    assert (dag.results / "certified.png").stat().st_size > 0
 
 
 @pytest.mark.integration
@@ -124,7 +124,7 @@ def test_report_builds_offline_with_tables_and_figures(dag):
     result = run_snakemake(dag.workdir, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (dag.workdir / "report.html").read_text()
-    for name in ("port_linf.csv", "port_l2.csv", "port_smooth.csv", "port_smooth.png", "filter_counts.csv",
+    for name in ("port_linf.csv", "port_l2.csv", "certified.csv", "certified.png", "filter_counts.csv",
                  "arc.csv", "arc.png", "generators.csv", "score_groups.csv", "score_groups.png",
                  "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv"):
         assert name in html, name

@@ -299,6 +299,44 @@ def load_torch(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
+def file_identity(path) -> list:
+    """Path, size and modification time: enough to tell a regenerated input from the same one."""
+    stat = Path(path).stat()
+    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+class ResumeCheckpoint:
+    """The saved progress of a long job (training epochs, certified images), so that a killed job
+    resumes where it stopped. It is resumed only by the same settings, seed and input files: a
+    rerun after an upstream change (say, a new synthetic set) starts afresh instead of reusing
+    stale progress. Saved atomically; deleted when the job finishes, so a forced rerun (-R) starts
+    again. With no path, nothing is saved or resumed."""
+
+    def __init__(self, path, settings: Mapping, seed: int, inputs):
+        self.path = None if path is None else Path(path)
+        self.run_hash = settings_hash({"settings": settings, "seed": seed,
+                                       "inputs": [file_identity(p) for p in inputs if p is not None]})
+
+    def load(self) -> dict | None:
+        """The progress this same job saved, or None (no checkpoint, or one of other settings or inputs)."""
+        if self.path is None or not self.path.is_file():
+            return None
+        saved = load_torch(self.path)
+        if saved.get("run_hash") != self.run_hash:
+            log.warning("ignoring %s: it was written with other settings or inputs", self.path)
+            return None
+        log.info("resuming from %s", self.path)
+        return saved["state"]
+
+    def save(self, state: dict) -> None:
+        if self.path is not None:
+            save_torch({"run_hash": self.run_hash, "state": state}, self.path)
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 class ImageWriter:
     """Append batches to a chunked uint8 NHWC `images` dataset, plus aligned 1-D/2-D arrays.
 

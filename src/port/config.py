@@ -7,18 +7,39 @@ keys in the YAML file reruns nothing.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
+from . import paths
+
 TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"  # the package is installed editable
 # Defaults of generator keys that only one kind reads; kept out of the schema so that adding a
 # kind does not change (and rerun) the other kinds' sampling settings.
 KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "class_labels": None}}
 LABEL_SOURCES = ("generator", "lanet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # classes of the built-in dataset kinds
 CONDITIONAL_KINDS = ("gan", "stylegan", "npz")  # kinds whose shards may carry the generator's labels
-RUN_METHOD = r"baseline|port-[A-Za-z0-9]+"  # a run trains on real data only, or PORT on one selection
 
 
 class ConfigError(ValueError):
     """A configuration that the schema accepts but that cannot work."""
+
+
+class SettingsError(ConfigError):
+    """Settings that a stage itself finds unworkable (an unknown name, a value out of range), as
+    opposed to an ArtifactError (a bad input file)."""
+
+
+@functools.cache
+def schema_defaults(definition: str) -> dict:
+    """The defaults of one `$defs` block of config/schema.yaml, the one home of every default."""
+    import yaml
+
+    if not SCHEMA.is_file():
+        raise ConfigError(f"{SCHEMA}: the config schema is missing (install the package editable, `pip install -e .`)")
+    properties = yaml.safe_load(SCHEMA.read_text())["$defs"][definition]["properties"]
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
 
 
 def canonical(value):
@@ -90,8 +111,6 @@ def check_config(config: dict) -> None:
         methods = ds["selection"]["methods"]
         if len(set(methods)) != len(methods):
             raise ConfigError(f"{where}.selection.methods: repeated method in {methods}")
-        if "smooth" in ds["threats"]:
-            raise ConfigError(f"{where}.threats.smooth: the name `smooth` is taken by port_smooth.csv")
         for threat_name, threat in ds["threats"].items():
             if threat["eps"] > 0 and threat["step_size"] == 0:
                 raise ConfigError(f"{where}.threats.{threat_name}.step_size: must be > 0 when eps > 0")
@@ -118,9 +137,9 @@ def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
     gen = ds["generators"][generator]
     model = gen.get("model")
     if gen["kind"] == "diffusers" and model in ds.get("diffusion_models", {}):
-        return f"results/{dataset}/diffusion/{model}"
+        return paths.DIFFUSION_MODEL.format(dataset=dataset, model=model)
     if gen["kind"] == "gan":
-        return f"results/{dataset}/gan/{model}.pt"
+        return paths.GAN_MODEL.format(dataset=dataset, model=model)
     return None
 
 
@@ -149,7 +168,7 @@ def _run_settings(ds: dict, method: str) -> dict:
     """The shared training block without the run keys. The baseline has no synthetic half, so
     its gamma is 1.0 (as in the summary tables): editing gamma does not rerun baselines."""
     settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
-    if method == "baseline":
+    if method == paths.BASELINE:
         settings["gamma"] = 1.0
     return settings
 
@@ -182,12 +201,8 @@ def certify_settings(config: dict, dataset: str) -> dict:
 
 def run_methods(config: dict, dataset: str) -> list[str]:
     """Run names of the result tables: the real-data baseline and PORT on each selection."""
-    return ["baseline"] + [f"port-{name}" for name in config["datasets"][dataset]["selection"]["methods"]]
-
-
-def selection_of(method: str) -> str | None:
-    """The synthetic selection a run trains on (None for the baseline)."""
-    return None if method == "baseline" else method.removeprefix("port-")
+    selections = [None, *config["datasets"][dataset]["selection"]["methods"]]
+    return [paths.run_name(selection) for selection in selections]
 
 
 def smoothing_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
@@ -206,9 +221,9 @@ def training_runs(config: dict, dataset: str, methods=None) -> list[tuple[str, s
             for seed in training["seeds"]]
 
 
-def run_paths(config: dict, dataset: str, threat: str, filename: str, methods=None) -> list[str]:
-    """Per-run files for every method, architecture and seed of one threat model."""
-    return [f"results/{dataset}/runs/{threat}/{method}/{arch}/seed{seed}/{filename}"
+def run_paths(config: dict, dataset: str, threat: str, pattern: str, methods=None) -> list[str]:
+    """`pattern` (a paths.RUN_* file) for every method, architecture and seed of one threat model."""
+    return [pattern.format(dataset=dataset, threat=threat, method=method, arch=arch, seed=seed)
             for method, arch, seed in training_runs(config, dataset, methods)]
 
 
@@ -219,14 +234,14 @@ def run_labels(config: dict, dataset: str) -> list[str]:
 
 def score_group_methods(config: dict, dataset: str) -> list[str]:
     groups = config["datasets"][dataset]["score_groups"]
-    return [f"port-group{g}" for g in range(groups["n_groups"])]
+    return [paths.run_name(paths.group_selection(g)) for g in range(groups["n_groups"])]
 
 
 def evaluation_settings(config: dict, dataset: str, method: str) -> dict:
     """The evaluation block; score-group runs may skip AutoAttack (their table reports PGD)."""
     ds = config["datasets"][dataset]
     settings = dict(ds["evaluation"])
-    if method.startswith("port-group"):
+    if paths.group_of(paths.selection_of(method)) is not None:
         settings["autoattack"] = ds["score_groups"]["autoattack"]
     return canonical(settings)
 
@@ -237,18 +252,18 @@ def run_config(config: dict, dataset: str, threat: str, arch: str, method: str) 
     ds = config["datasets"][dataset]
     record = {"training": training_settings(config, dataset, threat, arch, method),
               "evaluation": evaluation_settings(config, dataset, method)}
-    if selection_of(method) is not None:
+    selection = paths.selection_of(method)
+    if selection is not None:
         generator = ds["training"]["generator"]
         record.update(generator={"name": generator, **ds["generators"][generator]},
-                      selection={"method": selection_of(method), **ds["selection"]}, filter=ds["filter"])
+                      selection={"method": selection, **ds["selection"]}, filter=ds["filter"])
     return canonical(record)
 
 
 def robustbench_targets(config: dict) -> list[str]:
     """The RobustBench export of every adversarial-training run of the default datasets."""
-    return [path.replace("/runs/", "/robustbench/").removesuffix("/eval.csv") + ".json"
-            for name in config.get("default_datasets", []) for threat in config["datasets"][name]["threats"]
-            for path in run_paths(config, name, threat, "eval.csv")]
+    return [path for name in config.get("default_datasets", []) for threat in config["datasets"][name]["threats"]
+            for path in run_paths(config, name, threat, paths.ROBUSTBENCH_INFO)]
 
 
 def recipe_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
@@ -259,8 +274,9 @@ def recipe_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
             for seed in study["seeds"]]
 
 
-def recipe_paths(config: dict, dataset: str, filename: str) -> list[str]:
-    return [f"results/{dataset}/recipe/{variant}/{arch}/seed{seed}/{filename}"
+def recipe_paths(config: dict, dataset: str, pattern: str) -> list[str]:
+    """`pattern` (a paths.RECIPE_* file) for every run of the recipe study."""
+    return [pattern.format(dataset=dataset, variant=variant, arch=arch, seed=seed)
             for variant, arch, seed in recipe_runs(config, dataset)]
 
 
@@ -270,7 +286,7 @@ def recipe_synthetic(config: dict, dataset: str, variant: str) -> list[str]:
     study = ds["recipe_study"]
     if not study["variants"][variant].get("synthetic", True):
         return []
-    return [f"results/{dataset}/synthetic/{ds['training']['generator']}/selected/{study['selection']}.h5"]
+    return [paths.SELECTED.format(dataset=dataset, generator=ds["training"]["generator"], selection=study["selection"])]
 
 
 def recipe_settings(config: dict, dataset: str, variant: str, arch: str) -> dict:
@@ -294,7 +310,7 @@ def recipe_row(config: dict, dataset: str, variant: str, arch: str, seed: int) -
 
 
 def recipe_targets(config: dict) -> list[str]:
-    return [f"results/{name}/recipe_summary.csv" for name, ds in config["datasets"].items() if "recipe_study" in ds]
+    return [paths.RECIPE_SUMMARY.format(dataset=name) for name, ds in config["datasets"].items() if "recipe_study" in ds]
 
 
 def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:
@@ -336,7 +352,7 @@ def transfer_settings(config: dict, dataset: str) -> dict:
     a single training set, so gamma is 1.0 as for the baseline."""
     ds = config["datasets"][dataset]
     ranking = ds["generator_ranking"]
-    return canonical({**_run_settings(ds, "baseline"), "epochs": ranking["epochs"],
+    return canonical({**_run_settings(ds, paths.BASELINE), "epochs": ranking["epochs"],
                       "arch": ds["training"]["architectures"][0], "threat": ds["threats"][ranking["threat"]]})
 
 
@@ -345,26 +361,26 @@ def ranked_generators(config: dict, dataset: str) -> list[str]:
 
 
 def final_targets(config: dict, datasets=None) -> list[str]:
+    """What `snakemake` with no target builds for each default dataset (or each of `datasets`)."""
     names = config.get("default_datasets", []) if datasets is None else datasets
     targets = []
     for name in names:
         ds = config["datasets"][name]
-        targets += [f"results/{name}/port_{threat}.csv" for threat in ds["threats"]]
+        targets += [paths.PORT_TABLE.format(dataset=name, threat=threat) for threat in ds["threats"]]
         if "smoothing" in ds:
-            targets.append(f"results/{name}/port_smooth.csv")
-        targets += [f"results/{name}/training_curves_{threat}.png" for threat in ds["threats"]]
-        targets.append(f"results/{name}/synthetic/{ds['training']['generator']}/samples_per_class.png")
+            targets.append(paths.CERTIFIED_TABLE.format(dataset=name))
+        targets += [paths.TRAINING_CURVES.format(dataset=name, threat=threat) for threat in ds["threats"]]
+        targets.append(paths.SAMPLES_PER_CLASS.format(dataset=name, generator=ds["training"]["generator"]))
         if len(ranked_generators(config, name)) >= 2:
-            targets += [f"results/{name}/arc.csv", f"results/{name}/generators.csv"]
+            targets += [paths.ARC_TABLE.format(dataset=name), paths.GENERATOR_RANKING.format(dataset=name)]
         if ds["score_groups"]["enabled"]:
-            targets.append(f"results/{name}/score_groups.csv")
+            targets.append(paths.SCORE_GROUP_TABLE.format(dataset=name))
     return targets
 
 
-def run_row(config: dict, dataset: str, method: str, arch: str, seed: int, epochs: int | None = None) -> dict:
-    """The identity columns of one run in the summary tables (`epochs`: the run's, if not training's)."""
-    training = config["datasets"][dataset]["training"]
-    selection = selection_of(method)
-    return {"method": "baseline" if selection is None else "port", "selection": selection or "none",
-            "architecture": arch, "gamma": 1.0 if selection is None else training["gamma"],
-            "epochs": training["epochs"] if epochs is None else epochs, "seed": seed}
+def run_row(method: str, arch: str, seed: int) -> dict:
+    """The identity columns of one run in the summary tables. How it was trained (gamma, epochs)
+    is read from the model's own metadata (port.models.training_record), not from the config."""
+    selection = paths.selection_of(method)
+    return {"method": paths.BASELINE if selection is None else "port", "selection": selection or "none",
+            "architecture": arch, "seed": seed}

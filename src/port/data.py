@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import ArtifactError, check_labels, provenance, write_images
-from .config import NUM_CLASSES
+from .config import NUM_CLASSES, SettingsError
 
 
 def load_digits_split(test_fraction: float, seed: int):
@@ -104,7 +104,7 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(0).tolist(), np.maximum(pixels.std(0), 1e-3).tolist()
 
 
-def prepare_dataset(name: str, source: dict, seed: int, train_out, test_out) -> None:
+def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) -> None:
     """Materialise one configured dataset as train/test HDF5 image sets."""
     kind = source["kind"]
     num_classes = source.get("num_classes") or NUM_CLASSES.get(kind)
@@ -118,7 +118,7 @@ def prepare_dataset(name: str, source: dict, seed: int, train_out, test_out) -> 
         train = load_npz_images(source["train"], **keys)
         test = load_npz_images(source["test"], **keys)
     else:
-        raise ArtifactError(f"datasets.{name}.source.kind: unknown dataset kind '{kind}'")
+        raise SettingsError(f"datasets.{name}.source.kind: unknown dataset kind '{kind}'")
     for split, (images, labels) in (("train", train), ("test", test)):
         check_images(images, f"{name}/{split}")
         check_labels(labels, num_classes, f"{name}/{split}")

@@ -121,3 +121,11 @@ def job_gpus(smk) -> int:
         return int(getattr(resources, "gpu", 0) or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def default_device():
+    """The torch device a job computes on: the current CUDA device when there is one (each training
+    process sets its own, and claim_gpus or the scheduler chose which are visible), else the CPU."""
+    import torch  # here, not at the top: every job imports this module, CPU-only ones too
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -24,9 +24,10 @@ from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_o
                         iter_image_blocks, provenance, read_attrs, read_csv, read_image_set, write_arrays, write_csv,
                         write_images)
 from .attacks import Attack
-from .evaluation import accuracy, test_subset
+from .devices import default_device
+from .evaluation import accuracy, evenly_spaced
 from .loaders import to_tensor
-from .models import default_device, load_model
+from .models import load_model
 from .reporting import plot_arc_curves
 from .seeds import rng
 from .shards import shard_bounds
@@ -41,8 +42,10 @@ def _two_class_attrs(real_path, stage: str, settings: dict, seed: int | None) ->
                       channel_mean=real["channel_mean"], channel_std=real["channel_std"])
 
 
-def heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training pool, held-out) masks over the synthetic images, disjoint and seeded."""
+def synthetic_heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None,
+                            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training pool, held-out) masks over the synthetic images, disjoint and seeded: the
+    discriminator's own held-out set (not the classifier's validation_split)."""
     if n_heldout >= n_synthetic:
         raise ArtifactError(f"cannot hold out {n_heldout} of {n_synthetic} synthetic images and still train")
     order = rng(seed, "discriminator-heldout").permutation(n_synthetic)
@@ -52,12 +55,12 @@ def heldout_split(n_synthetic: int, n_heldout: int, n_train: int | None, seed: i
     return pool, heldout
 
 
-def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_synthetic, out_heldout,
+def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_synthetic, out_heldout,
                         settings: dict, seed: int) -> dict:
     """The discriminator's data: real training images labelled 0, a pool of synthetic images
     labelled 1, and a balanced held-out set (real test images + as many held-out synthetic)."""
     n_synthetic = image_set_length(synthetic_path)
-    pool, heldout = heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed)
+    pool, heldout = synthetic_heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"), seed)
     images, _ = read_image_set(train_path)
     write_images(out_real, images, _two_class_attrs(train_path, "discriminator_real", settings, seed),
                  labels=np.full(len(images), REAL, dtype=np.int64))
@@ -67,7 +70,7 @@ def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_syn
         copy_image_subset(synthetic_path, writer, pool, labels=np.full(n_synthetic, SYNTHETIC, dtype=np.int64))
     test_images, _ = read_image_set(test_path)
     n_each = min(len(test_images), int(heldout.sum()))
-    real_eval = test_images[test_subset(len(test_images), n_each)]
+    real_eval = test_images[evenly_spaced(len(test_images), n_each)]
     held_index = np.flatnonzero(heldout)[:n_each]
     held_mask = np.zeros(n_synthetic, bool)
     held_mask[held_index] = True
@@ -80,7 +83,7 @@ def discrimination_sets(train_path, test_path, synthetic_path, out_real, out_syn
     return counts
 
 
-def evaluate_discriminator(model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
+def evaluate_discriminator(*, model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
                            row: dict) -> dict:
     """Clean and robust discrimination accuracy on the balanced held-out set; PGD at `eps`."""
     model, _ = load_model(model_path, expect_classes=2)
@@ -115,7 +118,7 @@ def arc(eps, robust_acc) -> float:
     return float(np.trapezoid(np.maximum(robust_acc[order], 0.5) - 0.5, eps[order]))
 
 
-def arc_curve(metric_csvs, out_csv) -> pd.DataFrame:
+def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
     """One generator's robust discrimination accuracy per eps (a tidy CSV sorted by eps)."""
     curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True).sort_values("eps", kind="stable")
     if curve["generator"].nunique() != 1:
@@ -124,7 +127,7 @@ def arc_curve(metric_csvs, out_csv) -> pd.DataFrame:
     return curve
 
 
-def arc_table(curve_csvs, out_table, out_plot) -> pd.DataFrame:
+def arc_table(*, curve_csvs, out_table, out_plot) -> pd.DataFrame:
     """ARC per generator (lowest first: hardest to tell from real data) and the paper's Figure 3."""
     curves = [read_csv(p) for p in curve_csvs]
     table = pd.DataFrame([{"generator": c["generator"].iloc[0], "arc": arc(c["eps"], c["robust_acc"]),
@@ -158,7 +161,7 @@ def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: 
     return best, clean
 
 
-def score_shard(model_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
+def score_shard(*, model_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
                 progress: bool = True) -> int:
     """Scores of images [start, stop) of one shard; merged with port.shards.merge_array_shards."""
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)

@@ -62,22 +62,24 @@ def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, norm: str, eps:
     return (predict(model, x_adv) == y).float().mean().item()
 
 
-def test_subset(n: int, n_test: int | None) -> np.ndarray:
-    """Evenly spaced test indices (all when n_test is null or >= n)."""
-    if not n_test or n_test >= n:
+def evenly_spaced(n: int, count: int | None) -> np.ndarray:
+    """`count` evenly spaced indices of a set of n (all when count is null or >= n): a fixed,
+    seed-free subset that covers the whole set (test images, held-out images, metric images)."""
+    if not count or count >= n:
         return np.arange(n)
-    return np.linspace(0, n - 1, n_test).round().astype(int)
+    return np.linspace(0, n - 1, count).round().astype(int)
 
 
-def evaluate(model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
+def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
     """Evaluate one trained model and write a one-row CSV (row identity + metrics)."""
-    from .models import default_device, load_model
+    from .devices import default_device
+    from .models import load_model, training_record
 
     model, spec = load_model(model_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(test_path, spec["num_classes"])
-    idx = test_subset(len(images), settings.get("n_test"))
+    idx = evenly_spaced(len(images), settings.get("n_test"))
     x, y = to_tensor(images[idx]).to(device), torch.from_numpy(labels[idx]).to(device)
     attack = Attack.from_settings({**threat, "steps": settings["pgd_steps"],
                                    "step_size": settings["pgd_step_factor"] * threat["eps"] / settings["pgd_steps"]})
@@ -96,7 +98,7 @@ def evaluate(model_path, test_path, out_csv, threat: dict, settings: dict, seed:
         metrics["autoattack_acc"] = float("nan")
     metrics.update(n_test=len(idx), eval_seconds=time.time() - started)
     trained = spec["metadata"]
-    result = {**row, "n_synthetic": trained.get("n_synthetic", 0), "norm": threat["norm"], "eps": threat["eps"],
+    result = {**row, **training_record(trained), "norm": threat["norm"], "eps": threat["eps"],
               **metrics, "train_seconds": trained.get("train_seconds", float("nan"))}
     write_csv(pd.DataFrame([result]), out_csv)
     return result

@@ -13,7 +13,7 @@ from .evaluation import AUTOATTACK_NORMS
 from .models import load_model
 
 
-def export_robustbench(model_path, eval_path, info_out, weights_out, run: str, dataset: str, run_config: dict) -> dict:
+def export_robustbench(*, model_path, eval_path, info_out, weights_out, run: str, dataset: str, run_config: dict) -> dict:
     """Write `info_out` (JSON: clean and AutoAttack accuracy in percent, threat model, eps,
     architecture, synthetic images, the run's exact config) and `weights_out`."""
     model, spec = load_model(model_path)

@@ -16,10 +16,11 @@ from torch import nn
 from tqdm import tqdm
 
 from .artifacts import ArtifactError, ImageWriter, load_torch, provenance, read_image_set, save_torch
+from .devices import default_device
 from .loaders import to_tensor
-from .models import default_device
 from .seeds import derive_seed, rng
 from .shards import shard_bounds
+from .training import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Critic(nn.Module):
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
 
 
-def train_gan(train_path, out_path, settings: dict, seed: int, progress: bool = True) -> None:
+def train_gan(*, train_path, out_path, settings: dict, seed: int, progress: bool = True) -> None:
     """Train on the real training images and labels; save the generator's spec and weights."""
     images, labels = read_image_set(train_path)
     num_classes = int(labels.max()) + 1
@@ -90,7 +91,7 @@ def train_gan(train_path, out_path, settings: dict, seed: int, progress: bool = 
         loss_g.backward()
         opt_g.step()
         if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
-            raise ArtifactError(f"GAN training diverged at step {step}: losses {loss_d.item()}, {loss_g.item()}")
+            raise TrainingDiverged(f"GAN training diverged at step {step}: losses {loss_d.item()}, {loss_g.item()}")
         if step % 500 == 0:
             log.info("gan step %d: critic %.4f, generator %.4f", step, loss_d.item(), loss_g.item())
     save_torch({"spec": spec, "state_dict": generator.cpu().state_dict()}, out_path)

@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from .artifacts import (ArtifactError, ImageWriter, check_labels, dataset_of, image_set_length, iter_image_blocks,
                         provenance, read_attrs, read_image_set, validate_image_set)
+from .config import SettingsError
+from .devices import default_device
 from .loaders import to_tensor
-from .models import default_device
 from .presampled import PresampledSet
 from .seeds import derive_seed, rng
 from .shards import shard_bounds
@@ -46,7 +47,7 @@ def _unet_config(settings: dict, image_size: int, channels: int) -> dict:
                 up_block_types=up, norm_num_groups=settings.get("norm_num_groups", 8))
 
 
-def train_ddpm(train_path, out_dir, settings: dict, seed: int, progress: bool = True) -> None:
+def train_ddpm(*, train_path, out_dir, settings: dict, seed: int, progress: bool = True) -> None:
     """Train a DDPM (UNet2DModel, EMA weights) on the real training images. With
     `class_conditional`, the UNet embeds the class (one extra embedding is the "no class" of
     classifier-free guidance) and each label is dropped to it with probability `label_dropout`."""
@@ -119,7 +120,7 @@ def load_pipeline(model: str, scheduler: str = "ddim"):
     from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
 
     if scheduler not in SCHEDULERS:
-        raise ArtifactError(f"unknown scheduler '{scheduler}' (known: {', '.join(SCHEDULERS)})")
+        raise SettingsError(f"unknown scheduler '{scheduler}' (known: {', '.join(SCHEDULERS)})")
     local = Path(model)
     if local.exists() and not (local / "model_index.json").is_file():
         raise ArtifactError(f"{model}: not a diffusers model directory (no model_index.json)")
@@ -132,10 +133,10 @@ def load_pipeline(model: str, scheduler: str = "ddim"):
     return DDPMPipeline(unet=base.unet, scheduler=DDPMScheduler.from_config(base.scheduler.config))
 
 
-def sample_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True,
-                 dataset: str | None = None) -> None:
-    """Sample one shard. Every image has its own noise generator, seeded from (seed, global image
-    index), so the images do not depend on the shard count, the batch size or which job ran."""
+def sample_diffusers_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True,
+                           dataset: str | None = None) -> None:
+    """Sample one shard from a diffusers pipeline. Every image has its own noise generator, seeded
+    from (seed, global image index), so the images do not depend on the shard count, the batch size or which job ran."""
     start, stop = shard_bounds(settings["n_images"], settings["n_shards"], shard)
     pipeline = load_pipeline(model, settings["scheduler"]).to(default_device())
     pipeline.set_progress_bar_config(disable=True)
@@ -206,7 +207,7 @@ def shard_source_labels(path) -> np.ndarray | None:
         return handle[SOURCE_LABELS][()] if SOURCE_LABELS in handle else None
 
 
-def merge_shards(shard_paths, out_path) -> int:
+def merge_shards(*, shard_paths, out_path) -> int:
     """Concatenate shard files in shard order into one chunked image set, with the generator's
     per-image `source_labels` when the shards carry them (all of them, or none)."""
     shard_paths = [Path(p) for p in shard_paths]
@@ -255,10 +256,11 @@ def import_npz_shard(parts, out_path, shard: int, settings: dict, seed: int, dat
             writer.append(images, **({SOURCE_LABELS: labels} if labels is not None else {}))
 
 
-def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dataset: str | None = None) -> None:
-    """Produce one shard of a generator's images, whatever its kind."""
+def sample_shard(*, source: str, out_path, shard: int, settings: dict, seed: int,
+                 dataset: str | None = None) -> None:
+    """One shard of a generator's images, whatever its kind (the rule sample_shard)."""
     if settings["kind"] == "diffusers":
-        sample_shard(source, out_path, shard, settings, seed, dataset=dataset)
+        sample_diffusers_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "npz":
         import_npz_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "gan":
@@ -270,4 +272,4 @@ def make_shard(source: str, out_path, shard: int, settings: dict, seed: int, dat
 
         sample_stylegan_shard(source, out_path, shard, settings, seed, dataset=dataset)
     else:
-        raise ArtifactError(f"unknown generator kind '{settings['kind']}' (known: diffusers, gan, stylegan, npz)")
+        raise SettingsError(f"unknown generator kind '{settings['kind']}' (known: diffusers, gan, stylegan, npz)")

@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from .artifacts import (ArtifactError, atomic_path, check_labels, dataset_of, image_set_length, iter_image_blocks,
                         provenance, read_arrays, read_attrs, read_image_set, write_arrays, write_csv)
-from .config import LABEL_SOURCES
+from .config import LABEL_SOURCES, SettingsError
+from .devices import default_device
 from .evaluation import predict
 from .generators import SOURCE_LABELS
 from .loaders import to_tensor
-from .models import default_device, load_model
+from .models import load_model
 from .shards import shard_bounds
 from .training import train
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 SLOTS = ("lanet", "splitnet")
 
 
-def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, history_out, checkpoint_path,
+def prepare_labeler(*, slot: str, train_path, test_path, model_out, metrics_out, history_out, checkpoint_path,
                     settings: dict, seed: int) -> float:
     """Train a labeler on the real training set (or take a given checkpoint); record test accuracy."""
     num_classes = int(read_attrs(train_path)["num_classes"])
@@ -44,7 +45,8 @@ def prepare_labeler(slot: str, train_path, test_path, model_out, metrics_out, hi
         write_csv(pd.DataFrame(columns=["epoch"]), history_out)
     else:
         train_settings = {k: v for k, v in settings.items() if k != "checkpoint"}
-        train(train_path, model_out, history_out, checkpoint_path, train_settings, seed)
+        train(train_path=train_path, model_out=model_out, history_out=history_out, checkpoint_path=checkpoint_path,
+              settings=train_settings, seed=seed)
     model, _ = load_model(model_out, expect_classes=num_classes)
     device = default_device()
     images, labels = read_image_set(test_path, num_classes)
@@ -79,13 +81,13 @@ def generator_labels(images_path, start: int, stop: int, num_classes: int) -> np
     return labels.astype(np.int64)
 
 
-def pseudo_label(images_path, lanet_path, splitnet_path, out_path, shard: int = 0, n_shards: int = 1,
+def pseudo_label(*, images_path, lanet_path, splitnet_path, out_path, shard: int = 0, n_shards: int = 1,
                  labels_from: str = "lanet", progress: bool = True) -> None:
     """Store both labelers' class probabilities, the generator's labels when the set has them,
     and the pseudo-label (lanet's argmax, or the generator's class with labels_from generator)
     for one shard of the image set (merged afterwards with port.shards.merge_array_shards)."""
     if labels_from not in LABEL_SOURCES:
-        raise ArtifactError(f"labels_from '{labels_from}' (known: {', '.join(LABEL_SOURCES)})")
+        raise SettingsError(f"labels_from '{labels_from}' (known: {', '.join(LABEL_SOURCES)})")
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
     lanet, spec = load_model(lanet_path)
     num_classes = spec["num_classes"]
@@ -125,10 +127,10 @@ def keep_mask(pred_a, conf_a, pred_b, conf_b, threshold: float) -> np.ndarray:
     return ~((pred_a != pred_b) & (conf_a < threshold) & (conf_b < threshold))
 
 
-def filter_images(labels_path, out_mask, out_counts, threshold: float) -> int:
+def filter_images(*, labels_path, out_mask, out_counts, threshold: float) -> int:
     """Write the keep mask (HDF5) and per-class counts (CSV); returns the number kept."""
     if not 0.0 <= threshold <= 1.0:
-        raise ArtifactError(f"filter threshold must lie in [0, 1], got {threshold}")
+        raise SettingsError(f"filter threshold must lie in [0, 1], got {threshold}")
     arrays = read_arrays(labels_path, "labels", "lanet_probs", "splitnet_probs")
     a, b = arrays["lanet_probs"], arrays["splitnet_probs"]
     if not (np.isfinite(a).all() and np.isfinite(b).all()):

@@ -13,11 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .artifacts import ArtifactError, load_torch, save_torch
-
-
-def default_device() -> torch.device:
-    """The current CUDA device when there is one (each training process sets its own), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from .config import SettingsError
 
 
 class Normalize(nn.Module):
@@ -146,7 +142,7 @@ def build_model(arch: str, in_channels: int, num_classes: int, image_size: int,
                 mean, std) -> nn.Sequential:
     """A classifier taking [0, 1] images: Normalize followed by the named network."""
     if arch not in ARCHITECTURES:
-        raise ArtifactError(f"unknown architecture '{arch}' (known: {', '.join(sorted(ARCHITECTURES))})")
+        raise SettingsError(f"unknown architecture '{arch}' (known: {', '.join(sorted(ARCHITECTURES))})")
     net = ARCHITECTURES[arch](in_channels, num_classes, image_size)
     return nn.Sequential(Normalize(mean, std), net).to(memory_format=torch.channels_last)
 
@@ -158,6 +154,12 @@ def model_spec(arch, in_channels, num_classes, image_size, mean, std) -> dict:
 
 def save_model(model: nn.Module, spec: dict, path, **metadata) -> None:
     save_torch({"spec": spec, "state_dict": model.state_dict(), "metadata": metadata}, path)
+
+
+def training_record(metadata: dict) -> dict:
+    """How a saved model was trained, as the summary tables report it: from its own metadata."""
+    return {"gamma": metadata.get("gamma"), "epochs": metadata.get("epochs"),
+            "n_synthetic": metadata.get("n_synthetic", 0)}
 
 
 def load_model(path, expect_arch: str | None = None, expect_classes: int | None = None) -> tuple[nn.Module, dict]:

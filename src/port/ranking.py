@@ -18,9 +18,10 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
 from .artifacts import ArtifactError, image_set_length, iter_image_blocks, read_csv, read_image_set, write_csv
-from .evaluation import test_subset
+from .devices import default_device
+from .evaluation import evenly_spaced
 from .loaders import to_tensor
-from .models import default_device, load_model
+from .models import load_model
 
 # metric -> True when a higher value means a better generator
 METRICS = {"transfer_robust_acc": True, "arc": False, "frechet_lanet": False, "nn_distance": False}
@@ -64,11 +65,11 @@ def nearest_real_distance(synthetic: np.ndarray, real: np.ndarray) -> float:
 def sample_images(path, n: int) -> np.ndarray:
     """n evenly spaced images of a (possibly huge) image set, read block by block."""
     keep = np.zeros(image_set_length(path), bool)
-    keep[test_subset(len(keep), n)] = True
+    keep[evenly_spaced(len(keep), n)] = True
     return np.concatenate([block[keep[offset:offset + len(block)]] for offset, block in iter_image_blocks(path)])
 
 
-def distribution_metrics(images_path, train_path, lanet_path, out_csv, generator: str, n_images: int) -> dict:
+def distribution_metrics(*, images_path, train_path, lanet_path, out_csv, generator: str, n_images: int) -> dict:
     """Frechet distance in lanet feature space and nearest-real distance for one generator."""
     synthetic = sample_images(images_path, n_images)
     real, _ = read_image_set(train_path)
@@ -80,7 +81,7 @@ def distribution_metrics(images_path, train_path, lanet_path, out_csv, generator
     return row
 
 
-def rank_generators(arc_csv, distribution_csvs, transfer_csvs, out_csv) -> pd.DataFrame:
+def rank_generators(*, arc_csv, distribution_csvs, transfer_csvs, out_csv) -> pd.DataFrame:
     """Tidy table: generator, metric, value, rank (1 = best), the reference (transferred
     robustness) rank, and per metric the mean absolute rank difference from the reference."""
     arc = read_csv(arc_csv)[["generator", "arc"]]

@@ -30,7 +30,7 @@ def save_figure(figure, out_png, dpi: int = 110) -> None:
     plt.close(figure)
 
 
-def summarize(eval_csvs, out_csv) -> pd.DataFrame:
+def summarize(*, eval_csvs, out_csv) -> pd.DataFrame:
     frame = pd.concat([read_csv(path) for path in eval_csvs], ignore_index=True)
     missing = [c for c in SUMMARY_COLUMNS if c not in frame.columns]
     if missing:
@@ -41,11 +41,11 @@ def summarize(eval_csvs, out_csv) -> pd.DataFrame:
     return frame
 
 
-def summarize_certification(certificate_csvs, model_paths, rows, radii, sigma, out_csv, out_plot) -> pd.DataFrame:
+def summarize_certification(*, certificate_csvs, model_paths, rows, radii, sigma, out_csv, out_plot) -> pd.DataFrame:
     """Certified accuracy at each radius, per run (one row per run and radius), and its curve."""
     import numpy as np
 
-    from .models import load_model
+    from .models import load_model, training_record
     from .smoothing import certified_accuracy
 
     records, curves = [], []
@@ -53,7 +53,7 @@ def summarize_certification(certificate_csvs, model_paths, rows, radii, sigma, o
         certificates = read_csv(csv)
         trained = load_model(model_path)[1]["metadata"]
         seconds = certificates["seconds"].sum()
-        identity = {**row, "n_synthetic": trained.get("n_synthetic", 0), "sigma": sigma}
+        identity = {**row, **training_record(trained), "sigma": sigma}
         shared = {"smoothed_clean_acc": float((certificates["smoothed_predict"] == certificates["label"]).mean()),
                   "abstain_rate": float((certificates["predict"] < 0).mean()), "n_certified": len(certificates),
                   "certify_seconds": float(seconds)}
@@ -87,7 +87,7 @@ def _image_grid(images, titles, columns: int, out_png, title: str) -> None:
     save_figure(figure, out_png, dpi=110)
 
 
-def plot_synthetic_grids(images_path, labels_path, filter_path, per_class_png, discarded_png, per_class: int,
+def plot_synthetic_grids(*, images_path, labels_path, filter_path, per_class_png, discarded_png, per_class: int,
                          seed: int) -> None:
     """Kept synthetic images per pseudo-label class, and discarded ones with both labelers'
     answers (the paper's Figure 5d): a quick visual check of the generator and the filter."""
@@ -115,7 +115,7 @@ def plot_synthetic_grids(images_path, labels_path, filter_path, per_class_png, d
                     f"discarded: {int((~keep).sum())} of {len(keep)} (lanet / splitnet class and confidence)")
 
 
-def plot_training_curves(history_csvs, run_labels, out_png) -> None:
+def plot_training_curves(*, history_csvs, run_labels, out_png) -> None:
     """Validation clean and robust accuracy per epoch for every run of one threat model."""
     figure, (clean, robust) = figure_axes(1, 2, figsize=(8, 3.2), sharex=True)
     for csv, label in zip(history_csvs, run_labels, strict=True):
@@ -128,7 +128,7 @@ def plot_training_curves(history_csvs, run_labels, out_png) -> None:
     save_figure(figure, out_png, dpi=110)
 
 
-def summarize_score_groups(eval_csvs, selected_paths, out_csv, out_png) -> pd.DataFrame:
+def summarize_score_groups(*, eval_csvs, selected_paths, out_csv, out_png) -> pd.DataFrame:
     """Robust accuracy of PORT trained on each score group (lowest scores first; paper Figure 5)."""
     from .artifacts import read_arrays
 
@@ -167,7 +167,7 @@ def plot_arc_curves(curves, arc_by_generator: dict, out_png) -> None:
 RECIPE_METRICS = ["clean_acc", "pgd_acc", "autoattack_acc"]
 
 
-def summarize_recipe(eval_csvs, out_csv, out_summary) -> pd.DataFrame:
+def summarize_recipe(*, eval_csvs, out_csv, out_summary) -> pd.DataFrame:
     """The recipe study: every run (`out_csv`), and per variant and metric the mean, sd and 95%
     t-interval over seeds, with the paired difference (same architecture and seed) from the
     variant listed before it; an interval covering zero is reported as no difference."""

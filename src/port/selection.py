@@ -16,21 +16,16 @@ training streams whole chunks of exactly what it uses.
 from __future__ import annotations
 
 import logging
-import re
 
 import numpy as np
 
 from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks, provenance,
                         read_arrays, read_attrs)
+from .config import SettingsError
+from .paths import SELECTIONS, group_of, needs_scores
 from .seeds import rng
 
 log = logging.getLogger(__name__)
-METHODS = ("random", "adaptive", "confidence")
-GROUP = re.compile(r"group(\d+)")
-
-
-def needs_scores(method: str) -> bool:
-    return method == "adaptive" or GROUP.fullmatch(method) is not None
 
 
 def top_confidence_per_class(candidates: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
@@ -38,7 +33,7 @@ def top_confidence_per_class(candidates: np.ndarray, labels: np.ndarray, confide
     """Sorted indices: per class, the round(fraction * n_class) candidates with the highest
     confidence (ties: lower index first)."""
     if not 0 < fraction <= 1:
-        raise ArtifactError(f"selection 'confidence': fraction must lie in (0, 1], got {fraction}")
+        raise SettingsError(f"selection 'confidence': fraction must lie in (0, 1], got {fraction} (selection.fraction)")
     if len(confidence) != len(labels) or np.isnan(confidence[candidates]).any():
         raise ArtifactError("selection 'confidence' needs one finite confidence per synthetic image")
     chosen = []
@@ -66,16 +61,15 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.n
         if np.isnan(scores[candidates]).any():
             raise ArtifactError(f"selection '{method}': scores contain NaN")
         by_score = candidates[np.argsort(scores[candidates], kind="stable")]  # ties: lower index first
-    group = GROUP.fullmatch(method)
-    if group:
-        g = int(group.group(1))
+    g = group_of(method)
+    if g is not None:
         if not n_groups or g >= n_groups:
-            raise ArtifactError(f"selection '{method}': group index must be below n_groups ({n_groups})")
+            raise SettingsError(f"selection '{method}': group index must be below n_groups ({n_groups})")
         if n_groups > len(candidates):
             raise ArtifactError(f"cannot split {len(candidates)} filtered images into {n_groups} groups")
         return np.sort(np.array_split(by_score, n_groups)[g])
-    if method not in METHODS:
-        raise ArtifactError(f"unknown selection method '{method}' (known: {', '.join(METHODS)}, group<g>)")
+    if method not in SELECTIONS:
+        raise SettingsError(f"unknown selection method '{method}' (known: {', '.join(SELECTIONS)}, group<g>)")
     if k is None:
         return candidates
     if k > len(candidates):
@@ -85,7 +79,7 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.n
     return np.sort(by_score[:k])
 
 
-def select_images(images_path, filter_path, out_path, method: str, k: int | None, seed: int, scores_path=None,
+def select_images(*, images_path, filter_path, out_path, method: str, k: int | None, seed: int, scores_path=None,
                   n_groups: int | None = None, real_path=None, labels_path=None, fraction: float | None = None) -> int:
     """Copy the chosen images and pseudo-labels into `out_path`. `confidence` reads the
     labeler's probabilities (`lanet_probs`, the labeler whose argmax is the pseudo-label) from

@@ -24,7 +24,7 @@ def shard_bounds(n_images: int, n_shards: int, shard: int) -> tuple[int, int]:
     return int(edges[shard]), int(edges[shard + 1])
 
 
-def merge_array_shards(shard_paths, out_path, n_images: int | None = None) -> int:
+def merge_array_shards(*, shard_paths, out_path, n_images: int | None = None) -> int:
     """Concatenate per-image arrays of shard files in shard order into one file.
 
     Each shard must start where the previous one stopped (attrs image_offset/image_stop), and

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from tqdm import tqdm
 
-from .artifacts import load_torch, read_image_set, save_torch, settings_hash, write_csv
+from .artifacts import ResumeCheckpoint, read_image_set, write_csv
 from .loaders import to_tensor
 from .seeds import derive_seed
 
@@ -72,23 +71,22 @@ class Smooth:
         return counts.cpu().numpy()
 
 
-def certify_dataset(model_path, test_path, out_csv, settings: dict, seed: int, checkpoint_path=None,
+def certify_dataset(*, model_path, test_path, out_csv, settings: dict, seed: int, checkpoint_path=None,
                     checkpoint_seconds: float = 60.0) -> pd.DataFrame:
     """Certify every `skip`-th test image and write one CSV row per image (Cohen et al.'s
     certify.py columns). Each image's noise is seeded from (seed, idx), so a certificate
     does not depend on which other images are certified, and a run killed part way resumes
     from its checkpoint (the rows so far, saved every `checkpoint_seconds`) to the same table."""
-    from .models import default_device, load_model
-    from .training import file_identity
+    from .devices import default_device
+    from .models import load_model
 
     model, spec = load_model(model_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(test_path, spec["num_classes"])
     smooth = Smooth(model, spec["num_classes"], settings["sigma"])
-    run_hash = settings_hash({"settings": settings, "seed": seed,
-                              "inputs": [file_identity(model_path), file_identity(test_path)]})
-    rows = _resumed_rows(checkpoint_path, run_hash)
+    checkpoint = ResumeCheckpoint(checkpoint_path, settings, seed, (model_path, test_path))
+    rows = (checkpoint.load() or {"rows": []})["rows"]
     saved_at = time.time()
     todo = [idx for idx in range(0, len(images), settings["skip"]) if idx > (rows[-1]["idx"] if rows else -1)]
     for idx in tqdm(todo, desc="certify", mininterval=10):
@@ -102,29 +100,16 @@ def certify_dataset(model_path, test_path, out_csv, settings: dict, seed: int, c
         label = int(labels[idx])
         rows.append(dict(idx=idx, label=label, predict=prediction, radius=radius, correct=int(prediction == label),
                          smoothed_predict=smoothed, seconds=seconds))
-        if checkpoint_path is not None and time.time() - saved_at > checkpoint_seconds:
-            save_torch({"run_hash": run_hash, "rows": rows}, checkpoint_path)
+        if time.time() - saved_at > checkpoint_seconds:
+            checkpoint.save({"rows": rows})
             saved_at = time.time()
     frame = pd.DataFrame(rows, columns=["idx", "label", "predict", "radius", "correct", "smoothed_predict",
                                         "seconds"])
     write_csv(frame, out_csv)
-    if checkpoint_path is not None:
-        Path(checkpoint_path).unlink(missing_ok=True)  # finished: a forced rerun certifies again
+    checkpoint.finish()
     log.info("certified %d images: accuracy %.4f at radius 0, %d abstained", len(frame),
              certified_accuracy(frame, [0.0])[0], int((frame["predict"] == Smooth.ABSTAIN).sum()))
     return frame
-
-
-def _resumed_rows(checkpoint_path, run_hash: str) -> list[dict]:
-    """The certificates of an interrupted run with the same settings and inputs, else none."""
-    if checkpoint_path is None or not Path(checkpoint_path).is_file():
-        return []
-    saved = load_torch(checkpoint_path)
-    if saved.get("run_hash") != run_hash:
-        log.warning("ignoring %s: it was written with other settings or inputs", checkpoint_path)
-        return []
-    log.info("resuming from %s after %d certified images", checkpoint_path, len(saved["rows"]))
-    return list(saved["rows"])
 
 
 def certified_accuracy(frame: pd.DataFrame, radii) -> list[float]:

@@ -36,8 +36,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .artifacts import ArtifactError, ImageWriter, atomic_path, provenance
+from .devices import default_device
 from .generators import SOURCE_LABELS
-from .models import default_device
 from .safe_pickle import PersistentRecord, load_network_pickle
 from .seeds import derive_seed
 from .shards import shard_bounds

@@ -19,7 +19,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,12 +27,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed
-from .artifacts import (ArtifactError, load_torch, read_attrs, read_image_set, save_torch, settings_hash,
-                        validate_image_set, write_csv)
+from .artifacts import ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set, write_csv
 from .attacks import Attack, batchnorm_mode, random_start
+from .config import SettingsError, schema_defaults
+from .devices import default_device
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
-from .models import build_model, default_device, model_spec, save_model
+from .models import build_model, model_spec, save_model
 from .recipe import (WeightAverage, ce_plus_kl, lr_factor, parameter_groups, synthetic_batch_size, trades_attack,
                      trades_start)
 from .seeds import derive_seed, rng
@@ -41,56 +41,64 @@ from .seeds import derive_seed, rng
 log = logging.getLogger(__name__)
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the settings (say, the learning rate) do not train."""
+
+
 @dataclass
 class TrainSettings:
+    """One training run's settings. Defaults: the schema's `training` block (config/schema.yaml),
+    so a stage that gives fewer keys (labelers, discriminators) trains as a PORT run would."""
     arch: str
     epochs: int
     batch_size: int
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    gamma: float = 0.4
-    threat: dict | None = None
-    smoothing: dict | None = None
-    attack_batchnorm: str = "train"
-    crop_padding: int = 0
-    flip: bool = False
-    augment_synthetic: bool = False
-    val_fraction: float = 0.1
-    val_attack_steps: int = 10
-    model_selection: str = "best"
-    buffer_chunks: int = 16
-    loss: str = "pgd"
-    trades_beta: float = 6.0
-    ema_decay: float | None = None
-    label_smoothing: float = 0.0
-    synthetic_fraction: float = 0.5
-    nesterov: bool = False
-    weight_decay_bn: bool = True
-    warmup_epochs: int = 0
+    lr: float
+    momentum: float
+    weight_decay: float
+    gamma: float
+    attack_batchnorm: str
+    crop_padding: int
+    flip: bool
+    augment_synthetic: bool
+    val_fraction: float
+    val_attack_steps: int
+    model_selection: str
+    buffer_chunks: int
+    loss: str
+    trades_beta: float
+    label_smoothing: float
+    synthetic_fraction: float
+    nesterov: bool
+    weight_decay_bn: bool
+    warmup_epochs: int
+    ema_decay: float | None = None  # none: no weight averaging
+    threat: dict | None = None  # none: standard training
+    smoothing: dict | None = None  # none: no stability training
 
     @classmethod
     def from_dict(cls, settings: dict) -> "TrainSettings":
         unknown = set(settings) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ArtifactError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        if not 0.0 <= float(settings.get("gamma", 0.4)) <= 1.0:
-            raise ArtifactError(f"gamma must lie in [0, 1], got {settings['gamma']}")
-        if settings.get("loss", "pgd") not in ("pgd", "trades"):
-            raise ArtifactError(f"loss must be 'pgd' or 'trades', got {settings['loss']!r}")
-        return cls(**settings)
+            raise SettingsError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        defaults = {k: v for k, v in schema_defaults("training").items() if k in cls.__dataclass_fields__}
+        cfg = cls(**{**defaults, **settings})
+        if not 0.0 <= float(cfg.gamma) <= 1.0:
+            raise SettingsError(f"gamma must lie in [0, 1], got {cfg.gamma}")
+        if cfg.loss not in ("pgd", "trades"):
+            raise SettingsError(f"loss must be 'pgd' or 'trades', got {cfg.loss!r}")
+        return cfg
 
     @property
     def synthetic_batch_size(self) -> int:
         return synthetic_batch_size(self.batch_size, self.synthetic_fraction)
 
 
-def held_out_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation) of a seeded random split of the real training set."""
     order = rng(seed, "validation").permutation(n)
     n_val = max(1, int(round(n * fraction)))
     if n_val >= n:
-        raise ArtifactError(f"val_fraction {fraction} leaves no training images out of {n}")
+        raise SettingsError(f"val_fraction {fraction} leaves no training images out of {n}")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -121,12 +129,6 @@ def port_loss(logits, y, n_real: int, gamma: float, label_smoothing: float = 0.0
     return weighted_halves(per_sample, n_real, gamma)
 
 
-def file_identity(path) -> list:
-    """Path, size and modification time: enough to tell a regenerated input from the same one."""
-    stat = Path(path).stat()
-    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
-
-
 def rank_rows(block_sizes: list[int], rank: int, world: int) -> torch.Tensor:
     """This rank's rows of a global batch made of blocks (real, then synthetic) of the given
     sizes: the same contiguous share of each block, so every rank mixes real and synthetic
@@ -154,7 +156,7 @@ def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict
     return dict(val_clean_acc=val_clean, val_robust_acc=val_robust)
 
 
-def train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
+def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
           synthetic_path=None, progress: bool = True) -> dict:
     """Train one classifier on all the GPUs the job was given, one process each (see
     port.distributed), or in this process with one GPU or none; returns a summary (train
@@ -165,7 +167,7 @@ def train(train_path, model_out, history_out, checkpoint_path, settings: dict, s
         parts["synthetic images per batch (synthetic_fraction)"] = cfg.synthetic_batch_size
     for name, size in parts.items():
         if size % max(processes, 1):
-            raise ArtifactError(f"{name} {size} does not split over {processes} training processes (one per GPU): "
+            raise SettingsError(f"{name} {size} does not split over {processes} training processes (one per GPU): "
                                 f"use a multiple of {processes}, or give the job a number of GPUs that divides it")
     summary = distributed.launch(_train, train_path, model_out, history_out, checkpoint_path, settings, seed,
                                  synthetic_path, progress)
@@ -182,7 +184,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     attrs = read_attrs(train_path)
     num_classes = int(attrs["num_classes"])
     images, labels = read_image_set(train_path, num_classes)
-    train_idx, val_idx = held_out_split(len(images), cfg.val_fraction, seed)
+    train_idx, val_idx = validation_split(len(images), cfg.val_fraction, seed)
     real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"))
     synthetic = None
     if synthetic_path is not None:
@@ -210,24 +212,15 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     evaluated = model if average is None else average.model
 
-    # A checkpoint is resumed only by the same settings on the same input files: a rerun after an
-    # upstream change (say, a new synthetic set) starts afresh instead of reusing stale weights.
-    run_hash = settings_hash({"settings": settings, "seed": seed,
-                              "inputs": [file_identity(p) for p in (train_path, synthetic_path) if p is not None]})
+    checkpoint = ResumeCheckpoint(checkpoint_path, settings, seed, (train_path, synthetic_path))
     state = {"epoch": 0, "history": [], "best_score": -1.0, "best_state": None, "seconds": 0.0}
-    checkpoint_path = Path(checkpoint_path)
-    if checkpoint_path.is_file():
-        saved = load_torch(checkpoint_path)
-        if saved.get("run_hash") == run_hash:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            if average is not None:
-                average.load_state_dict(saved["ema"])
-            state = saved["state"]
-            log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
-        else:
-            log.warning("ignoring %s: it was written with other settings", checkpoint_path)
+    if (saved := checkpoint.load()) is not None:
+        for part, module in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
+            module.load_state_dict(saved.pop(part))
+        if average is not None:
+            average.load_state_dict(saved.pop("ema"))
+        state = saved
+        log.info("resumed after epoch %d", state["epoch"])
 
     # Attacks run on the bare model: their gradients are for the inputs, not for DDP to reduce.
     ddp = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
@@ -280,7 +273,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
             correct = (logits.argmax(1) == y).sum().to(loss.dtype)
             stats = distributed.mean_over_ranks(torch.stack([loss, loss_real, loss_syn, correct]).detach()).tolist()
             if not math.isfinite(stats[0]):  # every rank sees the reduced loss, so all stop together
-                raise ArtifactError(f"training diverged at epoch {epoch + 1}: loss is {stats[0]}")
+                raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: loss is {stats[0]}")
             optimizer.step()
             scheduler.step()
             if average is not None:
@@ -307,17 +300,18 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
             state["best_state"] = {k: v.clone() for k, v in evaluated.state_dict().items()}
         state["epoch"] = epoch + 1
         if rank == 0:
-            save_torch({"run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "state": state,
-                        **({} if average is None else {"ema": average.state_dict()})}, checkpoint_path)
+            checkpoint.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(),
+                             **({} if average is None else {"ema": average.state_dict()})})
 
     if cfg.model_selection == "best" and state["best_state"] is not None:
         evaluated.load_state_dict(state["best_state"])
-    summary = dict(train_seconds=state["seconds"], best_epoch=state.get("best_epoch", cfg.epochs),
+    summary = dict(train_seconds=state["seconds"], epochs=cfg.epochs, gamma=cfg.gamma,
+                   best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
                    selected=cfg.model_selection, val_score=state["best_score"])
     if rank == 0:
         save_model(evaluated, spec, model_out, **summary)
         write_csv(pd.DataFrame(state["history"]), history_out)
-        checkpoint_path.unlink()  # finished: a forced rerun (-R) trains again instead of resuming
+        checkpoint.finish()
     return summary

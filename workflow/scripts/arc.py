@@ -2,4 +2,5 @@ from port.discrimination import arc_table
 from port.logs import logged_job
 
 with logged_job(snakemake):
-    arc_table(list(snakemake.input), snakemake.output.table, snakemake.output.plot)
+    arc_table(curve_csvs=list(snakemake.input.curve_csvs), out_table=snakemake.output.out_table,
+              out_plot=snakemake.output.out_plot)

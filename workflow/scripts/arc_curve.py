@@ -2,4 +2,4 @@ from port.discrimination import arc_curve
 from port.logs import logged_job
 
 with logged_job(snakemake):
-    arc_curve(list(snakemake.input), snakemake.output[0])
+    arc_curve(metric_csvs=list(snakemake.input.metric_csvs), out_csv=snakemake.output.out_csv)

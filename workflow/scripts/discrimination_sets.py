@@ -2,6 +2,8 @@ from port.discrimination import discrimination_sets
 from port.logs import logged_job
 
 with logged_job(snakemake):
-    discrimination_sets(snakemake.input.train, snakemake.input.test, snakemake.input.synthetic,
-                        snakemake.output.real, snakemake.output.synthetic, snakemake.output.heldout,
-                        snakemake.params.settings, snakemake.params.seed)
+    discrimination_sets(train_path=snakemake.input.train_path, test_path=snakemake.input.test_path,
+                        synthetic_path=snakemake.input.synthetic_path, out_real=snakemake.output.out_real,
+                        out_synthetic=snakemake.output.out_synthetic,
+                        out_heldout=snakemake.output.out_heldout, settings=snakemake.params.settings,
+                        seed=snakemake.params.seed)

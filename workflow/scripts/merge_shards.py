@@ -2,4 +2,4 @@ from port.generators import merge_shards
 from port.logs import logged_job
 
 with logged_job(snakemake):
-    merge_shards(list(snakemake.input), snakemake.output[0])
+    merge_shards(shard_paths=list(snakemake.input.shard_paths), out_path=snakemake.output.out_path)

@@ -2,4 +2,5 @@ from port.logs import logged_job
 from port.ranking import rank_generators
 
 with logged_job(snakemake):
-    rank_generators(snakemake.input.arc, snakemake.input.distribution, snakemake.input.transfer, snakemake.output[0])
+    rank_generators(arc_csv=snakemake.input.arc_csv, distribution_csvs=snakemake.input.distribution_csvs,
+                    transfer_csvs=snakemake.input.transfer_csvs, out_csv=snakemake.output.out_csv)

@@ -1,6 +1,7 @@
-from port.generators import make_shard
+from port.generators import sample_shard
 from port.logs import logged_job
 
 with logged_job(snakemake):
-    make_shard(snakemake.params.source, snakemake.output[0], int(snakemake.wildcards.shard),
-               snakemake.params.settings, snakemake.params.seed, dataset=snakemake.wildcards.dataset)
+    sample_shard(source=snakemake.params.source, out_path=snakemake.output.out_path,
+               shard=int(snakemake.wildcards.shard), settings=snakemake.params.settings,
+               seed=snakemake.params.seed, dataset=snakemake.wildcards.dataset)

@@ -2,5 +2,6 @@ from port.discrimination import score_shard
 from port.logs import logged_job
 
 with logged_job(snakemake):
-    score_shard(snakemake.input.model, snakemake.input.images, snakemake.output[0], int(snakemake.wildcards.shard),
-                snakemake.params.n_shards, snakemake.params.settings)
+    score_shard(model_path=snakemake.input.model_path, images_path=snakemake.input.images_path,
+                out_path=snakemake.output.out_path, shard=int(snakemake.wildcards.shard),
+                n_shards=snakemake.params.n_shards, settings=snakemake.params.settings)

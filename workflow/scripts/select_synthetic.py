@@ -2,7 +2,8 @@ from port.logs import logged_job
 from port.selection import select_images
 
 with logged_job(snakemake):
-    select_images(snakemake.input.images, snakemake.input.mask, snakemake.output[0], snakemake.wildcards.selection,
-                  snakemake.params.k, snakemake.params.seed, scores_path=snakemake.input.scores or None,
-                  n_groups=snakemake.params.n_groups, labels_path=snakemake.input.labels or None,
-                  fraction=snakemake.params.fraction)
+    select_images(images_path=snakemake.input.images_path, filter_path=snakemake.input.filter_path,
+                  out_path=snakemake.output.out_path, method=snakemake.wildcards.selection,
+                  k=snakemake.params.k, seed=snakemake.params.seed,
+                  scores_path=snakemake.input.scores_path or None, n_groups=snakemake.params.n_groups,
+                  labels_path=snakemake.input.labels_path or None, fraction=snakemake.params.fraction)

@@ -2,4 +2,4 @@ from port.logs import logged_job
 from port.reporting import summarize
 
 with logged_job(snakemake):
-    summarize(list(snakemake.input), snakemake.output[0])
+    summarize(eval_csvs=list(snakemake.input.eval_csvs), out_csv=snakemake.output.out_csv)

@@ -2,6 +2,7 @@ from port.logs import logged_job
 from port.reporting import summarize_certification
 
 with logged_job(snakemake):
-    summarize_certification(list(snakemake.input.certificates), list(snakemake.input.models), snakemake.params.rows,
-                            snakemake.params.radii, snakemake.params.sigma, snakemake.output.table,
-                            snakemake.output.plot)
+    summarize_certification(certificate_csvs=list(snakemake.input.certificate_csvs),
+                            model_paths=list(snakemake.input.model_paths), rows=snakemake.params.rows,
+                            radii=snakemake.params.radii, sigma=snakemake.params.sigma,
+                            out_csv=snakemake.output.out_csv, out_plot=snakemake.output.out_plot)

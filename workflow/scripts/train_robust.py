@@ -2,5 +2,7 @@ from port.logs import logged_job
 from port.training import train
 
 with logged_job(snakemake):
-    train(snakemake.input.train, snakemake.output.model, snakemake.output.history, snakemake.params.checkpoint,
-          snakemake.params.settings, snakemake.params.seed, synthetic_path=snakemake.input.synthetic or None)
+    train(train_path=snakemake.input.train_path, model_out=snakemake.output.model_out,
+          history_out=snakemake.output.history_out, checkpoint_path=snakemake.params.checkpoint_path,
+          settings=snakemake.params.settings, seed=snakemake.params.seed,
+          synthetic_path=snakemake.input.synthetic_path or None)

@@ -1,0 +1,146 @@
+"""Where every result lives, and the grammar of run names: the one home of both.
+
+Patterns carry Snakemake wildcards (`{dataset}`, `{generator}`, ...); rules use them as they
+are and Python code fills them with `str.format`. The module imports nothing heavy, so the
+Snakefile parses fast.
+
+Run names: `baseline` trains on real data only; `port-<selection>` is PORT on one selection of
+synthetic images, where a selection is `random`, `adaptive`, `confidence` or `group<g>` (the g-th
+score group).
+"""
+
+from __future__ import annotations
+
+import re
+
+# ---- run names ---------------------------------------------------------------------------
+BASELINE = "baseline"
+SELECTIONS = ("random", "adaptive", "confidence")
+SELECTION = r"random|adaptive|confidence|group\d+"
+RUN_NAME = rf"{BASELINE}|port-(?:{SELECTION})"
+_GROUP = re.compile(r"group(\d+)")
+_PORT_RUN = re.compile(rf"port-({SELECTION})")
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+WILDCARD_CONSTRAINTS = {"dataset": NAME, "generator": NAME, "model": NAME, "threat": NAME, "arch": NAME,
+                        "method": RUN_NAME, "selection": SELECTION, "eps_index": r"\d+", "slot": "lanet|splitnet",
+                        "shard": r"\d+", "seed": r"\d+", "variant": NAME}
+
+
+def run_name(selection: str | None) -> str:
+    """The run that trains on `selection` (None: the real-data baseline)."""
+    return BASELINE if selection is None else f"port-{selection}"
+
+
+def selection_of(run: str) -> str | None:
+    """The selection a run trains on (None for the baseline); ValueError for a name outside the grammar."""
+    if run == BASELINE:
+        return None
+    match = _PORT_RUN.fullmatch(run)
+    if match is None:
+        raise ValueError(f"run name '{run}' is neither '{BASELINE}' nor 'port-<{SELECTION}>'")
+    return match.group(1)
+
+
+def group_selection(group: int) -> str:
+    return f"group{group}"
+
+
+def group_of(selection: str | None) -> int | None:
+    """The score-group index of a `group<g>` selection, None for any other."""
+    match = _GROUP.fullmatch(selection or "")
+    return int(match.group(1)) if match else None
+
+
+def needs_scores(selection: str) -> bool:
+    """Adaptive and score-group selections rank images by their synthetic score."""
+    return selection == "adaptive" or group_of(selection) is not None
+
+
+# ---- path patterns -----------------------------------------------------------------------
+def fill(pattern: str, **values) -> str:
+    """`pattern` with some wildcards filled in and the others left for Snakemake."""
+    for name, value in values.items():
+        pattern = pattern.replace("{" + name + "}", str(value))
+    return pattern
+
+
+RESULTS = "results/{dataset}"
+TRAIN = RESULTS + "/data/train.h5"
+TEST = RESULTS + "/data/test.h5"
+DIFFUSION_MODEL = RESULTS + "/diffusion/{model}"  # a save_pretrained directory
+GAN_MODEL = RESULTS + "/gan/{model}.pt"
+
+LABELER = RESULTS + "/labelers/{slot}"
+LABELER_MODEL = LABELER + "/model.pt"
+LABELER_HISTORY = LABELER + "/history.csv"
+LABELER_METRICS = LABELER + "/metrics.csv"
+
+SYNTHETIC = RESULTS + "/synthetic/{generator}"
+SAMPLE_SHARD = SYNTHETIC + "/shard_{shard}.h5"
+IMAGES = SYNTHETIC + "/images.h5"
+LABEL_SHARD = SYNTHETIC + "/labels/shard_{shard}.h5"
+LABELS = SYNTHETIC + "/labels.h5"
+FILTER_MASK = SYNTHETIC + "/filter.h5"
+FILTER_COUNTS = SYNTHETIC + "/filter_counts.csv"
+SCORE_SHARD = SYNTHETIC + "/scores/shard_{shard}.h5"
+SCORES = SYNTHETIC + "/scores.h5"
+SELECTED = SYNTHETIC + "/selected/{selection}.h5"
+TRANSFER_SET = SYNTHETIC + "/transfer.h5"
+DISTRIBUTION_METRICS = SYNTHETIC + "/distribution_metrics.csv"
+SAMPLES_PER_CLASS = SYNTHETIC + "/samples_per_class.png"
+DISCARDED = SYNTHETIC + "/discarded.png"
+
+DISCRIMINATION = RESULTS + "/discriminators/{generator}"
+DISCRIMINATION_REAL = DISCRIMINATION + "/data/real.h5"
+DISCRIMINATION_SYNTHETIC = DISCRIMINATION + "/data/synthetic.h5"
+DISCRIMINATION_HELDOUT = DISCRIMINATION + "/data/heldout.h5"
+DISCRIMINATOR = DISCRIMINATION + "/eps{eps_index}"
+DISCRIMINATOR_MODEL = DISCRIMINATOR + "/model.pt"
+DISCRIMINATOR_HISTORY = DISCRIMINATOR + "/history.csv"
+DISCRIMINATOR_METRICS = DISCRIMINATOR + "/metrics.csv"
+ARC_CURVE = RESULTS + "/arc/{generator}.csv"
+ARC_TABLE = RESULTS + "/arc.csv"
+ARC_PLOT = RESULTS + "/arc.png"
+
+TRANSFER_RUN = RESULTS + "/transfer/{generator}"
+TRANSFER_MODEL = TRANSFER_RUN + "/model.pt"
+TRANSFER_HISTORY = TRANSFER_RUN + "/history.csv"
+TRANSFER_EVAL = TRANSFER_RUN + "/eval.csv"
+GENERATOR_RANKING = RESULTS + "/generators.csv"
+
+RUN = RESULTS + "/runs/{threat}/{method}/{arch}/seed{seed}"
+RUN_MODEL = RUN + "/model.pt"
+RUN_HISTORY = RUN + "/history.csv"
+RUN_EVAL = RUN + "/eval.csv"
+PORT_TABLE = RESULTS + "/port_{threat}.csv"
+TRAINING_CURVES = RESULTS + "/training_curves_{threat}.png"
+SCORE_GROUP_TABLE = RESULTS + "/score_groups.csv"
+SCORE_GROUP_PLOT = RESULTS + "/score_groups.png"
+
+SMOOTH_RUN = RESULTS + "/smooth/{method}/{arch}/seed{seed}"
+SMOOTH_MODEL = SMOOTH_RUN + "/model.pt"
+SMOOTH_HISTORY = SMOOTH_RUN + "/history.csv"
+CERTIFICATE = RESULTS + "/certify/{method}_{arch}_seed{seed}.csv"
+CERTIFIED_TABLE = RESULTS + "/certified.csv"  # not port_<threat>.csv: no name clash with a threat
+CERTIFIED_PLOT = RESULTS + "/certified.png"
+
+RECIPE_RUN = RESULTS + "/recipe/{variant}/{arch}/seed{seed}"  # the training-recipe study
+RECIPE_MODEL = RECIPE_RUN + "/model.pt"
+RECIPE_HISTORY = RECIPE_RUN + "/history.csv"
+RECIPE_EVAL = RECIPE_RUN + "/eval.csv"
+RECIPE_RUNS_TABLE = RESULTS + "/recipe.csv"
+RECIPE_SUMMARY = RESULTS + "/recipe_summary.csv"
+ROBUSTBENCH = RESULTS + "/robustbench/{threat}/{method}/{arch}/seed{seed}"  # + .json / .pt
+ROBUSTBENCH_INFO = ROBUSTBENCH + ".json"
+ROBUSTBENCH_WEIGHTS = ROBUSTBENCH + ".pt"
+
+# Resumable state of long jobs, deleted when the job finishes.
+CHECKPOINTS = RESULTS + "/checkpoints"
+LABELER_CHECKPOINT = CHECKPOINTS + "/labelers/{slot}.pt"
+DISCRIMINATOR_CHECKPOINT = CHECKPOINTS + "/discriminators/{generator}/eps{eps_index}.pt"
+TRANSFER_CHECKPOINT = CHECKPOINTS + "/transfer/{generator}.pt"
+RUN_CHECKPOINT = CHECKPOINTS + "/runs/{threat}/{method}/{arch}/seed{seed}.pt"
+SMOOTH_CHECKPOINT = CHECKPOINTS + "/smooth/{method}/{arch}/seed{seed}.pt"
+CERTIFY_CHECKPOINT = CHECKPOINTS + "/certify/{method}_{arch}_seed{seed}.pt"
+RECIPE_CHECKPOINT = CHECKPOINTS + "/recipe/{variant}/{arch}/seed{seed}.pt"
