@@ -32,6 +32,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the arguments; `--small` runs on one CPU thread: small kernels gain nothing from more,
+    and on a shared CI machine spinning threads make them many times slower."""
+    args = p.parse_args()
+    if args.small:
+        torch.set_num_threads(1)
+    return args
+
+
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
@@ -100,3 +109,31 @@ def compared(what: str, unit: str, fast: float, plain: float, **extra) -> dict:
     """One result row: the project's path against the plain baseline measured in the same run."""
     return {"what": what, "unit": unit, "rate": fast, "baseline_rate": plain,
             "ratio": fast / plain if plain else None, **extra}
+
+
+def profile_summary(step: Callable[[], object], device, steps: int = 3, rows: int = 25) -> dict:
+    """torch.profiler over `steps` calls of `step`: the top kernels by device time, the wall time,
+    and the device's busy time (kernel time summed): what to read when a rate misses its target.
+    busy/wall well below 1 means the host cannot launch kernels fast enough (launch-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    step()
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        wall = time.perf_counter() - start
+    averages = prof.key_averages()
+    table = averages.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=rows,
+                           max_name_column_width=70)
+    summary = {"steps": steps, "wall_seconds": wall, "table": table}
+    if cuda:
+        on_device = [e for e in averages if getattr(e, "self_device_time_total", 0) > 0]
+        busy = sum(e.self_device_time_total for e in on_device) / 1e6
+        summary.update(device_busy_seconds=busy, device_busy_fraction=busy / wall,
+                       device_ops_per_step=sum(e.count for e in on_device) / steps)
+    return summary

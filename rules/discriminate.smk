@@ -114,11 +114,54 @@ rule arc:
         "../workflow/scripts/arc.py"
 
 
+rule scorer_sets:
+    input:
+        train_path=paths.TRAIN,
+        synthetic_path=paths.IMAGES,
+    output:
+        out_folds=paths.SCORER_FOLD_ASSIGNMENT,
+        out_pools=[paths.fill(paths.SCORER_POOL, fold=fold) for fold in range(paths.SCORER_FOLDS)],
+    params:
+        n_train=lambda wc: dataset_cfg(wc)["discrimination"]["n_train_synthetic"],
+        seed=lambda wc: derive_seed(config["seed"], "scorer", wc.generator),
+    log:
+        "logs/scorer_sets/{dataset}/{generator}.log",
+    benchmark:
+        "benchmarks/scorer_sets/{dataset}/{generator}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/scorer_sets.py"
+
+
+rule train_scorer:
+    input:
+        train_path=paths.DISCRIMINATION_REAL,
+        synthetic_path=paths.SCORER_POOL,
+    output:
+        model_out=paths.SCORER_MODEL,
+        history_out=paths.SCORER_HISTORY,
+    params:
+        settings=lambda wc: port_config.discriminator_settings(
+            config, wc.dataset, dataset_cfg(wc)["scores"]["discriminator_eps"]),
+        seed=lambda wc: derive_seed(config["seed"], "scorer", wc.generator, int(wc.fold)),
+        checkpoint_path=paths.SCORER_CHECKPOINT,
+    resources:
+        gpu=1,
+    log:
+        "logs/train_scorer/{dataset}/{generator}/fold{fold}.log",
+    benchmark:
+        "benchmarks/train_scorer/{dataset}/{generator}/fold{fold}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/train_robust.py"
+
+
 rule score_shard:
     input:
-        model_path=lambda wc: paths.DISCRIMINATOR_MODEL.format(
-            dataset=wc.dataset, generator=wc.generator,
-            eps_index=port_config.score_discriminator_index(config, wc.dataset)),
+        model_paths=[paths.fill(paths.SCORER_MODEL, fold=fold) for fold in range(paths.SCORER_FOLDS)],
+        folds_path=paths.SCORER_FOLD_ASSIGNMENT,
         images_path=paths.IMAGES,
     output:
         out_path=paths.SCORE_SHARD,

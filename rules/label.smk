@@ -32,6 +32,8 @@ rule pseudo_label:
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
         labels_from=lambda wc: port_config.labels_from(config, wc.dataset, wc.generator),
+        batch_size=lambda wc: dataset_cfg(wc)["pseudo_label"]["batch_size"],
+        compute=lambda wc: port_config.compute_settings(config, wc.dataset),
     resources:
         gpu=1,
     priority: 10  # the synthetic-data chain is the critical path

@@ -51,7 +51,7 @@ TINY = {
         "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
         "filter": {"threshold": 0.5},
         "selection": {"k": 40},
-        "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "steps": 2, "n_heldout": 60},
+        "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "eps_warmup_epochs": 0.5, "steps": 2, "n_heldout": 60},
         "scores": {"discriminator_eps": 0.05, "eps": 0.01, "steps": 2},
         "score_groups": {"n_groups": 2},
         # the shipped ranking's three unconditional-path generators (ddpm-cond's path is unit-tested)

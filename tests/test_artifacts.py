@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from port.artifacts import (ArtifactError, ImageWriter, atomic_path, image_set_length, iter_image_blocks,
+from port.artifacts import (ArtifactError, ImageWriter, atomic_path, chunk_spans, image_set_length, iter_image_blocks,
                             provenance, read_arrays, read_attrs, read_image_set, settings_hash,
                             validate_image_set, write_arrays, write_images)
 
@@ -82,6 +82,30 @@ def test_image_writer_appends_in_batches_chunked_along_n(tmp_path):
     assert [offset for offset, _ in blocks] == [0, 16, 32, 48]
     np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), images)
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("start, stop, block", [(0, 50, 16), (5, 50, 8), (9, 41, 3), (7, 8, 20), (16, 48, 10)])
+def test_image_blocks_read_whole_chunks_once(start, stop, block):
+    """Blocks of any size come from reads whose inner edges are chunk (8-image) boundaries, each
+    chunk read once (issue 12: 1000-image blocks over 1024-image chunks read most chunks twice)."""
+    spans = list(chunk_spans(start, stop, chunk=8, min_size=block))
+    assert spans[0][0] == start and spans[-1][1] == stop
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous, so no chunk twice
+    assert all(a % 8 == 0 for a, _ in spans[1:]) and all(b % 8 == 0 for _, b in spans[:-1])
+    assert all(b - a >= min(block, stop - start) or b == stop or a == start for a, b in spans)
+
+
+def test_image_blocks_any_block_size_and_range(tmp_path):
+    images = np.arange(50 * 4, dtype=np.uint8).reshape(50, 2, 2, 1)
+    path = tmp_path / "set.h5"
+    with ImageWriter(path, (2, 2, 1), {}, chunk_images=8) as writer:
+        writer.append(images)
+    for start, stop, block in [(0, 50, 16), (5, 50, 8), (9, 41, 3), (7, 8, 20), (3, 3, 4)]:
+        blocks = list(iter_image_blocks(path, block, start, stop))
+        assert [offset for offset, _ in blocks] == list(range(start, stop, block))
+        assert all(len(b) == min(block, stop - offset) for offset, b in blocks)
+        got = np.concatenate([b for _, b in blocks]) if blocks else images[:0]
+        np.testing.assert_array_equal(got, images[start:stop])
 
 
 def test_image_writer_rejects_wrong_dtype_shape_and_row_count(tmp_path):

@@ -19,9 +19,10 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 
 from port import generators
 from port.artifacts import ArtifactError, write_images
+from port.artifacts import CHUNK_IMAGES
 from port.config import SettingsError
 from port.generators import (load_pipeline, merge_shards, resize_images, sample_diffusers_shard, sample_shard,
-                             shard_bounds, train_ddpm)
+                             shard_bounds, stepping_scheduler, train_ddpm)
 
 
 def tiny_unet(channels: int, seed: int = 0) -> UNet2DModel:
@@ -202,6 +203,68 @@ def test_merged_shards_match_when_boundaries_cut_batches(tmp_path, rgb_model):
         sample(rgb_model, paths[-1], shard, seed=2, n_images=10, n_shards=2)
     merge_shards(shard_paths=paths, out_path=tmp_path / "merged.h5")
     assert np.array_equal(read(tmp_path / "merged.h5")[0], single)
+
+
+@pytest.mark.parametrize("n_images, n_shards", [(5000, 2), (10_000_000, 200), (3000, 2), (2048, 2)])
+def test_shard_edges_fall_on_chunks_when_shards_hold_a_chunk(n_images, n_shards):
+    bounds = [shard_bounds(n_images, n_shards, s) for s in range(n_shards)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n_images
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(start % CHUNK_IMAGES == 0 for start, _ in bounds)
+    sizes = [stop - start for start, stop in bounds]
+    assert min(sizes) >= CHUNK_IMAGES and max(sizes) - min(sizes) <= CHUNK_IMAGES
+
+
+@pytest.mark.parametrize("name, cls", [("ddpm", "DDIMScheduler"), ("ddim", "DDIMScheduler"),
+                                       ("dpmsolver++", "DPMSolverMultistepScheduler"),
+                                       ("unipc", "UniPCMultistepScheduler")])
+def test_stepping_scheduler_choice(name, cls):
+    scheduler, kwargs = stepping_scheduler(name, DDPMScheduler(num_train_timesteps=100).config, eta=0.3)
+    assert type(scheduler).__name__ == cls
+    assert kwargs.get("eta", 0.0) == {"ddpm": 1.0, "ddim": 0.3}.get(name, 0.0)
+    if name in ("dpmsolver++", "unipc"):
+        assert scheduler.config.timestep_spacing == "linspace"
+    if name == "dpmsolver++":
+        assert scheduler.config.algorithm_type == "dpmsolver++"
+    with pytest.raises(SettingsError, match="unknown scheduler 'euler'"):
+        stepping_scheduler("euler", DDPMScheduler().config)
+    with pytest.raises(ArtifactError, match="fixed_large"):
+        stepping_scheduler("ddpm", DDPMScheduler(variance_type="fixed_large").config)
+
+
+@pytest.mark.parametrize("steps", [100, 10])
+def test_ddpm_chain_steps_as_diffusers_ddpm_scheduler(steps):
+    """The fast `ddpm` path (DDIM, eta 1, noise passed in) takes DDPMScheduler's own step: the same
+    posterior mean and variance, given the same noise, at every timestep, clipping included."""
+    config = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2").config
+    reference = DDPMScheduler.from_config(config)
+    reference.set_timesteps(steps)
+    fast, kwargs = stepping_scheduler("ddpm", config)
+    fast.set_timesteps(steps)
+    torch.testing.assert_close(fast.timesteps, reference.timesteps)
+    generator = torch.Generator().manual_seed(0)
+    for t in reference.timesteps:
+        x = torch.randn((4, 1, 8, 8), generator=generator)
+        eps = torch.randn((4, 1, 8, 8), generator=generator) * 3  # large: x0 gets clipped
+        noise = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(int(t)))
+        expected = reference.step(eps, t, x, generator=torch.Generator().manual_seed(int(t))).prev_sample
+        got = fast.step(eps, t, x, variance_noise=noise, **kwargs).prev_sample
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "dpmsolver++", "unipc"])
+def test_every_scheduler_is_independent_of_shards_and_batch_size(tmp_path, rgb_model, scheduler):
+    single, attrs = sample(rgb_model, tmp_path / "single.h5", seed=2, n_images=10, n_shards=1, scheduler=scheduler,
+                           steps=4)
+    assert json.loads(attrs["params"])["scheduler"] == scheduler and single.std() > 0
+    paths = [tmp_path / f"shard_{shard}.h5" for shard in (0, 1)]
+    for shard, path in enumerate(paths):
+        sample(rgb_model, path, shard, seed=2, n_images=10, n_shards=2, scheduler=scheduler, steps=4, batch_size=3)
+    merge_shards(shard_paths=paths, out_path=tmp_path / "merged.h5")
+    np.testing.assert_array_equal(read(tmp_path / "merged.h5")[0], single)
+    other_seed, _ = sample(rgb_model, tmp_path / "other.h5", seed=3, n_images=10, n_shards=1, scheduler=scheduler,
+                           steps=4)
+    assert not np.array_equal(other_seed, single)
 
 
 # --------------------------------------------------------------------------- merging
@@ -482,19 +545,17 @@ def test_conditional_ddpm_embeds_classes_plus_no_class(conditional_model):
 def test_conditional_shards_are_balanced_and_independent_of_sharding(conditional_model, tmp_path, scheduler):
     model = str(conditional_model)
     cfg = dict(scheduler=scheduler, n_images=7, guidance_scale=2.0)
-    sample_shard(source=model, out_path=tmp_path / "whole.h5", shard=0,
-                 settings=settings(**cfg, n_shards=1, batch_size=7), seed=3, progress=False)
+    sample_diffusers_shard(model, tmp_path / "whole.h5", 0, settings(**cfg, n_shards=1, batch_size=7), 3,
+                           progress=False)
     images, labels = read_with_labels(tmp_path / "whole.h5")
     np.testing.assert_array_equal(labels, np.arange(7) % 3)
     parts = []
     for shard in range(3):
         out = tmp_path / f"part{shard}.h5"
-        sample_shard(source=model, out_path=out, shard=shard, settings=settings(**cfg, n_shards=3, batch_size=2),
-                     seed=3, progress=False)
+        sample_diffusers_shard(model, out, shard, settings(**cfg, n_shards=3, batch_size=2), 3, progress=False)
         parts.append(read_with_labels(out))
     np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
     np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), labels)
-    sample_shard(source=model, out_path=tmp_path / "plain.h5", shard=0,
-                 settings=settings(**{**cfg, "guidance_scale": 1.0}, n_shards=1, batch_size=7),
-                 seed=3, progress=False)
+    sample_diffusers_shard(model, tmp_path / "plain.h5", 0,
+                           settings(**{**cfg, "guidance_scale": 1.0}, n_shards=1, batch_size=7), 3, progress=False)
     assert not np.array_equal(read_with_labels(tmp_path / "plain.h5")[0], images)  # guidance changes the samples

@@ -26,7 +26,7 @@ def _identity_set(path, n, chunk, shape=(2, 2, 1)):
 
 
 def _decode(images):
-    flat = images.reshape(len(images), -1).astype(np.int64)
+    flat = np.asarray(images).reshape(len(images), -1).astype(np.int64)
     return flat[:, 0] * 256 + flat[:, 1]
 
 
@@ -107,6 +107,40 @@ def test_stream_is_a_function_of_seed_and_epoch(identity_set):
     for images, labels in itertools.islice(stream.epoch(2), 1):  # a second iterator restarts the epoch
         np.testing.assert_array_equal(images, first[0])
         np.testing.assert_array_equal(labels, first[1])
+
+
+def test_stream_continues_across_epochs(identity_set):
+    """Issue 11, defect 5: an epoch shorter than the set must not restart the order. Five epochs of
+    200 images over a 1000-image set see every image exactly once."""
+    n, batch, steps = 1000, 25, 8
+    stream = ChunkShuffleStream(identity_set, batch_size=batch, seed=5, buffer_chunks=3, steps_per_epoch=steps)
+    ids = np.concatenate([y for epoch in range(5) for _, y in itertools.islice(stream.epoch(epoch), steps)])
+    assert len(ids) == n and len(np.unique(ids)) == n
+    assert stream.images_used(5 * steps) == n and stream.images_used(3) == 3 * batch
+    assert stream.images_used(10**6) == n  # later passes repeat images, they add none
+
+
+@pytest.mark.parametrize("epoch", [1, 4, 6])
+def test_stream_resumes_at_any_epoch(identity_set, epoch):
+    """Batch b is a pure function of (seed, b): a fresh stream started at an epoch (as a resumed run
+    starts) gives what the stream started earlier gives there, across group and pass edges."""
+    batch, steps = 30, 7
+    stream = ChunkShuffleStream(identity_set, batch_size=batch, seed=2, buffer_chunks=3, steps_per_epoch=steps)
+    run_on = list(itertools.islice(stream.epoch(0), (epoch + 1) * steps))[epoch * steps:]
+    resumed = list(itertools.islice(stream.epoch(epoch), steps))
+    for (x_a, y_a), (x_b, y_b) in zip(run_on, resumed, strict=True):
+        np.testing.assert_array_equal(y_a, y_b)
+        np.testing.assert_array_equal(x_a, x_b)
+        np.testing.assert_array_equal(_decode(x_b), y_b)
+
+
+def test_stream_every_pass_is_a_permutation(identity_set):
+    n, batch = 1000, 40  # 25 batches a pass
+    stream = ChunkShuffleStream(identity_set, batch_size=batch, seed=8, buffer_chunks=4)
+    ids = np.concatenate([y for _, y in itertools.islice(stream.batches(0), 3 * n // batch)]).reshape(3, n)
+    for one_pass in ids:
+        assert len(np.unique(one_pass)) == n
+    assert not np.array_equal(ids[0], ids[1])  # each pass its own order
 
 
 def test_stream_refuses_small_or_unlabelled_sets(tmp_path, identity_set):

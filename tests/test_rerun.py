@@ -34,6 +34,7 @@ FROM_FILTER = merged({"filter_synthetic": 3, "select_synthetic": 4, "transfer_se
                      TRANSFER, PORT_RUNS)
 FROM_SCORES = merged({"score_shard": 2, "merge_scores": 1, "select_synthetic": 3}, SCORED_RUNS)
 FROM_DISCRIMINATORS = merged({"train_discriminator": 6, "evaluate_discriminator": 6, "arc_curve": 3, "arc": 1,
+                              "train_scorer": 2,
                               "rank_generators": 1}, FROM_SCORES)
 
 
@@ -46,7 +47,8 @@ def from_images(shards: int, generators: int, scored: bool) -> dict:
              "evaluate_discriminator": 2 * generators, "arc_curve": generators, "arc": 1, "rank_generators": 1,
              "all": 1}
     if scored:  # the training generator: scores, selections and every PORT run
-        chain = merged(chain, {"score_shard": 2, "merge_scores": 1, "select_synthetic": 4, "plot_synthetic": 1},
+        chain = merged(chain, {"scorer_sets": 1, "train_scorer": 2, "score_shard": 2, "merge_scores": 1,
+                               "select_synthetic": 4, "plot_synthetic": 1},
                        PORT_RUNS)
     return chain
 
@@ -88,7 +90,8 @@ CASES = {
     "smoothing beta": (("smoothing", "beta"), 3.0, {"train_smooth"},
                        {"train_smooth": 2, "certify": 2, "summarize_smooth": 1, "all": 1}),
     "certify n": (("smoothing", "certify", "n"), 300, {"certify"}, {"certify": 2, "summarize_smooth": 1, "all": 1}),
-    "discriminator epochs": (("discrimination", "epochs"), 2, {"train_discriminator"}, FROM_DISCRIMINATORS),
+    "discriminator epochs": (("discrimination", "epochs"), 2, {"train_discriminator", "train_scorer"},
+                             FROM_DISCRIMINATORS),
     "score eps": (("scores", "eps"), 0.02, {"score_shard"}, FROM_SCORES),
     "transfer set size": (("generator_ranking", "n_train"), 45, {"transfer_set"},
                           merged({"transfer_set": 3, "all": 1}, TRANSFER)),

@@ -505,13 +505,32 @@ def image_set_length(path) -> int:
         return handle["images"].shape[0]
 
 
+def chunk_spans(start: int, stop: int, chunk: int, min_size: int) -> Iterator[tuple[int, int]]:
+    """Consecutive ranges covering [start, stop) whose inner edges fall on chunk boundaries, each
+    a whole number of chunks holding at least `min_size` images: every chunk is read once."""
+    span = -(-max(min_size, 1) // chunk) * chunk
+    edge = start - start % chunk
+    while edge < stop:
+        yield max(edge, start), min(edge + span, stop)
+        edge += span
+
+
 def iter_image_blocks(path, block: int = CHUNK_IMAGES, start: int = 0, stop: int | None = None):
-    """Yield (offset, uint8 images) in order, one contiguous block at a time, over [start, stop)."""
+    """Yield (offset, uint8 images) in order, `block` images at a time (the last may be shorter),
+    over [start, stop). Reads go by whole HDF5 chunks whatever the block size, so a block that
+    straddles two chunks does not read either twice."""
     with _open(path) as handle:
         images = handle["images"]
         stop = images.shape[0] if stop is None else min(stop, images.shape[0])
-        for offset in range(start, stop, block):
-            yield offset, images[offset:min(offset + block, stop)]
+        chunk = images.chunks[0] if images.chunks else block
+        pending, offset = images[start:start], start
+        for read_start, read_stop in chunk_spans(start, stop, chunk, block):
+            pending = np.concatenate([pending, images[read_start:read_stop]]) if len(pending) else \
+                images[read_start:read_stop]
+            while len(pending) >= block or (read_stop == stop and len(pending)):
+                yield offset, pending[:block]
+                offset += min(block, len(pending))
+                pending = pending[block:]
 
 
 def copy_image_subset(source, writer: "ImageWriter", mask: np.ndarray, **per_image: np.ndarray) -> int:

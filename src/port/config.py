@@ -105,9 +105,13 @@ def check_config(config: dict) -> None:
         grid = ds["discrimination"]["eps"]
         if grid != sorted(set(grid)):
             raise ConfigError(f"{where}.discrimination.eps: must be increasing without repeats, got {grid}")
-        if ds["scores"]["discriminator_eps"] not in grid:
-            raise ConfigError(f"{where}.scores.discriminator_eps: {ds['scores']['discriminator_eps']} is not in "
-                              f"{where}.discrimination.eps {grid}")
+        disc = ds["discrimination"]
+        if disc["eval_steps"] < disc["steps"]:  # same step_factor: fewer steps is a weaker attack
+            raise ConfigError(f"{where}.discrimination.eval_steps: evaluation PGD ({disc['eval_steps']} steps) must "
+                              f"not be weaker than training PGD ({disc['steps']} steps)")
+        if disc["eps_warmup_epochs"] >= disc["epochs"]:
+            raise ConfigError(f"{where}.discrimination.eps_warmup_epochs: {disc['eps_warmup_epochs']} leaves no epoch "
+                              f"at the full eps out of {disc['epochs']}")
         methods = ds["selection"]["methods"]
         if len(set(methods)) != len(methods):
             raise ConfigError(f"{where}.selection.methods: repeated method in {methods}")
@@ -160,14 +164,21 @@ def labels_from(config: dict, dataset: str, generator: str) -> str:
     return config["datasets"][dataset]["generators"][generator].get("labels_from", "lanet")
 
 
+def compute_settings(config: dict, dataset: str) -> dict:
+    """The dataset's `compute` block (precision, compile): part of every GPU stage's settings."""
+    return canonical(config["datasets"][dataset].get("compute", {}))
+
+
 def labeler_settings(config: dict, dataset: str, slot: str) -> dict:
-    return canonical(config["datasets"][dataset]["labelers"][slot])
+    return canonical({**config["datasets"][dataset]["labelers"][slot],
+                      "compute": compute_settings(config, dataset)})
 
 
 def _run_settings(ds: dict, method: str) -> dict:
     """The shared training block without the run keys. The baseline has no synthetic half, so
     its gamma is 1.0 (as in the summary tables): editing gamma does not rerun baselines."""
     settings = {k: v for k, v in ds["training"].items() if k not in TRAINING_RUN_KEYS}
+    settings["compute"] = canonical(ds.get("compute", {}))
     if method == paths.BASELINE:
         settings["gamma"] = 1.0
     return settings
@@ -196,7 +207,8 @@ def smoothing_settings(config: dict, dataset: str, arch: str, method: str = "por
 
 def certify_settings(config: dict, dataset: str) -> dict:
     smoothing = config["datasets"][dataset]["smoothing"]
-    return canonical({**smoothing["certify"], "sigma": smoothing["sigma"]})
+    return canonical({**smoothing["certify"], "sigma": smoothing["sigma"],
+                      "compute": compute_settings(config, dataset)})
 
 
 def run_methods(config: dict, dataset: str) -> list[str]:
@@ -315,7 +327,10 @@ def recipe_targets(config: dict) -> list[str]:
 
 def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:
     """Trainer settings of the robust discriminator at one eps: balanced real-vs-synthetic
-    batches (gamma 0.5), linf PGD at eps, the last epoch's weights."""
+    batches (gamma 0.5), linf PGD at eps ramped up from 0 over `eps_warmup_epochs` (a guard
+    against collapse to a constant prediction when PGD at the full eps starts on a random
+    network), the last epoch's weights. Both halves get the same crop and flip: augmenting one class only (a zero border
+    on real images alone) would be a feature that tells the classes apart."""
     ds = config["datasets"][dataset]
     disc = ds["discrimination"]
     threat = None
@@ -324,7 +339,9 @@ def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:
                   "steps": disc["steps"]}
     keys = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "crop_padding", "flip")
     return canonical({**{k: disc[k] for k in keys}, "gamma": 0.5, "threat": threat, "model_selection": "last",
-                      "val_fraction": disc["val_fraction"], "val_attack_steps": disc["steps"]})
+                      "augment_synthetic": True, "eps_warmup_epochs": disc["eps_warmup_epochs"] if threat else 0.0,
+                      "val_fraction": disc["val_fraction"], "val_attack_steps": disc["steps"],
+                      "compute": compute_settings(config, dataset)})
 
 
 def discrimination_data_settings(config: dict, dataset: str) -> dict:
@@ -339,12 +356,8 @@ def discriminator_eval_settings(config: dict, dataset: str) -> dict:
 
 def score_settings(config: dict, dataset: str) -> dict:
     scores = config["datasets"][dataset]["scores"]
-    return canonical({k: scores[k] for k in ("eps", "steps", "step_factor", "batch_size")})
-
-
-def score_discriminator_index(config: dict, dataset: str) -> int:
-    ds = config["datasets"][dataset]
-    return ds["discrimination"]["eps"].index(ds["scores"]["discriminator_eps"])
+    return canonical({**{k: scores[k] for k in ("eps", "steps", "step_factor", "batch_size")},
+                      "compute": compute_settings(config, dataset)})
 
 
 def transfer_settings(config: dict, dataset: str) -> dict:

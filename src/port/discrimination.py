@@ -5,10 +5,12 @@ adversarially (linf PGD) at each eps of a grid by the PORT trainer itself: real 
 batches mixed 1:1 with gamma = 0.5 is exactly balanced real-vs-synthetic training, and one
 epoch is one pass over the real training set, as in the paper.
 
-- ARC: area under (robust discrimination accuracy - 0.5) over eps. A generator whose samples
-  stop being distinguishable at small eps is closer to the real distribution.
+- ARC: area under (robust discrimination accuracy - 0.5) over eps (in 1/255, as the paper). A
+  generator whose samples stop being distinguishable at small eps is closer to the real distribution.
 - Synthetic score of an image: the minimum over the linf ball of radius eps_score of the
-  discriminator's probability that it is synthetic. Low scores mark images that look real.
+  discriminator's probability that it is synthetic. Low scores mark images that look real. The
+  scores are cross-fitted: two discriminators train on disjoint halves of the images, and each
+  scores the half it did not see (a discriminator's own training images would score apart).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length,
-                        iter_image_blocks, provenance, read_attrs, read_csv, read_image_set, write_arrays, write_csv,
-                        write_images)
+                        iter_image_blocks, provenance, read_arrays, read_attrs, read_csv, read_image_set, write_arrays,
+                        write_csv, write_images)
 from .attacks import Attack
+from .compute import Compute, channels_last
 from .devices import default_device
 from .evaluation import accuracy, evenly_spaced
 from .loaders import to_tensor
 from .models import load_model
+from .paths import SCORER_FOLDS
 from .reporting import plot_arc_curves
 from .seeds import rng
 from .shards import shard_bounds
@@ -83,6 +87,31 @@ def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_
     return counts
 
 
+def scorer_sets(*, train_path, synthetic_path, out_folds, out_pools, n_train: int | None, seed: int) -> dict:
+    """Cross-fitting for the synthetic scores: every image gets a seeded fold (0 or 1); the pool
+    of scorer f is (up to n_train of) the images of fold f, labelled synthetic, and scorer f
+    scores only the images of the other fold (see score_shard)."""
+    if len(out_pools) != SCORER_FOLDS:
+        raise ArtifactError(f"{out_folds}: expected {SCORER_FOLDS} scorer pools, got {len(out_pools)}")
+    n_synthetic = image_set_length(synthetic_path)
+    order = rng(seed, "scorer-folds").permutation(n_synthetic)
+    fold = np.zeros(n_synthetic, np.int8)
+    fold[order[n_synthetic // 2:]] = 1
+    shape = next(iter_image_blocks(synthetic_path, 1))[1].shape[1:]
+    settings = {"n_train_synthetic": n_train}
+    sizes = []
+    for f, out in enumerate(out_pools):
+        pool = np.zeros(n_synthetic, bool)
+        pool[order[fold[order] == f][:n_train]] = True
+        with ImageWriter(out, shape, _two_class_attrs(train_path, f"scorer_pool{f}", settings, seed)) as writer:
+            sizes.append(copy_image_subset(synthetic_path, writer, pool,
+                                           labels=np.full(n_synthetic, SYNTHETIC, dtype=np.int64)))
+    write_arrays(out_folds, provenance("scorer_folds", settings, seed, dataset=dataset_of(synthetic_path),
+                                       images=str(synthetic_path)), fold=fold)
+    log.info("scorer pools of %s images (folds of %d and %d)", sizes, int((fold == 0).sum()), int((fold == 1).sum()))
+    return {"pool_sizes": sizes}
+
+
 def evaluate_discriminator(*, model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
                            row: dict) -> dict:
     """Clean and robust discrimination accuracy on the balanced held-out set; PGD at `eps`."""
@@ -105,79 +134,143 @@ def evaluate_discriminator(*, model_path, heldout_path, out_csv, eps: float, set
     return result
 
 
-def arc(eps, robust_acc) -> float:
-    """Area under (robust discrimination accuracy - 0.5) over eps (trapezoidal rule).
+EPS_UNIT = 1 / 255  # the paper's ARC integrates over eps counted in grey levels of 8-bit images
 
-    Accuracy below chance counts as chance: a constant prediction scores 0.5 on the balanced
-    held-out set under any attack, so no discriminator needs to do worse. (A near-chance
-    discriminator of two identical distributions is flipped by PGD to far below 0.5.)"""
+
+def _sorted_curve(eps, robust_acc) -> tuple[np.ndarray, np.ndarray]:
     eps, robust_acc = np.asarray(eps, float), np.asarray(robust_acc, float)
     if len(eps) < 2:
         raise ArtifactError(f"ARC needs at least two eps values, got {len(eps)}")
     order = np.argsort(eps)
-    return float(np.trapezoid(np.maximum(robust_acc[order], 0.5) - 0.5, eps[order]))
+    return eps[order], robust_acc[order]
+
+
+def arc(eps, robust_acc) -> float:
+    """ARC as the paper computes it: `np.trapz(Racc - 0.5, eps)` with eps in units of 1/255 and
+    accuracy unclipped (its values 0.06-1.55 on CIFAR-10). This is the ARC that ranks generators.
+    `eps` is given in pixel units ([0, 1] images) as everywhere else in the pipeline."""
+    eps, robust_acc = _sorted_curve(eps, robust_acc)
+    return float(np.trapezoid(robust_acc - 0.5, eps / EPS_UNIT))
+
+
+def arc_clipped(eps, robust_acc) -> float:
+    """Area under (robust accuracy - 0.5) over eps in pixel units, accuracy below chance counted as
+    chance: a constant prediction scores 0.5 on the balanced held-out set under any attack, so no
+    discriminator needs to do worse (a near-chance discriminator of two identical distributions
+    is flipped by PGD to far below 0.5). Reported next to `arc`; it does not rank."""
+    eps, robust_acc = _sorted_curve(eps, robust_acc)
+    return float(np.trapezoid(np.maximum(robust_acc, 0.5) - 0.5, eps))
+
+
+def collapsed_points(clean_acc, n_eval, z: float = 3.0) -> np.ndarray:
+    """Which points of one generator's curve (sorted by eps) look collapsed to a constant: clean
+    held-out accuracy within z standard errors of chance (binomial, n_eval images) while a smaller
+    eps was clearly above it. A trained discriminator does not get worse than chance on clean
+    images as eps grows unless adversarial training gave up (the two distributions did not change)."""
+    clean_acc, n_eval = np.asarray(clean_acc, float), np.asarray(n_eval, float)
+    noise = z * 0.5 / np.sqrt(n_eval)
+    at_chance = np.abs(clean_acc - 0.5) <= noise
+    clearly_above = clean_acc > 0.5 + 2 * noise
+    return at_chance & np.concatenate([[False], np.logical_or.accumulate(clearly_above)[:-1]])
 
 
 def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
-    """One generator's robust discrimination accuracy per eps (a tidy CSV sorted by eps)."""
+    """One generator's robust discrimination accuracy per eps (a tidy CSV sorted by eps; `eps` in
+    pixel units, `eps_255` in units of 1/255), with a `collapsed` flag per point (warned in the log)."""
     curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True).sort_values("eps", kind="stable")
     if curve["generator"].nunique() != 1:
         raise ArtifactError(f"{out_csv}: metrics of several generators {sorted(curve['generator'].unique())}")
+    curve = curve.reset_index(drop=True)
+    curve.insert(curve.columns.get_loc("eps") + 1, "eps_255", curve["eps"] / EPS_UNIT)
+    curve["collapsed"] = collapsed_points(curve["clean_acc"], curve["n_eval"])
+    for eps in curve.loc[curve["collapsed"], "eps"]:
+        log.warning("%s: the discriminator at eps %.5f collapsed to chance on clean held-out images while a "
+                    "smaller eps separated them: its ARC is underestimated", curve["generator"].iloc[0], eps)
     write_csv(curve, out_csv)
     return curve
 
 
 def arc_table(*, curve_csvs, out_table, out_plot) -> pd.DataFrame:
-    """ARC per generator (lowest first: hardest to tell from real data) and the paper's Figure 3."""
+    """ARC per generator (lowest first: hardest to tell from real data) and the paper's Figure 3.
+    `arc` (the paper's, eps in 1/255) ranks; `arc_clipped` (eps in pixel units, accuracy clipped
+    at chance) is the pipeline's earlier definition; `collapsed_eps` lists collapsed points."""
     curves = [read_csv(p) for p in curve_csvs]
-    table = pd.DataFrame([{"generator": c["generator"].iloc[0], "arc": arc(c["eps"], c["robust_acc"]),
-                           "clean_acc": float(c.loc[c["eps"].idxmin(), "clean_acc"]),
-                           "robust_acc_at_max_eps": float(c.loc[c["eps"].idxmax(), "robust_acc"]),
-                           "max_eps": float(c["eps"].max())} for c in curves])
-    table = table.sort_values("arc", kind="stable").reset_index(drop=True)
+    rows = []
+    for c in curves:
+        collapsed = c["eps"][c["collapsed"].astype(bool)]
+        rows.append({"generator": c["generator"].iloc[0], "arc": arc(c["eps"], c["robust_acc"]),
+                     "arc_clipped": arc_clipped(c["eps"], c["robust_acc"]),
+                     "clean_acc": float(c.loc[c["eps"].idxmin(), "clean_acc"]),
+                     "robust_acc_at_max_eps": float(c.loc[c["eps"].idxmax(), "robust_acc"]),
+                     "max_eps": float(c["eps"].max()), "max_eps_255": float(c["eps"].max() / EPS_UNIT),
+                     "collapsed_eps": " ".join(f"{e:g}" for e in collapsed)})
+        if len(collapsed):
+            log.warning("%s: ARC from a curve with collapsed discriminators at eps %s", rows[-1]["generator"],
+                        rows[-1]["collapsed_eps"])
+    table = pd.DataFrame(rows).sort_values("arc", kind="stable").reset_index(drop=True)
     write_csv(table, out_table)
     plot_arc_curves(curves, dict(zip(table["generator"], table["arc"])), out_plot)
     return table
 
 
-def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: float):
+def synthetic_scores(model, x: torch.Tensor, eps: float, steps: int, step_size: float,
+                     compute: Compute | None = None):
     """(score, unperturbed probability): the minimum over the PGD iterates (unperturbed image
-    included) of P(synthetic), so the score never exceeds the unperturbed output."""
-    x = x.detach()
-    with torch.no_grad():
-        clean = torch.softmax(model(x), 1)[:, SYNTHETIC]
-    best = clean.clone()
+    included) of P(synthetic), so the score never exceeds the unperturbed output. The first
+    iterate is the unperturbed image, so its forward pass gives the unperturbed probability.
+    `compute` runs the passes in bf16 on CUDA (None: fp32); no step waits for the host."""
+    x = channels_last(x.detach())
+    autocast = (compute or Compute("fp32")).autocast(x.device)
+    if eps <= 0 or steps == 0:
+        with torch.no_grad(), autocast:
+            clean = torch.softmax(model(x).float(), 1)[:, SYNTHETIC]
+        return clean.clone(), clean
     delta = torch.zeros_like(x)
-    for _ in range(steps if eps > 0 else 0):
-        delta.requires_grad_(True)
-        prob = torch.softmax(model(x + delta), 1)[:, SYNTHETIC]
-        (grad,) = torch.autograd.grad(prob.sum(), delta)
+    clean = best = None
+    with autocast:  # one region: the weights are cast to bf16 once, not once per step
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            prob = torch.softmax(model(x + delta).float(), 1)[:, SYNTHETIC]
+            (grad,) = torch.autograd.grad(prob.sum(), delta)
+            with torch.no_grad():
+                if clean is None:
+                    clean = best = prob.detach()
+                best = torch.minimum(best, prob.detach())
+                delta = (delta - step_size * grad.sign()).clamp(-eps, eps)
+                delta = (x + delta).clamp(0, 1) - x
         with torch.no_grad():
-            best = torch.minimum(best, prob.detach())
-            delta = (delta - step_size * grad.sign()).clamp(-eps, eps)
-            delta = (x + delta).clamp(0, 1) - x
-    with torch.no_grad():
-        best = torch.minimum(best, torch.softmax(model(x + delta), 1)[:, SYNTHETIC])
+            best = torch.minimum(best, torch.softmax(model(x + delta).float(), 1)[:, SYNTHETIC])
     return best, clean
 
 
-def score_shard(*, model_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
+def score_shard(*, model_paths, folds_path, images_path, out_path, shard: int, n_shards: int, settings: dict,
                 progress: bool = True) -> int:
-    """Scores of images [start, stop) of one shard; merged with port.shards.merge_array_shards."""
+    """Scores of images [start, stop) of one shard, each from the scorer that did not train on it
+    (see scorer_sets); merged with port.shards.merge_array_shards."""
     start, stop = shard_bounds(image_set_length(images_path), n_shards, shard)
-    model, _ = load_model(model_path, expect_classes=2)
+    fold = read_arrays(folds_path, "fold")["fold"]
+    if len(fold) != image_set_length(images_path) or len(model_paths) != SCORER_FOLDS:
+        raise ArtifactError(f"{folds_path}: {len(fold)} folds and {len(model_paths)} scorers for "
+                            f"{image_set_length(images_path)} images of {images_path}")
     device = default_device()
-    model.to(device)
+    models = [load_model(path, expect_classes=2)[0].to(device) for path in model_paths]
     eps, steps = float(settings["eps"]), int(settings["steps"])
     step_size = settings["step_factor"] * eps / steps
-    scores, clean = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
-    for _, block in tqdm(iter_image_blocks(images_path, settings["batch_size"], start, stop),
-                         total=-(-(stop - start) // settings["batch_size"]), desc=f"score shard {shard}",
-                         disable=not progress, mininterval=10):
-        best, unperturbed = synthetic_scores(model, to_tensor(block).to(device), eps, steps, step_size)
-        scores.append(best.float().cpu().numpy())
-        clean.append(unperturbed.float().cpu().numpy())
-    attrs = provenance("score", settings, None, discriminator=str(model_path), images=str(images_path),
+    compute = Compute.from_settings(settings.get("compute"))
+    scores, clean = np.zeros(stop - start, np.float32), np.zeros(stop - start, np.float32)
+    for offset, block in tqdm(iter_image_blocks(images_path, settings["batch_size"], start, stop),
+                              total=-(-(stop - start) // settings["batch_size"]), desc=f"score shard {shard}",
+                              disable=not progress, mininterval=10):
+        block_fold = fold[offset:offset + len(block)]
+        for trained_on, model in enumerate(models):
+            unseen = np.flatnonzero(block_fold != trained_on)
+            if len(unseen) == 0:
+                continue
+            best, unperturbed = synthetic_scores(model, to_tensor(block[unseen]).to(device), eps, steps, step_size,
+                                                 compute)
+            scores[offset - start + unseen] = best.float().cpu().numpy()
+            clean[offset - start + unseen] = unperturbed.float().cpu().numpy()
+    attrs = provenance("score", settings, None, discriminators=[str(p) for p in model_paths], images=str(images_path),
                        dataset=dataset_of(images_path), shard=shard, image_offset=start, image_stop=stop)
-    write_arrays(out_path, attrs, score=np.concatenate(scores), clean_score=np.concatenate(clean))
+    write_arrays(out_path, attrs, score=scores, clean_score=clean)
     return stop - start

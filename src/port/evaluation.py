@@ -85,13 +85,14 @@ def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, se
                                    "step_size": settings["pgd_step_factor"] * threat["eps"] / settings["pgd_steps"]})
     torch.manual_seed(seed)
     started = time.time()
-    metrics = {"clean_acc": accuracy(model, x, y)}
-    metrics["pgd_acc"] = accuracy(model, x, y, attack=attack)
+    batch_size = settings.get("batch_size", 500)
+    metrics = {"clean_acc": accuracy(model, x, y, batch_size=batch_size)}
+    metrics["pgd_acc"] = accuracy(model, x, y, attack=attack, batch_size=batch_size)
     log.info("clean %.4f, PGD-%d %.4f", metrics["clean_acc"], attack.steps, metrics["pgd_acc"])
     if settings.get("autoattack", True):
         with tqdm(total=1, desc="autoattack", mininterval=5) as bar:
             metrics["autoattack_acc"] = autoattack_accuracy(model, x, y, threat["norm"], threat["eps"], seed,
-                                                            settings.get("batch_size", 500))
+                                                            batch_size)
             bar.update()
         log.info("AutoAttack %.4f", metrics["autoattack_acc"])
     else:

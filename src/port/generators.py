@@ -31,7 +31,7 @@ from .seeds import derive_seed, rng
 from .shards import shard_bounds
 
 log = logging.getLogger(__name__)
-SCHEDULERS = ("ddpm", "ddim")
+SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "unipc")
 LABEL_DROPOUT = 0.1  # class-conditional DDPMs: P(label -> "no class") in training, for guidance
 GUIDANCE_SCALE = 1.0  # 1.0: plain conditional sampling; > 1 extrapolates away from the unconditional model
 SOURCE_LABELS = "source_labels"  # the generator's own class of each image (conditional generators)
@@ -116,11 +116,13 @@ def save_pipeline(pipeline, out_dir) -> None:
 
 
 def load_pipeline(model: str, scheduler: str = "ddim"):
-    """A DDPM/DDIM sampling pipeline from a hub id or a `save_pretrained` directory."""
-    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
+    """diffusers' own DDPM or DDIM pipeline from a hub id or a `save_pretrained` directory: the
+    model with its training schedule, and the plain sampling path the fast Sampler is measured against."""
+    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline
 
-    if scheduler not in SCHEDULERS:
-        raise SettingsError(f"unknown scheduler '{scheduler}' (known: {', '.join(SCHEDULERS)})")
+    if scheduler not in ("ddpm", "ddim"):
+        raise SettingsError(f"unknown scheduler '{scheduler}' for a diffusers pipeline (known: ddpm, ddim; "
+                            f"the fast Sampler also knows {', '.join(SCHEDULERS[2:])})")
     local = Path(model)
     if local.exists() and not (local / "model_index.json").is_file():
         raise ArtifactError(f"{model}: not a diffusers model directory (no model_index.json)")
@@ -130,68 +132,134 @@ def load_pipeline(model: str, scheduler: str = "ddim"):
         raise ArtifactError(f"{model}: cannot load a diffusers DDPM pipeline ({err})") from err
     if scheduler == "ddim":
         return DDIMPipeline(unet=base.unet, scheduler=DDIMScheduler.from_config(base.scheduler.config))
-    return DDPMPipeline(unet=base.unet, scheduler=DDPMScheduler.from_config(base.scheduler.config))
+    return base
+
+
+def stepping_scheduler(name: str, config, eta: float = 0.0):
+    """The diffusers scheduler that steps the chain, and the keyword arguments of its `step`.
+
+    `ddpm` steps as DDIM with eta = 1 and the noise prediction re-derived from the clipped x0: with
+    the DDPM's fixed-small variance this is the DDPM ancestral chain itself (the same posterior mean
+    and variance, DDIM paper eq. 16), but the step noise is passed in, so each image's noise comes
+    from its own generator. DPM-Solver++ and UniPC are deterministic multistep solvers on their own
+    `linspace` timestep spacing (the few-step setting they were made for).
+    """
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    if name == "ddpm":
+        variance = config.get("variance_type", "fixed_small")
+        if variance not in ("fixed_small", "fixed_small_log"):
+            raise ArtifactError(f"scheduler 'ddpm' samples fixed-small-variance DDPMs, this one has '{variance}'")
+        return DDIMScheduler.from_config(config), {"eta": 1.0, "use_clipped_model_output": True}
+    if name == "ddim":
+        return DDIMScheduler.from_config(config), {"eta": eta}
+    if name == "dpmsolver++":
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++",
+                                                       timestep_spacing="linspace"), {}
+    if name == "unipc":
+        return UniPCMultistepScheduler.from_config(config, timestep_spacing="linspace"), {}
+    raise SettingsError(f"unknown scheduler '{name}' (known: {', '.join(SCHEDULERS)})")
+
+
+def image_noise(seed: int, indices, shape: tuple, n_steps: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each image's initial noise and, for stochastic chains, its noise for every step, drawn at
+    once from the image's own generator seeded by (seed, global index): no per-step host work, and
+    an image does not depend on the batch it is sampled in."""
+    draws = torch.stack([torch.randn((1 + n_steps, *shape), device=device,
+                                     generator=torch.Generator(device).manual_seed(derive_seed(seed, "sample", i)))
+                         for i in indices], dim=1)
+    return draws[0], (draws[1:] if n_steps else None)
+
+
+class Sampler:
+    """The fast sampling loop: a diffusers UNet and scheduler, bf16 autocast and channels_last on
+    CUDA, the device synchronised once per batch (when the images are copied out).
+
+    A class-conditional UNet (its last class embedding is "no class") samples image i as class
+    i mod num_classes, with classifier-free guidance (Ho & Salimans 2022) when the scale is not 1:
+    eps = eps(x, none) + scale * (eps(x, y) - eps(x, none)).
+    """
+
+    def __init__(self, unet, scheduler: str, scheduler_config, steps: int, eta: float = 0.0, device=None,
+                 guidance_scale: float = GUIDANCE_SCALE):
+        self.device = torch.device(device or default_device())
+        self.cuda = self.device.type == "cuda"
+        self.unet = unet.to(self.device).eval()
+        if self.cuda:
+            self.unet = self.unet.to(memory_format=torch.channels_last)
+        self.scheduler, self.step_kwargs = stepping_scheduler(scheduler, scheduler_config, eta)
+        self.steps = steps
+        self.stochastic = self.step_kwargs.get("eta", 0.0) > 0
+        config = self.unet.config
+        self.shape = (config.in_channels, config.sample_size, config.sample_size)
+        self.num_classes = config.num_class_embeds - 1 if config.num_class_embeds else None
+        self.guidance_scale = guidance_scale
+
+    @classmethod
+    def from_pretrained(cls, model: str, settings: dict, device=None) -> "Sampler":
+        pipeline = load_pipeline(model, "ddpm")
+        return cls(pipeline.unet, settings["scheduler"], pipeline.scheduler.config, settings["steps"],
+                   settings.get("eta", 0.0), device, settings.get("guidance_scale", GUIDANCE_SCALE))
+
+    def class_labels(self, indices) -> np.ndarray | None:
+        """The class each image is sampled as (conditional UNets), from its global index."""
+        return np.asarray(indices) % self.num_classes if self.num_classes else None
+
+    def _noise_prediction(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            return self.unet(x, t).sample
+        if self.guidance_scale == 1.0:
+            return self.unet(x, t, class_labels=labels).sample
+        no_class = torch.full_like(labels, self.num_classes)
+        cond, uncond = self.unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, no_class])).sample.chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
+
+    @torch.inference_mode()
+    def __call__(self, seed: int, indices) -> torch.Tensor:
+        """Images of the given global indices, as float NCHW in [-1, 1] on the device."""
+        self.scheduler.set_timesteps(self.steps)  # also resets a multistep solver's history
+        timesteps = self.scheduler.timesteps
+        x, trajectory = image_noise(seed, indices, self.shape, len(timesteps) if self.stochastic else 0, self.device)
+        x = x * self.scheduler.init_noise_sigma
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        on_device = timesteps.to(self.device)
+        labels = self.class_labels(indices)
+        labels = None if labels is None else torch.from_numpy(labels).to(self.device)
+        for i, t in enumerate(timesteps):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+                eps = self._noise_prediction(self.scheduler.scale_model_input(x, t), on_device[i], labels)
+            noise = {"variance_noise": trajectory[i]} if self.stochastic else {}
+            x = self.scheduler.step(eps.float(), t, x, **self.step_kwargs, **noise).prev_sample
+        return x
+
+    def uint8_images(self, seed: int, indices) -> np.ndarray:
+        """uint8 NHWC images, rounded as DDPMPipeline's [0, 1] output times 255."""
+        x = self(seed, indices)
+        images = (x / 2 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
+        return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def sample_diffusers_shard(model: str, out_path, shard: int, settings: dict, seed: int, progress: bool = True,
                            dataset: str | None = None) -> None:
-    """Sample one shard from a diffusers pipeline. Every image has its own noise generator, seeded
+    """Sample one shard from a diffusers model. Every image's noise comes from its own generator, seeded
     from (seed, global image index), so the images do not depend on the shard count, the batch size or which job ran."""
     start, stop = shard_bounds(settings["n_images"], settings["n_shards"], shard)
-    pipeline = load_pipeline(model, settings["scheduler"]).to(default_device())
-    pipeline.set_progress_bar_config(disable=True)
-    unet_cfg = pipeline.unet.config
-    shape = (unet_cfg.sample_size, unet_cfg.sample_size, unet_cfg.in_channels)
-    out_size = settings.get("image_size") or unet_cfg.sample_size
+    sampler = Sampler.from_pretrained(model, settings)
+    size = sampler.shape[1]
+    out_size = settings.get("image_size") or size
     batch = settings["batch_size"]
     attrs = provenance("sample", settings, seed, shard=shard, image_offset=start, image_stop=stop, model=str(model),
                        dataset=dataset)
-    kwargs = {"eta": settings.get("eta", 0.0)} if settings["scheduler"] == "ddim" else {}
-    num_classes = (unet_cfg.num_class_embeds - 1) if unet_cfg.num_class_embeds else None  # last: "no class"
-    with ImageWriter(out_path, (out_size, out_size, shape[2]), attrs) as writer:
+    with ImageWriter(out_path, (out_size, out_size, sampler.shape[0]), attrs) as writer:
         for offset in tqdm(range(start, stop, batch), desc=f"sample shard {shard}", disable=not progress,
                            mininterval=10):
-            count = min(batch, stop - offset)
-            generator = [torch.Generator().manual_seed(derive_seed(seed, "sample", index))
-                         for index in range(offset, offset + count)]
-            labels = np.arange(offset, offset + count) % num_classes if num_classes else None
-            with torch.inference_mode():
-                if labels is None:
-                    result = pipeline(batch_size=count, generator=generator, num_inference_steps=settings["steps"],
-                                      output_type="np", **kwargs).images
-                else:
-                    result = sample_class_conditional(pipeline, generator, labels, settings["steps"],
-                                                      settings.get("guidance_scale", GUIDANCE_SCALE), **kwargs)
-            images = np.clip(np.rint(np.asarray(result) * 255.0), 0, 255).astype(np.uint8)
-            if images.ndim == 3:
-                images = images[..., None]
-            if out_size != shape[0]:
+            indices = range(offset, min(offset + batch, stop))
+            images = sampler.uint8_images(seed, indices)
+            labels = sampler.class_labels(indices)
+            if out_size != size:
                 images = resize_images(images, out_size)
             writer.append(images, **({SOURCE_LABELS: labels} if labels is not None else {}))
-
-
-def sample_class_conditional(pipeline, generator, labels: np.ndarray, steps: int, guidance_scale: float,
-                             **step_kwargs) -> np.ndarray:
-    """The pipeline's sampling loop with class labels and classifier-free guidance (Ho & Salimans
-    2022): eps = eps(x, none) + scale * (eps(x, y) - eps(x, none)). Same initial noise and
-    scheduler steps as the unconditional pipeline; returns NHWC floats in [0, 1]."""
-    from diffusers.utils.torch_utils import randn_tensor
-
-    unet, scheduler = pipeline.unet, pipeline.scheduler
-    size = unet.config.sample_size
-    x = randn_tensor((len(labels), unet.config.in_channels, size, size), generator=generator, device=unet.device,
-                     dtype=unet.dtype)
-    y = torch.as_tensor(labels, device=unet.device)
-    no_class = torch.full_like(y, unet.config.num_class_embeds - 1)
-    scheduler.set_timesteps(steps)
-    for t in scheduler.timesteps:
-        if guidance_scale == 1.0:
-            eps = unet(x, t, class_labels=y).sample
-        else:
-            cond, uncond = unet(torch.cat([x, x]), t, class_labels=torch.cat([y, no_class])).sample.chunk(2)
-            eps = uncond + guidance_scale * (cond - uncond)
-        x = scheduler.step(eps, t, x, generator=generator, **step_kwargs).prev_sample
-    return (x / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

@@ -159,7 +159,7 @@ def save_model(model: nn.Module, spec: dict, path, **metadata) -> None:
 def training_record(metadata: dict) -> dict:
     """How a saved model was trained, as the summary tables report it: from its own metadata."""
     return {"gamma": metadata.get("gamma"), "epochs": metadata.get("epochs"),
-            "n_synthetic": metadata.get("n_synthetic", 0)}
+            "n_synthetic": metadata.get("n_synthetic", 0), "n_synthetic_used": metadata.get("n_synthetic_used", 0)}
 
 
 def load_model(path, expect_arch: str | None = None, expect_classes: int | None = None) -> tuple[nn.Module, dict]:

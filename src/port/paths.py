@@ -23,8 +23,8 @@ _PORT_RUN = re.compile(rf"port-({SELECTION})")
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 WILDCARD_CONSTRAINTS = {"dataset": NAME, "generator": NAME, "model": NAME, "threat": NAME, "arch": NAME,
-                        "method": RUN_NAME, "selection": SELECTION, "eps_index": r"\d+", "slot": "lanet|splitnet",
-                        "shard": r"\d+", "seed": r"\d+", "variant": NAME}
+                        "method": RUN_NAME, "selection": SELECTION, "eps_index": r"\d+", "fold": r"\d+",
+                        "slot": "lanet|splitnet", "shard": r"\d+", "seed": r"\d+", "variant": NAME}
 
 
 def run_name(selection: str | None) -> str:
@@ -99,6 +99,15 @@ DISCRIMINATOR = DISCRIMINATION + "/eps{eps_index}"
 DISCRIMINATOR_MODEL = DISCRIMINATOR + "/model.pt"
 DISCRIMINATOR_HISTORY = DISCRIMINATOR + "/history.csv"
 DISCRIMINATOR_METRICS = DISCRIMINATOR + "/metrics.csv"
+# Cross-fitted scorers (paper Section 3.2 scores with one discriminator; two on disjoint folds keep
+# every image's score from a model that never trained on it): scorer f trains on fold f, scores the other.
+SCORER_FOLDS = 2
+SCORERS = DISCRIMINATION + "/scorers"
+SCORER_FOLD_ASSIGNMENT = SCORERS + "/folds.h5"
+SCORER_POOL = SCORERS + "/pool{fold}.h5"
+SCORER = SCORERS + "/fold{fold}"
+SCORER_MODEL = SCORER + "/model.pt"
+SCORER_HISTORY = SCORER + "/history.csv"
 ARC_CURVE = RESULTS + "/arc/{generator}.csv"
 ARC_TABLE = RESULTS + "/arc.csv"
 ARC_PLOT = RESULTS + "/arc.png"
@@ -139,6 +148,7 @@ ROBUSTBENCH_WEIGHTS = ROBUSTBENCH + ".pt"
 CHECKPOINTS = RESULTS + "/checkpoints"
 LABELER_CHECKPOINT = CHECKPOINTS + "/labelers/{slot}.pt"
 DISCRIMINATOR_CHECKPOINT = CHECKPOINTS + "/discriminators/{generator}/eps{eps_index}.pt"
+SCORER_CHECKPOINT = CHECKPOINTS + "/discriminators/{generator}/scorer{fold}.pt"
 TRANSFER_CHECKPOINT = CHECKPOINTS + "/transfer/{generator}.pt"
 RUN_CHECKPOINT = CHECKPOINTS + "/runs/{threat}/{method}/{arch}/seed{seed}.pt"
 SMOOTH_CHECKPOINT = CHECKPOINTS + "/smooth/{method}/{arch}/seed{seed}.pt"

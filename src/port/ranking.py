@@ -23,7 +23,8 @@ from .evaluation import evenly_spaced
 from .loaders import to_tensor
 from .models import load_model
 
-# metric -> True when a higher value means a better generator
+# metric -> True when a higher value means a better generator; `arc` is the paper's (eps in 1/255,
+# unclipped: port.discrimination.arc), not `arc_clipped`
 METRICS = {"transfer_robust_acc": True, "arc": False, "frechet_lanet": False, "nn_distance": False}
 REFERENCE = "transfer_robust_acc"
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from .artifacts import atomic_path, read_csv, write_csv
 
-SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "gamma", "epochs", "seed", "norm", "eps",
+SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "n_synthetic_used", "gamma", "epochs", "seed", "norm", "eps",
                    "clean_acc", "pgd_acc", "autoattack_acc", "train_seconds", "n_test"]
 
 
@@ -151,13 +151,19 @@ def summarize_score_groups(*, eval_csvs, selected_paths, out_csv, out_png) -> pd
 
 
 def plot_arc_curves(curves, arc_by_generator: dict, out_png) -> None:
-    """Robust discrimination accuracy against eps, one line per generator (the paper's Figure 3)."""
+    """Robust discrimination accuracy against eps in 1/255, one line per generator (the paper's
+    Figure 3); collapsed discriminators (see port.discrimination.collapsed_points) are crossed out."""
     figure, axis = figure_axes(figsize=(5, 3.5))
     for curve in curves:
         name = curve["generator"].iloc[0]
-        axis.plot(curve["eps"], curve["robust_acc"], marker="o", label=f"{name} (ARC {arc_by_generator[name]:.4f})")
+        line, = axis.plot(curve["eps_255"], curve["robust_acc"], marker="o",
+                          label=f"{name} (ARC {arc_by_generator[name]:.3f})")
+        collapsed = curve[curve["collapsed"].astype(bool)]
+        if len(collapsed):
+            axis.plot(collapsed["eps_255"], collapsed["robust_acc"], linestyle="", marker="x", markersize=10,
+                      color=line.get_color(), label=f"{name}: collapsed to chance")
     axis.axhline(0.5, color="grey", linestyle=":")
-    axis.set(xlabel="linf eps", ylabel="robust discrimination accuracy", ylim=(0.0, 1.02),
+    axis.set(xlabel="linf eps (units of 1/255)", ylabel="robust discrimination accuracy", ylim=(0.0, 1.02),
              title="Robust discrimination (real vs synthetic)")
     axis.legend(fontsize=7)
     save_figure(figure, out_png, dpi=120)

@@ -11,16 +11,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .artifacts import ArtifactError, read_attrs, write_arrays
+from .artifacts import CHUNK_IMAGES, ArtifactError, read_attrs, write_arrays
 
 SHARD_ATTRS = ("shard", "image_offset", "image_stop")
 
 
-def shard_bounds(n_images: int, n_shards: int, shard: int) -> tuple[int, int]:
-    """Global image range of one shard; shards partition [0, n_images) evenly."""
+def shard_bounds(n_images: int, n_shards: int, shard: int, chunk: int = CHUNK_IMAGES) -> tuple[int, int]:
+    """Global image range of one shard; shards partition [0, n_images) evenly. When every shard
+    gets a chunk or more, the edges fall on HDF5 chunk boundaries, so no chunk is split between
+    two shards (read by both, or written in two parts by the merge)."""
     if not 0 <= shard < n_shards:
         raise ArtifactError(f"shard {shard} is outside 0..{n_shards - 1}")
-    edges = np.linspace(0, n_images, n_shards + 1).round().astype(int)
+    edges = np.linspace(0, n_images, n_shards + 1)
+    if n_images >= n_shards * chunk:
+        edges = np.minimum(np.round(edges / chunk) * chunk, n_images)
+        edges[-1] = n_images
+    edges = edges.round().astype(int)
     return int(edges[shard]), int(edges[shard + 1])
 
 

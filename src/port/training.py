@@ -29,6 +29,7 @@ from tqdm import tqdm
 from . import distributed
 from .artifacts import ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set, write_csv
 from .attacks import Attack, batchnorm_mode, random_start
+from .compute import Compute, channels_last
 from .config import SettingsError, schema_defaults
 from .devices import default_device
 from .evaluation import accuracy
@@ -39,6 +40,9 @@ from .recipe import (WeightAverage, ce_plus_kl, lr_factor, parameter_groups, syn
 from .seeds import derive_seed, rng
 
 log = logging.getLogger(__name__)
+# Reading the losses back makes the host wait for the GPU, so the loop does it every this many
+# steps, not every step: a diverged run still stops within a few seconds of GPU time.
+LOSS_READBACK_STEPS = 50
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,9 +75,11 @@ class TrainSettings:
     nesterov: bool
     weight_decay_bn: bool
     warmup_epochs: int
+    eps_warmup_epochs: float
     ema_decay: float | None = None  # none: no weight averaging
     threat: dict | None = None  # none: standard training
     smoothing: dict | None = None  # none: no stability training
+    compute: dict | None = None  # none: the compute block's defaults (port.compute)
 
     @classmethod
     def from_dict(cls, settings: dict) -> "TrainSettings":
@@ -142,6 +148,52 @@ def rank_rows(block_sizes: list[int], rank: int, world: int) -> torch.Tensor:
     return torch.cat(rows)
 
 
+class TrainStep:
+    """One optimiser step on a mixed batch: craft the attack (PGD or TRADES) or add the smoothing
+    noise, then the gamma-weighted loss, backward and update, under the run's `compute` block.
+
+    Returns this rank's [loss, loss_real, loss_syn, correct] as a tensor on the device, without
+    waiting for it: reading it back (a host sync) is the caller's choice. `forward` is the module
+    the loss goes through (DDP's wrapper when there are several processes); attacks use the bare model.
+    """
+
+    def __init__(self, model, optimizer, cfg: TrainSettings, forward=None):
+        self.model, self.optimizer, self.cfg = model, optimizer, cfg
+        self.compute = Compute.from_settings(cfg.compute)
+        self.attack = Attack.from_settings(cfg.threat, self.compute)
+        self.attack_net = self.compute.compiled(model)
+        self.train_net = self.attack_net if forward is None or forward is model else self.compute.compiled(forward)
+
+    def __call__(self, x, y, n_real: int, start=None, noise=None, eps_fraction: float = 1.0) -> torch.Tensor:
+        """`eps_fraction` scales the attack's eps and step size for this step (the eps warm-up)."""
+        cfg, net = self.cfg, self.train_net
+        attack = self.attack if self.attack is None or eps_fraction >= 1.0 else self.attack.scaled(eps_fraction)
+        x = channels_last(x)
+        # One autocast region from the attack to the loss: the weights are cast to bf16 once per step.
+        with self.compute.autocast(x.device):
+            if attack is not None and cfg.loss == "trades":
+                with batchnorm_mode(self.model, cfg.attack_batchnorm):
+                    x_adv = trades_attack(self.attack_net, x, attack, start)
+                logits = net(x)
+                per_sample = ce_plus_kl(logits, net(x_adv), y, cfg.trades_beta, cfg.label_smoothing)
+                loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
+            else:
+                if attack is not None:
+                    with batchnorm_mode(self.model, cfg.attack_batchnorm):
+                        x = attack(self.attack_net, x, y, start=start)
+                logits = net(x)
+                if cfg.smoothing:  # stability training: CE + beta * KL(f(x) || f(x + noise))
+                    per_sample = ce_plus_kl(logits, net(x + noise), y, cfg.smoothing["beta"], cfg.label_smoothing)
+                    loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
+                else:
+                    loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma, cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # DDP averages the ranks' gradients: the global batch's gradient
+        self.optimizer.step()
+        correct = (logits.argmax(1) == y).sum().to(loss.dtype)
+        return torch.stack([loss, loss_real, loss_syn, correct]).detach().float()
+
+
 def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict:
     """Clean and robust accuracy on the held-out split (robust: PGD, or one smoothing-noise draw)."""
     model.eval()
@@ -185,13 +237,14 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     num_classes = int(attrs["num_classes"])
     images, labels = read_image_set(train_path, num_classes)
     train_idx, val_idx = validation_split(len(images), cfg.val_fraction, seed)
-    real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"))
+    device = default_device()
+    real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"), device)
     synthetic = None
     if synthetic_path is not None:
         validate_image_set(synthetic_path, num_classes, image_shape=images.shape[1:])
+        # the stream runs on across epochs: a large selected set is covered, not restarted every epoch
         synthetic = ChunkShuffleStream(synthetic_path, cfg.synthetic_batch_size, derive_seed(seed, "syn"),
-                                       cfg.buffer_chunks)
-    device = default_device()
+                                       cfg.buffer_chunks, steps_per_epoch=len(real), pin_memory=device.type == "cuda")
     x_val, y_val = to_tensor(images[val_idx]).to(device), torch.from_numpy(labels[val_idx]).to(device)
     blocks = [cfg.batch_size] if synthetic is None else [cfg.batch_size, cfg.synthetic_batch_size]
     rows = rank_rows(blocks, rank, world).to(device)
@@ -225,60 +278,50 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     # Attacks run on the bare model: their gradients are for the inputs, not for DDP to reduce.
     ddp = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+    train_step = TrainStep(model, optimizer, cfg, forward=ddp)
     for epoch in range(state["epoch"], cfg.epochs):
         started = time.time()
         torch.manual_seed(derive_seed(seed, "epoch", epoch))
         aug_gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
         syn_batches = synthetic.epoch(epoch) if synthetic is not None else None
         totals = np.zeros(4)  # loss_real, loss_syn, correct, seen (means over ranks)
+        pending = torch.zeros(4, device=device)  # this rank's step stats since the last read-back
         model.train()
         bar = tqdm(real.epoch(epoch), total=len(real), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank > 0, mininterval=5)
-        for xr_np, yr_np in bar:
-            xr = augment(to_tensor(xr_np), aug_gen, cfg.crop_padding, cfg.flip)
+        for step, (xr_uint8, yr) in enumerate(bar):
+            # the eps warm-up: eps ramps linearly from 0, step by step (1 when there is none)
+            eps_fraction = min(1.0, (epoch + step / len(real)) / cfg.eps_warmup_epochs) if cfg.eps_warmup_epochs else 1.0
+            xr = augment(to_tensor(xr_uint8), aug_gen, cfg.crop_padding, cfg.flip)
             xs = ys = None
             if syn_batches is not None:
                 xs_np, ys_np = next(syn_batches)
-                xs, ys = to_tensor(xs_np), torch.from_numpy(ys_np)
+                xs = to_tensor(torch.from_numpy(xs_np).to(device, non_blocking=True))
+                ys = torch.from_numpy(ys_np).to(device, non_blocking=True)
                 if cfg.augment_synthetic:
                     xs = augment(xs, aug_gen, cfg.crop_padding, cfg.flip)
-            x, y, n_real = mix_batches(xr, torch.from_numpy(yr_np), xs, ys, cfg.synthetic_batch_size)
+            x, y, n_real = mix_batches(xr, yr, xs, ys, cfg.synthetic_batch_size)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # Randomness is drawn for the global batch on every rank, then sliced: one process's numbers.
             start = None
             if attack is not None:
-                start = trades_start(x) if cfg.loss == "trades" else random_start(x, attack.norm, attack.eps)
+                start = trades_start(x) if cfg.loss == "trades" else random_start(x, attack.norm, attack.eps * eps_fraction)
             noise = torch.randn_like(x) * cfg.smoothing["sigma"] if cfg.smoothing else None
             if world > 1:
                 x, y, start, noise = (t if t is None else t[rows] for t in (x, y, start, noise))
                 n_real //= world
-            if attack is not None and cfg.loss == "trades":
-                with batchnorm_mode(model, cfg.attack_batchnorm):
-                    x_adv = trades_attack(model, x, attack, start)
-                logits = ddp(x)
-                per_sample = ce_plus_kl(logits, ddp(x_adv), y, cfg.trades_beta, cfg.label_smoothing)
-                loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
-            else:
-                if attack is not None:
-                    with batchnorm_mode(model, cfg.attack_batchnorm):
-                        x = attack(model, x, y, start=start)
-                logits = ddp(x)
-                if cfg.smoothing:  # stability training: CE + beta * KL(f(x) || f(x + noise))
-                    per_sample = ce_plus_kl(logits, ddp(x + noise), y, cfg.smoothing["beta"], cfg.label_smoothing)
-                    loss, loss_real, loss_syn = weighted_halves(per_sample, n_real, cfg.gamma)
-                else:
-                    loss, loss_real, loss_syn = port_loss(logits, y, n_real, cfg.gamma, cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # DDP averages the ranks' gradients: the global batch's gradient
-            correct = (logits.argmax(1) == y).sum().to(loss.dtype)
-            stats = distributed.mean_over_ranks(torch.stack([loss, loss_real, loss_syn, correct]).detach()).tolist()
-            if not math.isfinite(stats[0]):  # every rank sees the reduced loss, so all stop together
-                raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: loss is {stats[0]}")
-            optimizer.step()
+            pending += train_step(x, y, n_real, start=start, noise=noise, eps_fraction=eps_fraction)
             scheduler.step()
             if average is not None:
                 average.update(model)
-            totals += [*stats[1:], len(y)]
+            totals[3] += len(y)
+            if (step + 1) % LOSS_READBACK_STEPS == 0 or step + 1 == len(real):
+                sums = distributed.mean_over_ranks(pending).tolist()  # every rank sees it: all stop together
+                if not math.isfinite(sums[0]):
+                    raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (by step {step + 1}): "
+                                        f"loss is {sums[0]}")
+                totals[:3] += sums[1:]
+                pending.zero_()
         if syn_batches is not None:
             syn_batches.close()  # releases the HDF5 handle now, not at garbage collection
         train_seconds = time.time() - started
@@ -309,6 +352,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     summary = dict(train_seconds=state["seconds"], epochs=cfg.epochs, gamma=cfg.gamma,
                    best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
+                   n_synthetic_used=synthetic.images_used(cfg.epochs * len(real)) if synthetic is not None else 0,
                    selected=cfg.model_selection, val_score=state["best_score"])
     if rank == 0:
         save_model(evaluated, spec, model_out, **summary)
