@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cifar_format import class_coloured_images, write_cifar10
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -16,6 +17,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cheap_autoattack(monkeypatch):
+    """AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square, in that order) with one
+    iteration, one target class and two Square queries: every attack's code path runs on every
+    surviving image with a few dozen forward passes instead of thousands."""
+    import pyautoattack
+
+    class CheapAutoAttack(pyautoattack.AutoAttack):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for apgd in (self.apgd, self.apgd_targeted):
+                apgd.n_iter, apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = 1, 1, 1, 1
+            self.apgd_targeted.n_target_classes = self.fab.n_target_classes = 1
+            self.fab.n_iter, self.square.n_queries = 1, 2
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", CheapAutoAttack)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,19 +65,65 @@ TINY = {
 }
 
 
+# The same stages on RGB 32x32 images in the real CIFAR-10 on-disk format (`cifar-10-batches-py`,
+# read by torchvision): the digits tiny config on top of config.yaml's digits entry, with CIFAR's
+# threat sizes, cheaper PGD (32x32x3 costs 48x an 8x8 digit) and a few AutoAttack images.
+RGB_DATASET = "cifar10-tiny"
+TINY_RGB = {
+    "diffusion_models": {"ddpm": {"block_out_channels": [16, 32], "steps": 10, "batch_size": 8}},
+    "labelers": {"lanet": {"batch_size": 16}, "splitnet": {"batch_size": 16}},  # enough steps to learn colours
+    # Keep every image: two tiny labelers rarely agree on the noise that 10 DDPM steps learn, and
+    # transfer_set needs 48 filtered images per generator. The rule reads probabilities only (no
+    # images), so digits and the unit tests cover it fully.
+    "filter": {"threshold": 0.0},
+    "threats": {"linf": {"norm": "linf", "eps": 8 / 255, "step_size": 4 / 255, "steps": 2},
+                "l2": {"norm": "l2", "eps": 0.5, "step_size": 0.25, "steps": 2}},
+    "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "steps": 1, "eval_steps": 2, "n_heldout": 60},
+    "evaluation": {"n_test": 4, "pgd_steps": 3},
+    "smoothing": {"epochs": 1, "radii": [0.0, 0.25, 0.5],
+                  "certify": {"n0": 10, "n": 100, "batch_size": 100, "skip": 25}},
+}
+
+
+def merged(base: dict, override: dict) -> dict:
+    """`override` on top of `base`, key by key (as Snakemake merges a --configfile into the config)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def rgb_config(cifar_root: Path, md5: dict) -> dict:
+    digits = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["datasets"]["digits"]
+    dataset = merged(merged(digits, TINY["datasets"]["digits"]), TINY_RGB)
+    dataset["source"] = {"kind": "cifar10", "root": str(cifar_root), "download": False, "md5": md5}
+    return {"default_datasets": [RGB_DATASET], "datasets": {RGB_DATASET: dataset}}
+
+
 def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
                "--configfile", str(workdir / "tiny.yaml"), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("digits_run")
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+def run_tiny_dag(workdir: Path, config: dict) -> Path:
+    """Every default target of `config` (on top of config.yaml), built on 2 cores in `workdir`."""
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    return run_tiny_dag(tmp_path_factory.mktemp("digits_run"), TINY)
+
+
+@pytest.fixture(scope="session")
+def rgb_run(tmp_path_factory):
+    cifar_root = tmp_path_factory.mktemp("cifar10_files")
+    _, _, md5 = write_cifar10(cifar_root, per_batch=40, n_test=100, draw_images=class_coloured_images)
+    return run_tiny_dag(tmp_path_factory.mktemp("rgb_run"), rgb_config(cifar_root, md5))
 
 
 def declared_gpu_rules() -> dict[str, int]:

@@ -8,17 +8,15 @@ numpy's npz reader).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
-import struct
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from cifar_format import patterned_image, write_cifar10, write_cifar100
 from port.artifacts import ArtifactError, read_image_set
 from port.config import SettingsError
 from port.data import load_npz_images, prepare_dataset
@@ -124,87 +122,6 @@ def test_unknown_kind_is_an_artifact_error(tmp_path):
 # --------------------------------------------------------------------------- CIFAR (torchvision layout)
 
 
-class _Py2Pickler(pickle._Pickler):
-    """Pickle `bytes` as Python 2 `str` (BINSTRING opcodes), as the real CIFAR batches were written.
-
-    Loaded with encoding="latin1" (torchvision) those become `str`; with encoding="bytes"
-    (the snippet on the CIFAR website) they stay `bytes`, giving the familiar b"data" keys.
-    """
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_py2_str(self, obj):
-        if len(obj) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-
-
-def _dump_py2(obj, path: Path) -> str:
-    with open(path, "wb") as handle:
-        _Py2Pickler(handle, protocol=2).dump(obj)
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _batch(images_hwc: np.ndarray, labels, name: str, label_key: bytes = b"labels", extra=None) -> dict:
-    """One batch dict: b"data" holds uint8 rows of 3072 values, each image in CHW order."""
-    rows = np.ascontiguousarray(images_hwc.transpose(0, 3, 1, 2).reshape(len(images_hwc), 3072))
-    entry = {b"batch_label": name.encode(), label_key: [int(v) for v in labels], b"data": rows,
-             b"filenames": [f"img_{i:05d}.png".encode() for i in range(len(labels))]}
-    entry.update(extra or {})
-    return entry
-
-
-def _patterned_image() -> np.ndarray:
-    """Channel 0 = row, channel 1 = column, channel 2 = constant: any axis mix-up shows."""
-    rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
-    return np.stack([rows * 7, cols * 5, np.full((32, 32), 200)], axis=-1).astype(np.uint8)
-
-
-def write_cifar10(root: Path, per_batch: int = 10, seed: int = 0):
-    """A tiny `cifar-10-batches-py` directory; returns (train, test) HWC arrays and the md5 table."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    gen = np.random.default_rng(seed)
-    md5 = {}
-    train_x, train_y = [], []
-    for i in range(1, 6):
-        x = gen.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
-        if i == 1:
-            x[0] = _patterned_image()
-        y = gen.integers(0, 10, per_batch)
-        name = f"data_batch_{i}"
-        md5[name] = _dump_py2(_batch(x, y, f"training batch {i} of 5"), folder / name)
-        train_x.append(x)
-        train_y.append(y)
-    test_x = gen.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
-    test_y = gen.integers(0, 10, per_batch)
-    md5["test_batch"] = _dump_py2(_batch(test_x, test_y, "testing batch 1 of 1"), folder / "test_batch")
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    md5["batches.meta"] = _dump_py2({b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072},
-                                    folder / "batches.meta")
-    return (np.concatenate(train_x), np.concatenate(train_y)), (test_x, test_y), md5
-
-
-def write_cifar100(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 1):
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    gen = np.random.default_rng(seed)
-    md5, out = {}, []
-    for name, n in (("train", n_train), ("test", n_test)):
-        x = gen.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-        fine, coarse = gen.integers(0, 100, n), gen.integers(0, 20, n)
-        entry = _batch(x, fine, name, label_key=b"fine_labels", extra={b"coarse_labels": [int(v) for v in coarse]})
-        md5[name] = _dump_py2(entry, folder / name)
-        out.append((x, fine))
-    md5["meta"] = _dump_py2({b"fine_label_names": [f"class_{i}".encode() for i in range(100)],
-                             b"coarse_label_names": [f"super_{i}".encode() for i in range(20)]}, folder / "meta")
-    return out[0], out[1], md5
-
-
 def use_checksums(monkeypatch, cls, md5: dict) -> None:
     """Point torchvision's md5 table at our tiny files; its real integrity check still runs."""
     monkeypatch.setattr(cls, "train_list", [[name, md5[name]] for name, _ in cls.train_list])
@@ -243,7 +160,7 @@ def test_cifar10_through_torchvision(tmp_path, monkeypatch):
     assert np.array_equal(x_train, train_x) and np.array_equal(y_train, train_y)
     assert np.array_equal(x_test, test_x) and np.array_equal(y_test, test_y)
     # CHW rows became HWC pixels: channel 0 varies down the rows, channel 1 along the columns
-    assert np.array_equal(x_train[0], _patterned_image())
+    assert np.array_equal(x_train[0], patterned_image())
     assert x_train[0, 3, 0, 0] == 21 and x_train[0, 0, 3, 1] == 15 and x_train[0, 5, 9, 2] == 200
     assert int(attrs["num_classes"]) == 10 and attrs["dataset"] == "cifar10"
     pixels = train_x.reshape(-1, 3).astype(np.float64) / 255.0
@@ -261,6 +178,20 @@ def test_cifar10_corrupted_file_fails_integrity_check(tmp_path, monkeypatch):
     path.write_bytes(bytes(blob))
     with pytest.raises(ArtifactError, match="cannot read cifar10"):
         prepare(tmp_path, "cifar10", {"kind": "cifar10", "root": str(root), "download": False})
+
+
+def test_cifar10_copy_with_its_own_md5_table(tmp_path):
+    """`source.md5` reads a folder that is not the official release, still checking every file."""
+    root = tmp_path / "cifar"
+    (train_x, train_y), _, md5 = write_cifar10(root, per_batch=2)
+    source = {"kind": "cifar10", "root": str(root), "download": False, "md5": md5}
+    x_train, y_train, _ = read_h5(prepare(tmp_path, "cifar10", source)[0])
+    assert np.array_equal(x_train, train_x) and np.array_equal(y_train, train_y)
+    wrong = {**md5, "data_batch_2": "0" * 32}
+    with pytest.raises(ArtifactError, match="cannot read cifar10"):
+        prepare(tmp_path / "wrong", "cifar10", {**source, "md5": wrong})
+    with pytest.raises(ArtifactError, match="source.md5: data_batch_9 not among the cifar10 files"):
+        prepare(tmp_path / "unknown", "cifar10", {**source, "md5": {**md5, "data_batch_9": "0" * 32}})
 
 
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100"])

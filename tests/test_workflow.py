@@ -1,20 +1,34 @@
-"""Integration: the real Snakemake DAG on digits with a tiny config (the `tiny_run` fixture in conftest)."""
+"""Integration: the real Snakemake DAG on tiny configs (conftest): 8x8 grey digits (`tiny_run`), and
+RGB 32x32 images in the CIFAR-10 on-disk format (`rgb_run`). Tests taking `dag` run on both."""
 
 from __future__ import annotations
 
 import zipfile
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_snakemake
+from conftest import RGB_DATASET, run_snakemake
+
+DAGS = {"digits": dict(fixture="tiny_run", dataset="digits", image_shape=(8, 8, 1), n_certified=15),
+        "rgb": dict(fixture="rgb_run", dataset=RGB_DATASET, image_shape=(32, 32, 3), n_certified=4)}
+
+
+@pytest.fixture(params=list(DAGS))
+def dag(request):
+    """A finished tiny run: `workdir`, `results` (its results/{dataset}), and what differs between runs:
+    `image_shape`, `n_certified` (every 30th of 450 digits test images, every 25th of 100 RGB ones)."""
+    spec = DAGS[request.param]
+    workdir = request.getfixturevalue(spec["fixture"])
+    return SimpleNamespace(workdir=workdir, results=workdir / "results" / spec["dataset"], **spec)
 
 
 @pytest.mark.integration
-def test_digits_dag_writes_summary_tables(tiny_run):
+def test_dag_writes_summary_tables(dag):
     for threat in ("linf", "l2"):
-        table = pd.read_csv(tiny_run / f"results/digits/port_{threat}.csv")
+        table = pd.read_csv(dag.results / f"port_{threat}.csv")
         assert sorted(zip(table["method"], table["selection"])) == [("baseline", "none"), ("port", "adaptive"),
                                                                     ("port", "random")]
         for column in ("clean_acc", "pgd_acc", "autoattack_acc"):
@@ -28,29 +42,30 @@ def test_digits_dag_writes_summary_tables(tiny_run):
 
 
 @pytest.mark.integration
-def test_digits_dag_certifies_smoothed_classifiers(tiny_run):
-    table = pd.read_csv(tiny_run / "results/digits/certified.csv")
+def test_dag_certifies_smoothed_classifiers(dag):
+    table = pd.read_csv(dag.results / "certified.csv")
     assert sorted(set(table["method"])) == ["baseline", "port"]
     assert sorted(set(table["radius"])) == [0.0, 0.25, 0.5]
     for _, run in table.groupby("method"):
         accuracy = run.sort_values("radius")["certified_acc"].to_numpy()
         assert (accuracy[:-1] >= accuracy[1:]).all() and (accuracy <= 1).all()  # falls with the radius
-    assert (table["n_certified"] == 15).all()  # every 30th of the 450 test images
-    certificates = pd.read_csv(tiny_run / "results/digits/certify/port-adaptive_small_cnn_seed0.csv")
+    assert (table["n_certified"] == dag.n_certified).all()
+    certificates = pd.read_csv(dag.results / "certify/port-adaptive_small_cnn_seed0.csv")
     assert list(certificates.columns[:6]) == ["idx", "label", "predict", "radius", "correct", "smoothed_predict"]
-    assert (tiny_run / "results/digits/certified.png").stat().st_size > 0
+    assert (dag.results / "certified.png").stat().st_size > 0
 
 
 @pytest.mark.integration
-def test_digits_dag_artifacts_follow_the_convention(tiny_run):
-    base = tiny_run / "results/digits"
+def test_dag_artifacts_follow_the_convention(dag):
+    base = dag.results
     with h5py.File(base / "synthetic/ddpm/images.h5") as handle:
         images = handle["images"]
-        assert images.shape == (240, 8, 8, 1) and images.dtype == "uint8" and images.chunks[1:] == (8, 8, 1)
-        assert {"stage", "params_hash", "versions"} <= set(handle.attrs) and handle.attrs["dataset"] == "digits"
+        assert images.shape == (240, *dag.image_shape) and images.dtype == "uint8"
+        assert images.chunks[1:] == dag.image_shape
+        assert {"stage", "params_hash", "versions"} <= set(handle.attrs) and handle.attrs["dataset"] == dag.dataset
     for name in ("labels.h5", "filter.h5", "selected/random.h5", "selected/adaptive.h5", "scores.h5"):
         with h5py.File(base / "synthetic/ddpm" / name) as handle:
-            assert handle.attrs["dataset"] == "digits", name
+            assert handle.attrs["dataset"] == dag.dataset, name
     with h5py.File(base / "synthetic/ddpm/labels.h5") as handle:
         assert handle["lanet_probs"].shape == (240, 10) and handle["splitnet_probs"].shape == (240, 10)
     counts = pd.read_csv(base / "synthetic/ddpm/filter_counts.csv")
@@ -59,8 +74,8 @@ def test_digits_dag_artifacts_follow_the_convention(tiny_run):
         assert len(handle["images"]) == 40 == len(handle["labels"])
     for slot in ("lanet", "splitnet"):
         assert pd.read_csv(base / f"labelers/{slot}/metrics.csv")["test_acc"].between(0, 1).all()
-    assert not list(tiny_run.rglob("*.tmp")), "temporary files left behind"
-    logs = {p.relative_to(tiny_run / "logs").parts[0] for p in (tiny_run / "logs").rglob("*.log")}
+    assert not list(dag.workdir.rglob("*.tmp")), "temporary files left behind"
+    logs = {p.relative_to(dag.workdir / "logs").parts[0] for p in (dag.workdir / "logs").rglob("*.log")}
     assert {"prepare_data", "train_ddpm", "sample_shard", "merge_shards", "train_labeler", "pseudo_label",
             "filter_synthetic", "select_synthetic", "train_robust", "evaluate", "summarize", "train_smooth",
             "certify", "summarize_smooth", "plot_synthetic", "plot_training_curves", "merge_labels", "train_gan",
@@ -70,8 +85,8 @@ def test_digits_dag_artifacts_follow_the_convention(tiny_run):
 
 
 @pytest.mark.integration
-def test_digits_dag_ranks_generators_by_arc(tiny_run):
-    base = tiny_run / "results/digits"
+def test_dag_ranks_generators_by_arc(dag):
+    base = dag.results
     arc = pd.read_csv(base / "arc.csv")
     assert sorted(arc["generator"]) == ["ddpm", "ddpm-4steps", "gan"]
     assert arc["arc"].is_monotonic_increasing and arc["arc"].abs().le(0.5 * 0.05 * 255).all()  # eps in 1/255
@@ -88,8 +103,8 @@ def test_digits_dag_ranks_generators_by_arc(tiny_run):
 
 
 @pytest.mark.integration
-def test_digits_dag_scores_every_synthetic_image_and_selects_by_score(tiny_run):
-    base = tiny_run / "results/digits/synthetic/ddpm"
+def test_dag_scores_every_synthetic_image_and_selects_by_score(dag):
+    base = dag.results / "synthetic/ddpm"
     with h5py.File(base / "scores.h5") as handle:
         score, clean = handle["score"][()], handle["clean_score"][()]
         assert handle.attrs["n_shards"] == 2
@@ -100,30 +115,43 @@ def test_digits_dag_scores_every_synthetic_image_and_selects_by_score(tiny_run):
         index = handle["source_index"][()]
     assert len(index) == 40 and keep[index].all()
     assert score[index].max() <= np.sort(score[keep])[39]
-    groups = pd.read_csv(tiny_run / "results/digits/score_groups.csv")
+    groups = pd.read_csv(dag.results / "score_groups.csv")
     assert list(groups["group"]) == [0, 1] and groups["score_mean"].is_monotonic_increasing
     assert groups["n_images"].sum() == keep.sum() and groups["autoattack_acc"].isna().all()
 
 
 @pytest.mark.integration
-def test_report_builds_offline_with_tables_and_figures(tiny_run):
-    result = run_snakemake(tiny_run, "--report", "report.html")
+def test_report_builds_offline_with_tables_and_figures(dag):
+    result = run_snakemake(dag.workdir, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
-    html = (tiny_run / "report.html").read_text()
+    html = (dag.workdir / "report.html").read_text()
     for name in ("port_linf.csv", "port_l2.csv", "certified.csv", "certified.png", "filter_counts.csv",
                  "arc.csv", "arc.png", "generators.csv", "score_groups.csv", "score_groups.png",
                  "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv"):
         assert name in html, name
     assert "<script src=" not in html  # everything inlined: opens offline
-    result = run_snakemake(tiny_run, "--report", "report.zip")
+    result = run_snakemake(dag.workdir, "--report", "report.zip")
     assert result.returncode == 0, result.stderr[-3000:]
-    with zipfile.ZipFile(tiny_run / "report.zip") as archive:
+    with zipfile.ZipFile(dag.workdir / "report.zip") as archive:
         names = archive.namelist()
     assert "report/report.html" in names and any(n.endswith("/arc.csv") for n in names)
 
 
 @pytest.mark.integration
-def test_second_run_has_nothing_to_do(tiny_run):
-    result = run_snakemake(tiny_run, "-n", "--cores", "2")
+def test_second_run_has_nothing_to_do(dag):
+    result = run_snakemake(dag.workdir, "-n", "--cores", "2")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_rgb_dag_reads_cifar10_files_and_runs_every_autoattack_attack(rgb_run):
+    base = rgb_run / "results" / RGB_DATASET
+    for split, n in (("train", 200), ("test", 100)):
+        with h5py.File(base / f"data/{split}.h5") as handle:
+            assert handle["images"].shape == (n, 32, 32, 3) and len(set(handle["labels"][()])) == 10
+            assert '"kind": "cifar10"' in handle.attrs["params"]
+    # Issue 17: APGD-T's gradient check crashed on channels-last RGB tensors. The linf baseline keeps
+    # images correct past APGD-CE (it is trained against PGD at the same eps), so APGD-T runs.
+    log = (rgb_run / f"logs/evaluate/{RGB_DATASET}/linf/baseline/small_cnn/seed0.log").read_text()
+    assert "running apgd-t" in log and "robust accuracy after SQUARE" in log

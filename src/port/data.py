@@ -30,11 +30,15 @@ def load_digits_split(test_fraction: float, seed: int):
     return (x_train, y_train), (x_test, y_test)
 
 
-def load_torchvision_split(kind: str, root: str, download: bool):
-    """CIFAR-10/100 through torchvision (reads the `cifar-10-batches-py` layout)."""
+def load_torchvision_split(kind: str, root: str, download: bool, md5: dict | None = None):
+    """CIFAR-10/100 through torchvision (reads the `cifar-10-batches-py` layout), which checks every
+    file's md5 before unpickling it: the official release's, or `md5` (file name -> digest) for a
+    copy in the same format that is not the release (a subset, or a test fixture)."""
     from torchvision import datasets
 
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[kind]
+    if md5:
+        cls = _with_checksums(cls, md5, kind)
     try:
         train = cls(root=root, train=True, download=download)
         test = cls(root=root, train=False, download=download)
@@ -42,6 +46,18 @@ def load_torchvision_split(kind: str, root: str, download: bool):
         raise ArtifactError(f"{root}: cannot read {kind} ({err}); set `download: true` or fix `root`") from err
     return ((np.asarray(train.data, dtype=np.uint8), np.asarray(train.targets, dtype=np.int64)),
             (np.asarray(test.data, dtype=np.uint8), np.asarray(test.targets, dtype=np.int64)))
+
+
+def _with_checksums(cls, md5: dict, kind: str):
+    """A subclass of a torchvision CIFAR dataset that expects the given md5 digests."""
+    files = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    unknown = sorted(set(md5) - set(files))
+    if unknown:
+        raise ArtifactError(f"source.md5: {', '.join(unknown)} not among the {kind} files ({', '.join(files)})")
+    return type(cls.__name__, (cls,), {
+        "train_list": [[name, md5.get(name, digest)] for name, digest in cls.train_list],
+        "test_list": [[name, md5.get(name, digest)] for name, digest in cls.test_list],
+        "meta": {**cls.meta, "md5": md5.get(cls.meta["filename"], cls.meta["md5"])}})
 
 
 def load_npz_images(path, image_key: str = "image", label_key: str | None = "label",
@@ -145,7 +161,7 @@ def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) 
     if kind == "digits":
         train, test = load_digits_split(source.get("test_fraction", 0.25), seed)
     elif kind in ("cifar10", "cifar100"):
-        train, test = load_torchvision_split(kind, source["root"], source.get("download", False))
+        train, test = load_torchvision_split(kind, source["root"], source.get("download", False), source.get("md5"))
     elif kind == "npz":
         keys = dict(image_key=source.get("image_key", "image"), label_key=source.get("label_key", "label"),
                     num_classes=num_classes)

@@ -42,6 +42,9 @@ def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, norm: str, eps:
                         batch_size: int = 500) -> float:
     from pyautoattack import AutoAttack
 
+    # pyautoattack flattens gradients with `.view`, which needs contiguous NCHW memory; our
+    # tensors are channels-last (the same memory as contiguous only for one channel).
+    x = x.contiguous()
     # pyautoattack reports per-attack robust accuracy at DEBUG level; let it reach the job log.
     aa_logger = logging.getLogger("auto-attack")
     previous_level = aa_logger.level

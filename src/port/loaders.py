@@ -24,7 +24,10 @@ from .seeds import rng
 
 
 def to_tensor(images) -> torch.Tensor:
-    """uint8 NHWC (numpy, or a tensor on any device) -> float NCHW in [0, 1], channels-last in memory."""
+    """uint8 NHWC (numpy, or a tensor on any device) -> float NCHW in [0, 1], channels-last in memory
+    (the fast layout for our convolutions). With three channels that memory is not contiguous NCHW:
+    code outside the package that flattens with `.view` (pyautoattack, diffusers' attention) must
+    get `.contiguous()`."""
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
     return x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
 
