@@ -38,8 +38,7 @@ def plain_counts(model, x, num: int, batch_size: int, generator) -> np.ndarray:
 
 
 def main():
-    p = harness.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="the project's compute precision")
+    p = harness.parser(__doc__.split("\n\n")[0], precision=True)
     args = harness.parse(p)
     device = torch.device(args.device)
     if args.small:

@@ -22,9 +22,11 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every benchmark takes."""
+def parser(description: str, precision: bool = False) -> argparse.ArgumentParser:
+    """The arguments every benchmark takes; `precision` adds the project's compute precision."""
     p = argparse.ArgumentParser(description=description)
+    if precision:
+        p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="the project's compute precision")
     p.add_argument("--small", action="store_true", help="CPU-sized setting (seconds), for CI and tests")
     p.add_argument("--out", default=os.environ.get("PORT_BENCH_OUT", str(RESULTS)),
                    help="folder for the JSON result (default bench/results, or $PORT_BENCH_OUT)")

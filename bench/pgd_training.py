@@ -87,8 +87,7 @@ def measure(arch: str, image_size: int, batch: int, args, timing: dict) -> tuple
 
 
 def main():
-    p = harness.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="the project's compute precision")
+    p = harness.parser(__doc__.split("\n\n")[0], precision=True)
     p.add_argument("--compile", action="store_true", help="torch.compile the project's step (config compute.compile)")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (config compute.compile_mode)")
     p.add_argument("--profile", action="store_true", help="record torch.profiler's top kernels of the first model")

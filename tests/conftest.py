@@ -134,3 +134,9 @@ def declared_gpu_rules() -> dict[str, int]:
             if resources := re.search(r"^    resources:\n(?:        .*\n)*?        gpu=(\d+)", body, flags=re.M):
                 found[rule] = int(resources.group(1))
     return found
+
+
+@pytest.fixture(scope="session")
+def shipped_config():
+    """config/config.yaml as shipped (tests copy it before editing)."""
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())

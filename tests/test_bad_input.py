@@ -254,11 +254,6 @@ def threshold_out_of_range(ws):
         ["filter threshold must lie in [0, 1], got 1.5"]
 
 
-@pytest.fixture(scope="module")
-def shipped_config():
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
 def _config_case(change, *expected):
     def build(ws, config):
         bad = copy.deepcopy(config)

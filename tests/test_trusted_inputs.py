@@ -193,11 +193,6 @@ def check_named_files(config, dataset="digits"):
     for slot in ds["labelers"]:
         labeler_inputs(config, dataset, slot)
 
-@pytest.fixture(scope="module")
-def shipped_config():
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
 def _config_case(change, *expected):
     """change(ws, digits config, config) edits a copy of the shipped config to name a bad file."""
     def build(ws, config):

@@ -18,7 +18,8 @@ SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"  # the p
 # The config block whose settings (batch_size, ...) each training rule passes to the trainer
 # (a recipe variant's block overrides the dataset's `training` block).
 TRAINER_BLOCKS = {"train_robust": "training", "train_smooth": "training", "train_transfer": "training",
-                  "train_discriminator": "discrimination", "train_recipe": "recipe_study.variants.{variant}.training"}
+                  "train_discriminator": "discrimination", "train_scorer": "discrimination",
+                  "train_recipe": "recipe_study.variants.{variant}.training"}
 # Defaults of generator keys that only one kind reads; kept out of the schema so that adding a
 # kind does not change (and rerun) the other kinds' sampling settings.
 KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "class_labels": None}}
