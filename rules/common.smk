@@ -65,13 +65,24 @@ def selection_labels(wc):
     return paths.LABELS.format(**dict(wc.items())) if wc.selection == "confidence" else []
 
 
-def discriminator_eps(wc):
-    """The eps of discriminator `eps{i}`: the i-th value of the dataset's grid."""
+def grid_index(wc):
+    """The grid index `i` of discriminator `eps{i}`, checked against the dataset's grid."""
     grid = dataset_cfg(wc)["discrimination"]["eps"]
     index = int(wc.eps_index)
     if index >= len(grid):
         raise ValueError(f"eps{index}: datasets.{wc.dataset}.discrimination.eps has {len(grid)} values")
-    return grid[index]
+    return index
+
+
+def discriminator_eps(wc):
+    """The eps of discriminator `eps{i}`: the i-th value of the dataset's grid."""
+    return dataset_cfg(wc)["discrimination"]["eps"][grid_index(wc)]
+
+
+def discriminator_curriculum_parent(wc):
+    """The trained discriminator that `eps{i}` starts from under the curriculum (none: [])."""
+    parent = port_config.curriculum_parent(config, wc.dataset, grid_index(wc))
+    return [] if parent is None else paths.DISCRIMINATOR_MODEL.format(**{**dict(wc.items()), "eps_index": parent})
 
 
 def ranked(pattern):

@@ -28,11 +28,12 @@ rule train_discriminator:
     input:
         train_path=paths.DISCRIMINATION_REAL,
         synthetic_path=paths.DISCRIMINATION_SYNTHETIC,
+        init_model=discriminator_curriculum_parent,
     output:
         model_out=paths.DISCRIMINATOR_MODEL,
         history_out=paths.DISCRIMINATOR_HISTORY,
     params:
-        settings=lambda wc: port_config.discriminator_settings(config, wc.dataset, discriminator_eps(wc)),
+        settings=lambda wc: port_config.grid_discriminator_settings(config, wc.dataset, grid_index(wc)),
         seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator, int(wc.eps_index)),
         checkpoint_path=paths.DISCRIMINATOR_CHECKPOINT,
     resources:

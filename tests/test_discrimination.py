@@ -11,14 +11,14 @@ import torch
 from sklearn.datasets import load_digits
 
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_images
-from port.config import (SettingsError, discrimination_data_settings, discriminator_eval_settings,
-                         discriminator_settings)
+from port.config import (SettingsError, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
+                         discriminator_settings, grid_discriminator_settings)
 from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, collapsed_points, discrimination_sets,
                                  evaluate_discriminator, score_shard, scorer_sets, synthetic_heldout_split,
                                  synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
 import port.training
-from port.training import train
+from port.training import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ def _discrimination_config(**changes) -> dict:
     """A config with one dataset `spheres` whose discrimination block is complete (as validated)."""
     block = dict(eps=[0.0, 0.05], arch="mlp", epochs=1, batch_size=50, lr=0.05, momentum=0.9, weight_decay=5e-4,
                  crop_padding=0, flip=False, steps=5, step_factor=2.5, eval_steps=20, val_fraction=0.1,
-                 eps_warmup_epochs=3, n_heldout=200, n_train_synthetic=None)
+                 eps_warmup_epochs=3, curriculum=False, n_heldout=200, n_train_synthetic=None)
     return {"datasets": {"spheres": {"discrimination": {**block, **changes}}}}
 
 
@@ -316,7 +316,8 @@ def test_every_image_is_scored_by_the_scorer_that_did_not_train_on_it(tmp_path):
     np.testing.assert_array_equal(scored_by, 1 - fold)  # never the scorer whose pool held the image
 
 
-def test_discriminator_eps_warms_up_linearly_then_holds(tmp_path, monkeypatch):
+@pytest.mark.parametrize("warmup_from", [0.0, 0.03])  # from scratch, or the curriculum's previous eps
+def test_discriminator_eps_warms_up_linearly_then_holds(tmp_path, monkeypatch, warmup_from):
     images = np.random.default_rng(0).integers(0, 256, (200, 8, 8, 1), dtype=np.uint8)
     attrs = provenance("data", {}, 0, num_classes=2, channel_mean=[0.5], channel_std=[0.25], dataset="noise")
     write_images(tmp_path / "real.h5", images[:100], attrs, labels=np.zeros(100, np.int64))
@@ -326,7 +327,20 @@ def test_discriminator_eps_warms_up_linearly_then_holds(tmp_path, monkeypatch):
     monkeypatch.setattr(port.training, "random_start", lambda x, norm, eps: used.append(eps) or real_start(x, norm, eps))
     config = _discrimination_config(epochs=3, batch_size=30, eps_warmup_epochs=2, steps=1, val_fraction=0.1)
     train(train_path=tmp_path / "real.h5", model_out=tmp_path / "m.pt", history_out=tmp_path / "h.csv",
-          checkpoint_path=tmp_path / "c.pt", settings=discriminator_settings(config, "spheres", 0.09), seed=0,
-          synthetic_path=tmp_path / "synthetic.h5", progress=False)
-    ramp = 0.09 * np.arange(6) / 6  # 90 training images: 3 batches per epoch, 2 warm-up epochs
+          checkpoint_path=tmp_path / "c.pt", settings=discriminator_settings(config, "spheres", 0.09, warmup_from),
+          seed=0, synthetic_path=tmp_path / "synthetic.h5", progress=False)
+    ramp = warmup_from + (0.09 - warmup_from) * np.arange(6) / 6  # 90 training images: 3 batches per epoch, 2 warm-up epochs
     np.testing.assert_allclose(used, [*ramp, 0.09, 0.09, 0.09])
+
+
+def test_the_curriculum_starts_each_grid_eps_from_the_previous_one():
+    grid = [0.0, 0.03, 0.06]
+    config = _discrimination_config(eps=grid, curriculum=True)
+    assert [curriculum_parent(config, "spheres", i) for i in range(3)] == [None, 0, 1]
+    assert [grid_discriminator_settings(config, "spheres", i)["eps_warmup_from"] for i in range(3)] == [0.0, 0.0, 0.03]
+    assert grid_discriminator_settings(config, "spheres", 2) == discriminator_settings(config, "spheres", 0.06, 0.03)
+    plain = _discrimination_config(eps=grid)
+    assert [curriculum_parent(plain, "spheres", i) for i in range(3)] == [None, None, None]
+    assert grid_discriminator_settings(plain, "spheres", 2) == discriminator_settings(plain, "spheres", 0.06)
+    with pytest.raises(SettingsError, match="eps_warmup_from 0.09 must lie between 0 and the threat's eps"):
+        TrainSettings.from_dict(discriminator_settings(config, "spheres", 0.06, 0.09))

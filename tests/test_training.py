@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import port.training as training
-from port.artifacts import ImageWriter, load_torch, provenance, write_images
+from port.artifacts import ArtifactError, ImageWriter, load_torch, provenance, write_images
 from port.config import SettingsError
-from port.models import load_model, training_record
+from port.models import build_model, load_model, model_spec, save_model, training_record
 from port.recipe import ce_plus_kl
 from port.training import TrainSettings, mix_batches, port_loss, train, validation_split
 
@@ -127,11 +127,11 @@ SETTINGS = dict(arch="small_cnn", epochs=2, batch_size=32, lr=0.05, gamma=0.4, v
                 model_selection="last", buffer_chunks=2)
 
 
-def _run(toy_data, out, settings=SETTINGS, synthetic=True, seed=0):
+def _run(toy_data, out, settings=SETTINGS, synthetic=True, seed=0, init_model=None):
     return train(train_path=toy_data / "train.h5", model_out=out / "model.pt", history_out=out / "history.csv",
                  checkpoint_path=out / "checkpoint.pt",
                  settings=dict(settings), seed=seed, synthetic_path=toy_data / "synthetic.h5" if synthetic else None,
-                 progress=False)
+                 init_model=init_model, progress=False)
 
 
 def _weights(path):
@@ -177,6 +177,55 @@ def test_baseline_without_synthetic_data(toy_data, tmp_path):
 
 class Killed(Exception):
     pass
+
+
+@pytest.fixture(scope="module")
+def trained_model(toy_data, tmp_path_factory):
+    """A model trained on the toy data for one epoch: initial weights for another run."""
+    out = tmp_path_factory.mktemp("init")
+    _run(toy_data, out, {**SETTINGS, "epochs": 1})
+    return out / "model.pt"
+
+
+def test_a_run_starts_from_the_initial_model_it_is_given(toy_data, tmp_path, monkeypatch, trained_model):
+    first_step_weights = []
+    real_step = training.TrainStep.__call__
+
+    def recording_step(self, *args, **kwargs):
+        if not first_step_weights:
+            first_step_weights.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.TrainStep, "__call__", recording_step)
+    summary = _run(toy_data, tmp_path, {**SETTINGS, "epochs": 1}, seed=5, init_model=trained_model)
+    _assert_same_weights(first_step_weights[0], _weights(trained_model))
+    assert summary["init_model"] == str(trained_model)
+    assert load_model(tmp_path / "model.pt")[1]["metadata"]["init_model"] == str(trained_model)
+
+
+def test_initial_weights_of_another_model_are_refused_naming_the_file(toy_data, tmp_path):
+    for name, spec in {"mlp.pt": model_spec("mlp", 1, NUM_CLASSES, 8, [0.5], [0.5]),
+                       "16px.pt": model_spec("small_cnn", 1, NUM_CLASSES, 16, [0.5], [0.5])}.items():
+        save_model(build_model(**spec), spec, tmp_path / name)
+        with pytest.raises(ArtifactError, match=rf"{name}: initial weights of another model: "
+                                                rf"{'arch mlp' if name == 'mlp.pt' else 'image_size 16'}"):
+            _run(toy_data, tmp_path, init_model=tmp_path / name)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_interrupted_run_from_an_initial_model_resumes_to_the_same_model(toy_data, tmp_path, monkeypatch,
+                                                                        trained_model):
+    straight = tmp_path / "straight"
+    _run(toy_data, straight, init_model=trained_model)
+    resumed = tmp_path / "resumed"
+    assert _killed_in_epoch2(toy_data, resumed, monkeypatch, init_model=trained_model)["epoch"] == 1
+    _run(toy_data, resumed, init_model=trained_model)
+    _assert_same_weights(_weights(resumed / "model.pt"), _weights(straight / "model.pt"))
+    # the initial model is one of the run's inputs: from another one the checkpoint is not resumed
+    assert _killed_in_epoch2(toy_data, tmp_path / "other", monkeypatch, init_model=trained_model)["epoch"] == 1
+    _run(toy_data, tmp_path / "other")
+    _run(toy_data, tmp_path / "plain")
+    _assert_same_weights(_weights(tmp_path / "other" / "model.pt"), _weights(tmp_path / "plain" / "model.pt"))
 
 
 def test_interrupted_run_resumes_to_the_same_model(toy_data, tmp_path, monkeypatch):
@@ -226,7 +275,7 @@ def test_rerun_after_completion_trains_again_to_the_same_model(toy_data, tmp_pat
     assert len(pd.read_csv(tmp_path / "history.csv")) == 1
 
 
-def _killed_in_epoch2(toy_data, out, monkeypatch, settings=SETTINGS) -> dict:
+def _killed_in_epoch2(toy_data, out, monkeypatch, settings=SETTINGS, init_model=None) -> dict:
     """Train until epoch 2 starts, then die as a killed job would; returns the checkpoint's state."""
     class KilledInEpoch2(training.ArrayBatches):
         def epoch(self, epoch):
@@ -236,7 +285,7 @@ def _killed_in_epoch2(toy_data, out, monkeypatch, settings=SETTINGS) -> dict:
 
     monkeypatch.setattr(training, "ArrayBatches", KilledInEpoch2)
     with pytest.raises(Killed):
-        _run(toy_data, out, settings)
+        _run(toy_data, out, settings, init_model=init_model)
     monkeypatch.undo()
     return load_torch(out / "checkpoint.pt")["state"]
 

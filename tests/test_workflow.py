@@ -3,6 +3,8 @@ RGB 32x32 images in the CIFAR-10 on-disk format (`rgb_run`). Tests taking `dag` 
 
 from __future__ import annotations
 
+import copy
+import re
 import zipfile
 from types import SimpleNamespace
 
@@ -10,7 +12,10 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import RGB_DATASET, run_snakemake
+import yaml
+from conftest import RGB_DATASET, TINY, run_snakemake
+
+from port import paths
 
 DAGS = {"digits": dict(fixture="tiny_run", dataset="digits", image_shape=(8, 8, 1), n_certified=15),
         "rgb": dict(fixture="rgb_run", dataset=RGB_DATASET, image_shape=(32, 32, 3), n_certified=4)}
@@ -23,6 +28,22 @@ def dag(request):
     spec = DAGS[request.param]
     workdir = request.getfixturevalue(spec["fixture"])
     return SimpleNamespace(workdir=workdir, results=workdir / "results" / spec["dataset"], **spec)
+
+
+@pytest.mark.parametrize("curriculum", [True, False])
+def test_the_discriminator_curriculum_plans_each_eps_after_the_previous_one(tmp_path, curriculum):
+    """Under discrimination.curriculum, train_discriminator eps1 reads eps0's trained model (a DAG edge)."""
+    config = copy.deepcopy(TINY)
+    config["datasets"]["digits"]["discrimination"]["curriculum"] = curriculum
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    model = {i: paths.DISCRIMINATOR_MODEL.format(dataset="digits", generator="gan", eps_index=i) for i in (0, 1)}
+    result = run_snakemake(tmp_path, "-n", model[0], model[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    inputs = {m["output"].split(", ")[0]: m["input"].split(", ") for m in re.finditer(
+        r"^rule train_discriminator:\n\s+input: (?P<input>.*)\n\s+output: (?P<output>.*)$",
+        result.stdout + result.stderr, flags=re.M)}
+    assert set(inputs) == {model[0], model[1]}
+    assert (model[0] in inputs[model[1]]) == curriculum and model[1] not in inputs[model[0]]
 
 
 @pytest.mark.integration

@@ -364,11 +364,11 @@ def recipe_targets(config: dict) -> list[str]:
     return [paths.RECIPE_SUMMARY.format(dataset=name) for name, ds in config["datasets"].items() if "recipe_study" in ds]
 
 
-def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:
+def discriminator_settings(config: dict, dataset: str, eps: float, warmup_from: float = 0.0) -> dict:
     """Trainer settings of the robust discriminator at one eps: balanced real-vs-synthetic
-    batches (gamma 0.5), linf PGD at eps ramped up from 0 over `eps_warmup_epochs` (a guard
-    against collapse to a constant prediction when PGD at the full eps starts on a random
-    network), the last epoch's weights. Both halves get the same crop and flip: augmenting one class only (a zero border
+    batches (gamma 0.5), linf PGD at eps ramped up from `warmup_from` (0, or the curriculum's
+    previous grid eps) over `eps_warmup_epochs` (a guard against collapse to a constant
+    prediction when PGD at the full eps starts on a network that does not separate yet), the last epoch's weights. Both halves get the same crop and flip: augmenting one class only (a zero border
     on real images alone) would be a feature that tells the classes apart."""
     ds = config["datasets"][dataset]
     disc = ds["discrimination"]
@@ -379,8 +379,23 @@ def discriminator_settings(config: dict, dataset: str, eps: float) -> dict:
     keys = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "crop_padding", "flip")
     return canonical({**{k: disc[k] for k in keys}, "gamma": 0.5, "threat": threat, "model_selection": "last",
                       "augment_synthetic": True, "eps_warmup_epochs": disc["eps_warmup_epochs"] if threat else 0.0,
+                      "eps_warmup_from": warmup_from if threat else 0.0,
                       "val_fraction": disc["val_fraction"], "val_attack_steps": disc["steps"],
                       "compute": compute_settings(config, dataset)})
+
+
+def curriculum_parent(config: dict, dataset: str, eps_index: int) -> int | None:
+    """The grid point whose trained discriminator (same generator) the one at `eps_index` starts
+    from under `discrimination.curriculum`; None: it starts from random weights."""
+    return eps_index - 1 if config["datasets"][dataset]["discrimination"]["curriculum"] and eps_index > 0 else None
+
+
+def grid_discriminator_settings(config: dict, dataset: str, eps_index: int) -> dict:
+    """discriminator_settings at grid point `eps_index`; under the curriculum the eps warm-up starts
+    from the previous grid eps, the one its initial weights were trained at."""
+    grid = config["datasets"][dataset]["discrimination"]["eps"]
+    parent = curriculum_parent(config, dataset, eps_index)
+    return discriminator_settings(config, dataset, grid[eps_index], 0.0 if parent is None else grid[parent])
 
 
 def discrimination_data_settings(config: dict, dataset: str) -> dict:

@@ -194,6 +194,20 @@ def check_spec(spec: dict, path, expect_arch: str | None = None, expect_classes:
                             f"holds {shape_text(image_shape)} images")
 
 
+def load_initial_weights(model: nn.Module, spec: dict, path) -> None:
+    """Start `model` (built from `spec`) from the weights saved at `path`; refuse a saved model of
+    another spec (architecture, classes, geometry, normalisation): its weights mean something else."""
+    checkpoint, saved = checkpoint_spec(path)
+    differing = [k for k in SPEC_KEYS if saved[k] != spec[k]]
+    if differing:
+        raise ArtifactError(f"{path}: initial weights of another model: "
+                            + ", ".join(f"{k} {saved[k]} (this run: {spec[k]})" for k in differing))
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ArtifactError(f"{path}: weights do not fit a '{spec['arch']}' ({err})") from err
+
+
 def load_model(path, expect_arch: str | None = None, expect_classes: int | None = None,
                expect_images=None) -> tuple[nn.Module, dict]:
     """Rebuild a saved classifier in eval mode; refuse a mismatching architecture, class count, or

@@ -34,7 +34,7 @@ from .config import SettingsError, schema_defaults
 from .devices import default_device
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
-from .models import build_model, model_spec, save_model
+from .models import build_model, load_initial_weights, model_spec, save_model
 from .recipe import (WeightAverage, ce_plus_kl, lr_factor, parameter_groups, synthetic_batch_size, trades_attack,
                      trades_start)
 from .seeds import derive_seed, rng
@@ -76,6 +76,7 @@ class TrainSettings:
     weight_decay_bn: bool
     warmup_epochs: int
     eps_warmup_epochs: float
+    eps_warmup_from: float = 0.0  # the eps the warm-up starts from (a discriminator curriculum's previous eps)
     ema_decay: float | None = None  # none: no weight averaging
     threat: dict | None = None  # none: standard training
     smoothing: dict | None = None  # none: no stability training
@@ -92,7 +93,18 @@ class TrainSettings:
             raise SettingsError(f"gamma must lie in [0, 1], got {cfg.gamma}")
         if cfg.loss not in ("pgd", "trades"):
             raise SettingsError(f"loss must be 'pgd' or 'trades', got {cfg.loss!r}")
+        if cfg.eps_warmup_from and not (cfg.threat and 0 <= cfg.eps_warmup_from <= cfg.threat["eps"]):
+            raise SettingsError(f"eps_warmup_from {cfg.eps_warmup_from} must lie between 0 and the threat's eps "
+                                f"({cfg.threat['eps'] if cfg.threat else 'no threat'})")
         return cfg
+
+    def eps_fraction(self, epochs_done: float) -> float:
+        """The share of the threat's eps the attack uses after `epochs_done` epochs: a linear ramp
+        from eps_warmup_from to the full eps over eps_warmup_epochs (1 when there is none)."""
+        if not self.eps_warmup_epochs or not self.threat:
+            return 1.0
+        start = self.eps_warmup_from / self.threat["eps"]
+        return min(1.0, start + (1.0 - start) * epochs_done / self.eps_warmup_epochs)
 
     @property
     def synthetic_batch_size(self) -> int:
@@ -209,11 +221,13 @@ def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict
 
 
 def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
-          synthetic_path=None, progress: bool = True, settings_key: str = "the trainer settings") -> dict:
+          synthetic_path=None, init_model=None, progress: bool = True,
+          settings_key: str = "the trainer settings") -> dict:
     """Train one classifier on all the GPUs the job was given, one process each (see
     port.distributed), or in this process with one GPU or none; returns a summary (train
     seconds, best epoch, val accuracies). The result is the same up to floating-point order.
-    `settings_key` names the config block of `settings` in error messages."""
+    `init_model`: a saved model of the same spec to start from instead of random weights (the
+    discriminator curriculum). `settings_key` names the config block of `settings` in error messages."""
     cfg, processes = TrainSettings.from_dict(settings), distributed.processes()
     parts = {"batch_size": cfg.batch_size}
     if synthetic_path is not None:
@@ -223,12 +237,12 @@ def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict
             raise SettingsError(f"{name} {size} does not split over {processes} training processes (one per GPU): "
                                 f"use a multiple of {processes}, or give the job a number of GPUs that divides it")
     summary = distributed.launch(_train, train_path, model_out, history_out, checkpoint_path, settings, seed,
-                                 synthetic_path, progress, settings_key)
+                                 synthetic_path, init_model, progress, settings_key)
     return summary if summary is not None else load_torch(model_out)["metadata"]
 
 
 def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int, synthetic_path,
-           progress: bool, settings_key: str) -> dict:
+           init_model, progress: bool, settings_key: str) -> dict:
     """One training process: every rank sees every global batch and trains on its rows; rank 0
     validates and writes the checkpoint, history and model."""
     cfg = TrainSettings.from_dict(settings)
@@ -256,7 +270,10 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     spec = model_spec(cfg.arch, images.shape[-1], num_classes, images.shape[1],
                       attrs["channel_mean"], attrs["channel_std"])
     torch.manual_seed(derive_seed(seed, "init"))
-    model = build_model(**spec).to(device)
+    model = build_model(**spec)
+    if init_model is not None:
+        load_initial_weights(model, spec, init_model)
+    model.to(device)
     if world > 1 and device.type == "cuda":
         # BatchNorm statistics over the global batch, as in one process. SyncBatchNorm needs CUDA:
         # processes on the CPU (the tests' gloo path) normalise with their own rows' statistics.
@@ -269,7 +286,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     evaluated = model if average is None else average.model
 
-    checkpoint = ResumeCheckpoint(checkpoint_path, settings, seed, (train_path, synthetic_path))
+    checkpoint = ResumeCheckpoint(checkpoint_path, settings, seed, (train_path, synthetic_path, init_model))
     state = {"epoch": 0, "history": [], "best_score": -1.0, "best_state": None, "seconds": 0.0}
     if (saved := checkpoint.load()) is not None:
         for part, module in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
@@ -294,8 +311,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         bar = tqdm(real.epoch(epoch), total=len(real), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank > 0, mininterval=5)
         for step, (xr_uint8, yr) in enumerate(bar):
-            # the eps warm-up: eps ramps linearly from 0, step by step (1 when there is none)
-            eps_fraction = min(1.0, (epoch + step / len(real)) / cfg.eps_warmup_epochs) if cfg.eps_warmup_epochs else 1.0
+            eps_fraction = cfg.eps_fraction(epoch + step / len(real))  # the eps warm-up, step by step
             xr = augment(to_tensor(xr_uint8), aug_gen, cfg.crop_padding, cfg.flip)
             xs = ys = None
             if syn_batches is not None:
@@ -357,7 +373,8 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
                    best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
                    n_synthetic_used=synthetic.images_used(cfg.epochs * len(real)) if synthetic is not None else 0,
-                   selected=cfg.model_selection, val_score=state["best_score"])
+                   selected=cfg.model_selection, val_score=state["best_score"],
+                   init_model=None if init_model is None else str(init_model))
     if rank == 0:
         save_model(evaluated, spec, model_out, **summary)
         write_csv(pd.DataFrame(state["history"]), history_out)
