@@ -368,8 +368,9 @@ def discriminator_settings(config: dict, dataset: str, eps: float, warmup_from: 
     """Trainer settings of the robust discriminator at one eps: balanced real-vs-synthetic
     batches (gamma 0.5), linf PGD at eps ramped up from `warmup_from` (0, or the curriculum's
     previous grid eps) over `eps_warmup_epochs` (a guard against collapse to a constant
-    prediction when PGD at the full eps starts on a network that does not separate yet), the last epoch's weights. Both halves get the same crop and flip: augmenting one class only (a zero border
-    on real images alone) would be a feature that tells the classes apart."""
+    prediction when PGD at the full eps starts on a network that does not separate yet), the
+    last epoch's weights. Both halves get the same crop and flip: augmenting one class only (a
+    zero border on real images alone) would be a feature that tells the classes apart."""
     ds = config["datasets"][dataset]
     disc = ds["discrimination"]
     threat = None
@@ -379,7 +380,8 @@ def discriminator_settings(config: dict, dataset: str, eps: float, warmup_from: 
     keys = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "crop_padding", "flip")
     return canonical({**{k: disc[k] for k in keys}, "gamma": 0.5, "threat": threat, "model_selection": "last",
                       "augment_synthetic": True, "eps_warmup_epochs": disc["eps_warmup_epochs"] if threat else 0.0,
-                      "eps_warmup_from": warmup_from if threat else 0.0,
+                      # only under the curriculum: the settings (and jobs) without it stay as they were
+                      **({"eps_warmup_from": warmup_from} if threat and warmup_from else {}),
                       "val_fraction": disc["val_fraction"], "val_attack_steps": disc["steps"],
                       "compute": compute_settings(config, dataset)})
 
