@@ -53,7 +53,7 @@ TINY = {
         "selection": {"k": 40},
         "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "eps_warmup_epochs": 0.5, "steps": 2, "n_heldout": 60},
         "scores": {"discriminator_eps": 0.05, "eps": 0.01, "steps": 2},
-        "score_groups": {"n_groups": 2},
+        "score_groups": {"enabled": True, "n_groups": 2},  # a study on digits; the tiny DAG covers it
         # the shipped ranking's three unconditional-path generators (ddpm-cond's path is unit-tested)
         "generator_ranking": {"generators": ["ddpm", "ddpm-4steps", "gan"], "n_train": 48, "epochs": 1,
                               "n_metric_images": 100},
