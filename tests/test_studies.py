@@ -168,7 +168,7 @@ def test_every_study_target_plans_for_cifar10_and_digits(tmp_path):
 
     (tmp_path / "tiny.yaml").write_text("{}\n")  # the shipped config unchanged
     targets = [p.format(dataset=d) for d in ("cifar10", "digits") for p in STUDY_TABLES]
-    result = run_snakemake(tmp_path, "-n", "--quiet", "rules", *targets)
+    result = run_snakemake(tmp_path, "-n", *targets, "--quiet", "rules")  # targets before --quiet (nargs)
     assert result.returncode == 0, result.stderr[-3000:]
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.M))
     for rule in ("gamma_study", "sample_complexity_study", "filter_study", "theorem1", "nonrobust_discriminator_study"):
