@@ -333,12 +333,13 @@ def recipe_paths(config: dict, dataset: str, pattern: str) -> list[str]:
             for variant, arch, seed in recipe_runs(config, dataset)]
 
 
-def recipe_synthetic(config: dict, dataset: str, name: str) -> list[str]:
-    """The selection a training variant trains on (none for a real-data-only variant)."""
+def recipe_synthetic(config: dict, dataset: str, name: str) -> str | list:
+    """The selection a training variant trains on ([] for a real-data-only variant). A path, not
+    a one-item list: Snakemake hands a list input to the script as a Namedlist, not a path."""
     ds, chosen = config["datasets"][dataset], variant(config, dataset, name)
     if not chosen["synthetic"]:
         return []
-    return [paths.SELECTED.format(dataset=dataset, generator=ds["training"]["generator"], selection=chosen["selection"])]
+    return paths.SELECTED.format(dataset=dataset, generator=ds["training"]["generator"], selection=chosen["selection"])
 
 
 def recipe_settings(config: dict, dataset: str, name: str, arch: str) -> dict:
