@@ -18,7 +18,8 @@ from port import paths
 from port.artifacts import provenance, read_arrays, read_attrs, read_image_set, write_arrays, write_csv, write_images
 from port.labeling import filter_images
 from port.models import build_model
-from port.studies import class_subset, filter_study, sample_complexity_set, sample_sizes
+from port.config import sample_sizes
+from port.studies import class_subset, filter_study, sample_complexity_set
 from port.theory import conditional_w2, gaussian_w2_squared, proxy_distribution, real_distribution
 
 STUDY_TABLES = [paths.GAMMA_STUDY_TABLE, paths.SAMPLE_COMPLEXITY_TABLE, paths.FILTER_STUDY_TABLE, paths.THEOREM1_TABLE,

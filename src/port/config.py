@@ -8,6 +8,7 @@ keys in the YAML file reruns nothing.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -489,12 +490,22 @@ def study_generator(config: dict, dataset: str, name: str) -> str:
     return study(config, dataset, name).get("generator") or config["datasets"][dataset]["training"]["generator"]
 
 
+def sample_sizes(smallest: int, available: int, factor: float) -> list[int]:
+    """The log grid smallest * factor^i of training-set sizes below `available`, without a point
+    within a factor sqrt(factor) of it (that point is the whole set, `all`, added by the caller)."""
+    if smallest < 1 or factor <= 1:
+        raise SettingsError(f"sample complexity grid needs smallest >= 1 and factor > 1, got {smallest}, {factor}")
+    sizes, size = [], float(smallest)
+    while size * math.sqrt(factor) < available:
+        sizes.append(int(round(size)))
+        size *= factor
+    return sizes
+
+
 def sample_complexity_sizes(config: dict, dataset: str) -> list[str]:
     """Training-set sizes of the sample-complexity study: a log grid from `smallest` below the
     images available (the generator's images, the class subset's share of them, minus the held-out
     ones; the filter's discards are unknown before it runs, so the last point is `all`)."""
-    from .studies import sample_sizes  # numpy; the Snakefile parses this module at DAG build
-
     ds = config["datasets"][dataset]
     block = study(config, dataset, "sample_complexity")
     n_images = ds["generators"][study_generator(config, dataset, "sample_complexity")]["n_images"]

@@ -10,7 +10,6 @@ with the study's settings; this module builds the study-specific data sets and t
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import pandas as pd
@@ -58,18 +57,6 @@ def _interval_plot(summary: pd.DataFrame, x: str, out_plot, xlabel: str, title: 
 
 
 # ---- sample complexity ------------------------------------------------------------------------
-def sample_sizes(smallest: int, available: int, factor: float) -> list[int]:
-    """The log grid smallest * factor^i of training-set sizes below `available`, without a point
-    within a factor sqrt(factor) of it (that point is the whole set, `all`, added by the caller)."""
-    if smallest < 1 or factor <= 1:
-        raise SettingsError(f"sample complexity grid needs smallest >= 1 and factor > 1, got {smallest}, {factor}")
-    sizes, size = [], float(smallest)
-    while size * math.sqrt(factor) < available:
-        sizes.append(int(round(size)))
-        size *= factor
-    return sizes
-
-
 def class_subset(labels: np.ndarray, classes: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
     """(mask of the images in `classes`, their labels renumbered 0..len(classes)-1 in the given
     order); every image with its own labels when classes is None."""
