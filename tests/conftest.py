@@ -79,7 +79,8 @@ TINY_RGB = {
     "threats": {"linf": {"norm": "linf", "eps": 8 / 255, "step_size": 4 / 255, "steps": 2},
                 "l2": {"norm": "l2", "eps": 0.5, "step_size": 0.25, "steps": 2}},
     "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "steps": 1, "eval_steps": 2, "n_heldout": 60},
-    "evaluation": {"n_test": 4, "pgd_steps": 3},
+    # the standard version's four attacks on RGB (the digits default runs two of them)
+    "evaluation": {"n_test": 4, "pgd_steps": 3, "autoattack_attacks": ["apgd-ce", "apgd-t", "fab-t", "square"]},
     "smoothing": {"epochs": 1, "radii": [0.0, 0.25, 0.5],
                   "certify": {"n0": 10, "n": 100, "batch_size": 100, "skip": 25}},
 }
