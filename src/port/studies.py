@@ -49,8 +49,13 @@ def _interval_plot(summary: pd.DataFrame, x: str, out_plot, xlabel: str, title: 
         line, = axis.plot(group[x], group["mean"], marker="o", label=label)
         if group["ci_low"].notna().any():
             axis.fill_between(group[x], group["ci_low"], group["ci_high"], color=line.get_color(), alpha=0.2)
-    if logx:
+    if logx:  # tick the grid's own sizes, without the log axis's overlapping minor labels
+        from matplotlib.ticker import NullFormatter
+
+        sizes = sorted(summary[x].unique())
         axis.set_xscale("log")
+        axis.set_xticks(sizes, [f"{size:,}" for size in sizes])
+        axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set(xlabel=xlabel, ylabel="accuracy", title=title)
     axis.legend(fontsize=7)
     save_figure(figure, out_plot)
