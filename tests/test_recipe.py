@@ -217,11 +217,12 @@ def test_trades_asks_for_frozen_batchnorm_and_variants_override_the_training_blo
 def test_robustbench_export_loads_with_torch_load_and_the_architecture(toy_data, tmp_path):
     _run(toy_data, tmp_path, {**SETTINGS, "epochs": 1})
     write_csv(pd.DataFrame([{"norm": "linf", "eps": 0.1, "clean_acc": 0.9, "pgd_acc": 0.5, "autoattack_acc": 0.4,
-                             "n_test": 50}]), tmp_path / "eval.csv")
+                             "autoattack_attacks": "standard", "n_test": 50}]), tmp_path / "eval.csv")
     info = export_robustbench(model_path=tmp_path / "model.pt", eval_path=tmp_path / "eval.csv",
                               info_out=tmp_path / "rb.json", weights_out=tmp_path / "rb.pt", run="linf/port-adaptive/small_cnn/seed0", dataset="toy", run_config={"lr": 0.05})
     assert json.loads((tmp_path / "rb.json").read_text()) == info
     assert info["threat_model"] == "Linf" and info["autoattack_acc"] == 40.0 and info["n_synthetic"] == 200
+    assert info["autoattack_attacks"] == "standard"  # RobustBench takes standard AutoAttack results only
     model = build_model(**info["model_spec"])
     model.load_state_dict(torch.load(tmp_path / "rb.pt", weights_only=True))
     reference, _ = load_model(tmp_path / "model.pt")
