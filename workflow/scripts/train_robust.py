@@ -8,4 +8,4 @@ with logged_job(snakemake):
           settings=snakemake.params.settings, seed=snakemake.params.seed,
           synthetic_path=snakemake.input.synthetic_path or None,
           init_model=snakemake.input.get("init_model") or None,
-          settings_key=trainer_block(snakemake.rule, snakemake.wildcards))
+          settings_key=trainer_block(snakemake.rule, snakemake.wildcards, snakemake.config))
