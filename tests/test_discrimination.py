@@ -121,7 +121,7 @@ def _arc_of(tmp_path, synthetic_kind):
         metrics.append(tmp_path / f"m{i}.csv")
         evaluate_discriminator(model_path=model, heldout_path=sets[2], out_csv=metrics[-1], eps=eps,
                                settings={"eval_steps": 5, "step_factor": 2.5}, seed=0,
-                               row={"generator": synthetic_kind})
+                               row={"generator": synthetic_kind, "seed": 0})
     curve = arc_curve(metric_csvs=metrics, out_csv=tmp_path / f"{synthetic_kind}.csv")
     assert list(curve["eps"]) == [0.0, 0.05, 0.1] and (curve["n_eval"] == 300).all()
     return curve, arc_clipped(curve["eps"], curve["robust_acc"])
@@ -136,7 +136,7 @@ def test_arc_of_a_set_against_itself_is_near_zero_and_of_separated_sets_is_large
     assert far > 0.04, far_curve  # close to the maximum 0.1 * 0.5
     assert (far_curve["robust_acc"] > 0.9).all()
     table = arc_table(curve_csvs=[tmp_path / "same/same.csv", tmp_path / "far/far.csv"], out_table=tmp_path / "arc.csv",
-                      out_plot=tmp_path / "arc.png")
+                      out_summary=tmp_path / "arc_summary.csv", out_plot=tmp_path / "arc.png")
     assert list(table["generator"]) == ["same", "far"]  # lowest ARC first
     assert table.set_index("generator").loc["far", "arc_clipped"] == pytest.approx(far)
     assert table.set_index("generator").loc["far", "arc"] == pytest.approx(arc(far_curve["eps"], far_curve["robust_acc"]))
@@ -256,7 +256,7 @@ def _sphere_curve(tmp_path, warmup_epochs):
         metrics.append(tmp_path / f"e{i}.csv")
         evaluate_discriminator(model_path=tmp_path / f"m{i}.pt", heldout_path=sets[2], out_csv=metrics[-1], eps=eps,
                                settings=discriminator_eval_settings(config, "spheres"), seed=0,
-                               row={"generator": "spheres"})
+                               row={"generator": "spheres", "seed": 0})
     return arc_curve(metric_csvs=metrics, out_csv=tmp_path / "spheres.csv")
 
 
