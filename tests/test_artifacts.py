@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -73,6 +75,13 @@ def test_provenance_records_the_device_and_the_determinism_settings(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "NVIDIA H100 80GB HBM3")
     assert provenance("train")["device"] == "cuda: NVIDIA H100 80GB HBM3"
+
+
+def test_provenance_does_not_import_torch_for_jobs_that_never_did():
+    code = ("import json, sys; from port.artifacts import provenance; attrs = provenance('merge'); "
+            "print(json.dumps(['torch' in sys.modules, attrs['device'][:4], json.loads(attrs['determinism'])]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == [False, "cpu:", {"torch": "not imported"}]
 
 
 def test_provenance_without_seed_has_no_seed_attr():

@@ -93,17 +93,19 @@ def cpu_model() -> str:
 def compute_device() -> str:
     """What this process computed on: the current CUDA device's name once the job started CUDA,
     else the CPU model. Results are bitwise reproducible only on the same device and software."""
-    import torch
-
-    if torch.cuda.is_initialized():
+    torch = sys.modules.get("torch")  # a job that never imported torch ran on the CPU
+    if torch is not None and torch.cuda.is_initialized():
         return f"cuda: {torch.cuda.get_device_name()}"
     return f"cpu: {cpu_model()}"
 
 
 def determinism_settings() -> dict:
-    """The torch switches that decide whether a rerun repeats the same floating-point operations."""
-    import torch
-
+    """The torch switches that decide whether a rerun repeats the same floating-point operations;
+    a job that never imported torch (a merge, a selection, a table) computed nothing with it, and
+    provenance does not import it for them."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {"torch": "not imported"}
     return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
             "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
