@@ -92,8 +92,8 @@ def main() -> None:
             n_train = min(int(keep.sum()), ds["generator_ranking"]["n_train"])
             write_images(tmp / "train.h5", images[keep][:n_train], {**provenance("few-step"), **train_attrs},
                          labels=p_lanet.argmax(1)[keep][:n_train].astype(np.int64))
-            train(tmp / "train.h5", tmp / "model.pt", tmp / "history.csv", tmp / "checkpoint.pt", dict(settings),
-                  args.seed, progress=False)
+            train(train_path=tmp / "train.h5", model_out=tmp / "model.pt", history_out=tmp / "history.csv",
+                  checkpoint_path=tmp / "checkpoint.pt", settings=dict(settings), seed=args.seed, progress=False)
             model, _ = load_model(tmp / "model.pt")
         torch.manual_seed(args.seed)
         row = dict(scheduler=name, steps=steps, n_images=len(images), seed=args.seed, sample_cpu_seconds=sample_cpu,

@@ -8,7 +8,6 @@ rule train_ddpm:
         seed=config["seed"],
     resources:
         gpu=1,
-    threads: 2
     priority: 10  # the synthetic-data chain is the critical path
     log:
         "logs/train_ddpm/{dataset}/{model}.log",

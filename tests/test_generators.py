@@ -559,3 +559,17 @@ def test_conditional_shards_are_balanced_and_independent_of_sharding(conditional
     sample_diffusers_shard(model, tmp_path / "plain.h5", 0,
                            settings(**{**cfg, "guidance_scale": 1.0}, n_shards=1, batch_size=7), 3, progress=False)
     assert not np.array_equal(read_with_labels(tmp_path / "plain.h5")[0], images)  # guidance changes the samples
+
+
+@pytest.mark.parametrize("name", ["dpmsolver++", "unipc"])
+@pytest.mark.parametrize("clip_sample", [True, False])
+def test_solvers_clip_x0_as_the_ddpm_chain_does(name, clip_sample):
+    """A DDPM trained with `clip_sample` has its x0 prediction clipped to [-1, 1] at every step of
+    its chain; the few-step solvers must clip too or their digits land far from the real set."""
+    config = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=clip_sample).config
+    scheduler, _ = stepping_scheduler(name, config)
+    scheduler.set_timesteps(10)
+    x = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    for t in scheduler.timesteps:  # a model whose noise estimate pushes x0 far outside [-1, 1]
+        x = scheduler.step(-3 * x, t, x).prev_sample
+    assert (x.abs().max() <= 1.0 + 1e-4) == clip_sample

@@ -339,13 +339,14 @@ def recipe_paths(config: dict, dataset: str, pattern: str) -> list[str]:
             for variant, arch, seed in recipe_runs(config, dataset)]
 
 
-def recipe_synthetic(config: dict, dataset: str, variant: str) -> list[str]:
-    """The selection a recipe variant trains on (none for a real-data-only variant)."""
+def recipe_synthetic(config: dict, dataset: str, variant: str) -> str | list:
+    """The selection a recipe variant trains on ([] for a real-data-only variant). A path, not
+    a one-item list: Snakemake hands a list input to the script as a Namedlist, not a path."""
     ds = config["datasets"][dataset]
     study = ds["recipe_study"]
     if not study["variants"][variant].get("synthetic", True):
         return []
-    return [paths.SELECTED.format(dataset=dataset, generator=ds["training"]["generator"], selection=study["selection"])]
+    return paths.SELECTED.format(dataset=dataset, generator=ds["training"]["generator"], selection=study["selection"])
 
 
 def recipe_settings(config: dict, dataset: str, variant: str, arch: str) -> dict:

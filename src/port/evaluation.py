@@ -1,4 +1,5 @@
-"""Robustness evaluation: clean accuracy, PGD accuracy and AutoAttack (standard version)."""
+"""Robustness evaluation: clean accuracy, PGD accuracy and AutoAttack (standard version, or a
+named subset of its attacks with the standard settings)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ from tqdm import tqdm
 
 from .artifacts import read_image_set, write_csv
 from .attacks import Attack
+from .config import SettingsError
 from .loaders import to_tensor
 
 log = logging.getLogger(__name__)
 AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2"}
+STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")  # AutoAttack's standard version, in its order
+
+
+def autoattack_name(attacks) -> str:
+    """The `autoattack_attacks` column: "standard", or the attacks run, joined by "+"."""
+    attacks = tuple(attacks or STANDARD_ATTACKS)
+    return "standard" if attacks == STANDARD_ATTACKS else "+".join(attacks)
 
 
 def predict(model, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -39,8 +48,15 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, attack=None, attack_steps:
 
 
 def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float, seed: int,
-                        batch_size: int = 500) -> float:
+                        batch_size: int = 500, attacks=STANDARD_ATTACKS) -> float:
+    """Robust accuracy under AutoAttack's standard version, or under the given subset of its
+    attacks run in the standard order with the standard settings (restarts, target classes, queries)."""
     from pyautoattack import AutoAttack
+
+    unknown = sorted(set(attacks) - set(STANDARD_ATTACKS))
+    if unknown or not attacks:
+        raise SettingsError(f"evaluation.autoattack_attacks: {unknown or 'empty'} (AutoAttack's standard attacks "
+                            f"are {', '.join(STANDARD_ATTACKS)})")
 
     # pyautoattack flattens gradients with `.view`, which needs contiguous NCHW memory; our
     # tensors are channels-last (the same memory as contiguous only for one channel).
@@ -52,6 +68,7 @@ def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, norm: str, eps:
     try:
         adversary = AutoAttack(model, norm=AUTOATTACK_NORMS[norm], eps=eps, seed=seed, version="standard",
                                device=x.device)
+        adversary.attacks_to_run = [a for a in STANDARD_ATTACKS if a in attacks]
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     finally:
         aa_logger.setLevel(previous_level)
@@ -89,14 +106,16 @@ def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, se
     metrics = {"clean_acc": accuracy(model, x, y, batch_size=batch_size)}
     metrics["pgd_acc"] = accuracy(model, x, y, attack=attack, batch_size=batch_size)
     log.info("clean %.4f, PGD-%d %.4f", metrics["clean_acc"], attack.steps, metrics["pgd_acc"])
+    attacks = tuple(settings.get("autoattack_attacks", STANDARD_ATTACKS))
     if settings.get("autoattack", True):
         with tqdm(total=1, desc="autoattack", mininterval=5) as bar:
             metrics["autoattack_acc"] = autoattack_accuracy(model, x, y, threat["norm"], threat["eps"], seed,
-                                                            batch_size)
+                                                            batch_size, attacks)
             bar.update()
-        log.info("AutoAttack %.4f", metrics["autoattack_acc"])
+        log.info("AutoAttack (%s) %.4f", autoattack_name(attacks), metrics["autoattack_acc"])
+        metrics["autoattack_attacks"] = autoattack_name(attacks)
     else:
-        metrics["autoattack_acc"] = float("nan")
+        metrics["autoattack_acc"], metrics["autoattack_attacks"] = float("nan"), "none"
     metrics.update(n_test=len(idx), eval_seconds=time.time() - started)
     trained = spec["metadata"]
     result = {**row, **training_record(trained), "norm": threat["norm"], "eps": threat["eps"],

@@ -24,6 +24,7 @@ def export_robustbench(*, model_path, eval_path, info_out, weights_out, run: str
         "architecture": spec["arch"], "model_spec": spec, "weights": str(weights_out),
         "clean_acc": round(100 * float(row["clean_acc"]), 2), "autoattack_acc": round(100 * float(row["autoattack_acc"]), 2),
         "pgd_acc": round(100 * float(row["pgd_acc"]), 2), "n_test": int(row["n_test"]),
+        "autoattack_attacks": row["autoattack_attacks"],  # RobustBench lists "standard" results only
         "additional_data": int(metadata.get("n_synthetic", 0)) > 0, "n_synthetic": int(metadata.get("n_synthetic", 0)),
         "number_forward_passes": 1, "config": run_config,
     }

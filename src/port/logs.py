@@ -5,13 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
-
-import torch
 
 from port import devices
 
 from .artifacts import verified_inputs
+
+
+def use_threads(threads: int) -> None:
+    """The job's thread count for torch's CPU kernels. Set through the environment that torch
+    reads when it is imported, so that jobs which never need torch (merges, selections, tables)
+    do not pay for importing it."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -19,7 +28,7 @@ def logged_job(smk):
     """Send stdout, stderr and logging to `smk.log[0]`, use the job's thread count and, for a
     job with `resources.gpu >= 1` that no scheduler placed, claim free GPUs (port.devices). Every
     input is verified against its recorded checksum first, and the outputs record the inputs' checksums."""
-    torch.set_num_threads(max(1, int(getattr(smk, "threads", 1))))
+    use_threads(max(1, int(getattr(smk, "threads", 1))))
     log_path = smk.log[0] if len(smk.log) else None
     if log_path is None:
         with devices.claim_gpus(devices.job_gpus(smk)) or contextlib.nullcontext(), verified_inputs(smk.input):

@@ -8,7 +8,7 @@ from . import paths
 from .artifacts import atomic_path, open_hdf5, read_csv, write_csv
 
 SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "n_synthetic_used", "gamma", "epochs", "seed", "norm", "eps",
-                   "clean_acc", "pgd_acc", "autoattack_acc", "train_seconds", "n_test"]
+                   "clean_acc", "pgd_acc", "autoattack_acc", "autoattack_attacks", "train_seconds", "n_test"]
 
 
 def figure_axes(*args, **kwargs):
