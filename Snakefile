@@ -38,6 +38,7 @@ include: "rules/evaluate.smk"
 include: "rules/smooth.smk"
 include: "rules/report.smk"
 include: "rules/recipe.smk"
+include: "rules/studies.smk"
 
 
 rule all:

@@ -1,5 +1,6 @@
-# The training-recipe study (`snakemake recipe`; not in the default target) and the RobustBench
-# export of adversarial-training runs (`snakemake robustbench`).
+# The training-recipe study (`snakemake recipe`; not in the default target), whose rules also train the
+# gamma sweep's variants (rules/studies.smk), and the RobustBench export of adversarial-training runs
+# (`snakemake robustbench`).
 
 
 rule train_recipe:
@@ -33,8 +34,8 @@ rule evaluate_recipe:
     output:
         out_csv=paths.RECIPE_EVAL,
     params:
-        threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][dataset_cfg(wc)["recipe_study"]["threat"]]),
-        settings=lambda wc: port_config.canonical(dataset_cfg(wc)["evaluation"]),
+        threat=lambda wc: port_config.variant_threat(config, wc.dataset, wc.variant),
+        settings=lambda wc: port_config.variant_evaluation(config, wc.dataset, wc.variant),
         row=lambda wc: port_config.recipe_row(config, wc.dataset, wc.variant, wc.arch, int(wc.seed)),
         seed=config["seed"],
     resources:

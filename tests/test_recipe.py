@@ -217,11 +217,12 @@ def test_trades_asks_for_frozen_batchnorm_and_variants_override_the_training_blo
 def test_robustbench_export_loads_with_torch_load_and_the_architecture(toy_data, tmp_path):
     _run(toy_data, tmp_path, {**SETTINGS, "epochs": 1})
     write_csv(pd.DataFrame([{"norm": "linf", "eps": 0.1, "clean_acc": 0.9, "pgd_acc": 0.5, "autoattack_acc": 0.4,
-                             "n_test": 50}]), tmp_path / "eval.csv")
+                             "autoattack_attacks": "standard", "n_test": 50}]), tmp_path / "eval.csv")
     info = export_robustbench(model_path=tmp_path / "model.pt", eval_path=tmp_path / "eval.csv",
                               info_out=tmp_path / "rb.json", weights_out=tmp_path / "rb.pt", run="linf/port-adaptive/small_cnn/seed0", dataset="toy", run_config={"lr": 0.05})
     assert json.loads((tmp_path / "rb.json").read_text()) == info
     assert info["threat_model"] == "Linf" and info["autoattack_acc"] == 40.0 and info["n_synthetic"] == 200
+    assert info["autoattack_attacks"] == "standard"  # RobustBench takes standard AutoAttack results only
     model = build_model(**info["model_spec"])
     model.load_state_dict(torch.load(tmp_path / "rb.pt", weights_only=True))
     reference, _ = load_model(tmp_path / "model.pt")
@@ -275,3 +276,28 @@ def test_robustbench_targets_and_run_config():
     assert port["selection"]["method"] == "adaptive" and port["training"]["threat"]["norm"] == "linf"
     assert "selection" not in run_config(config, "digits", "linf", "small_cnn", "baseline")
     assert len(recipe_paths(config, "digits", paths.RECIPE_EVAL)) == 4 * 3
+
+
+def test_wang2023_presets_plan_on_their_published_parts(tmp_path):
+    """Both presets plan from the two 20M parts as published (tiny stand-ins in the real format):
+    the recipe on every image, and the recipe on PORT's adaptive half."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    parts = tmp_path / "data" / "cifar10" / "edm"
+    parts.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("20m_part1.npz", "20m_part2.npz"):
+        np.savez(parts / name, image=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+                 label=rng.integers(0, 10, 8))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                             "-n", "results/cifar10-wang2023/port_linf.csv", "results/cifar10-wang2023-port/port_linf.csv"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    planned = result.stdout
+    for dataset, selection in (("cifar10-wang2023", "random"), ("cifar10-wang2023-port", "adaptive")):
+        assert f"results/{dataset}/runs/linf/port-{selection}/wrn-28-10-silu/seed0/model.pt" in planned
+    assert re.search(r"^score_shard\s+\d+$", planned, flags=re.M)  # the PORT preset scores the images

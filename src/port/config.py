@@ -8,6 +8,7 @@ keys in the YAML file reruns nothing.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -19,7 +20,8 @@ SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"  # the p
 # (a recipe variant's block overrides the dataset's `training` block).
 TRAINER_BLOCKS = {"train_robust": "training", "train_smooth": "training", "train_transfer": "training",
                   "train_discriminator": "discrimination", "train_scorer": "discrimination",
-                  "train_recipe": "recipe_study.variants.{variant}.training"}
+                  "train_nonrobust_discriminator": "discrimination",
+                  "train_sample_complexity": "studies.sample_complexity", "train_filter_study": "studies.filter"}
 # Defaults of generator keys that only one kind reads; kept out of the schema so that adding a
 # kind does not change (and rerun) the other kinds' sampling settings.
 KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "class_labels": None}}
@@ -179,9 +181,11 @@ def labeler_checkpoint(config: dict, dataset: str, slot: str) -> str | None:
     return config["datasets"][dataset]["labelers"][slot].get("checkpoint")
 
 
-def trainer_block(rule: str, wildcards) -> str:
+def trainer_block(rule: str, wildcards, config: dict) -> str:
     """The config key of a training rule's settings, for error messages (`datasets.digits.training`)."""
     values = dict(wildcards.items())
+    if rule == "train_recipe":  # a recipe-study or gamma-sweep variant: train_recipe trains both
+        return variant(config, values["dataset"], values["variant"])["key"]
     return f"datasets.{values['dataset']}." + TRAINER_BLOCKS[rule].format(**values)
 
 
@@ -339,33 +343,30 @@ def recipe_paths(config: dict, dataset: str, pattern: str) -> list[str]:
             for variant, arch, seed in recipe_runs(config, dataset)]
 
 
-def recipe_synthetic(config: dict, dataset: str, variant: str) -> str | list:
-    """The selection a recipe variant trains on ([] for a real-data-only variant). A path, not
+def recipe_synthetic(config: dict, dataset: str, name: str) -> str | list:
+    """The selection a training variant trains on ([] for a real-data-only variant). A path, not
     a one-item list: Snakemake hands a list input to the script as a Namedlist, not a path."""
-    ds = config["datasets"][dataset]
-    study = ds["recipe_study"]
-    if not study["variants"][variant].get("synthetic", True):
+    ds, chosen = config["datasets"][dataset], variant(config, dataset, name)
+    if not chosen["synthetic"]:
         return []
-    return paths.SELECTED.format(dataset=dataset, generator=ds["training"]["generator"], selection=study["selection"])
+    return paths.SELECTED.format(dataset=dataset, generator=ds["training"]["generator"], selection=chosen["selection"])
 
 
-def recipe_settings(config: dict, dataset: str, variant: str, arch: str) -> dict:
-    """The training block with the variant's overrides, the arch and the study's threat."""
-    ds = config["datasets"][dataset]
-    study = ds["recipe_study"]
-    overrides = study["variants"][variant]
-    method = "port" if overrides.get("synthetic", True) else "baseline"
-    return canonical({**_run_settings(ds, method), **overrides.get("training", {}), "arch": arch,
-                      "threat": ds["threats"][study["threat"]]})
+def recipe_settings(config: dict, dataset: str, name: str, arch: str) -> dict:
+    """The training block with the variant's overrides, the arch and the variant's threat."""
+    ds, chosen = config["datasets"][dataset], variant(config, dataset, name)
+    method = "port" if chosen["synthetic"] else "baseline"
+    return canonical({**_run_settings(ds, method), **chosen["training"], "arch": arch,
+                      "threat": ds["threats"][chosen["threat"]]})
 
 
-def recipe_row(config: dict, dataset: str, variant: str, arch: str, seed: int) -> dict:
-    """The identity columns of one recipe-study run: the variant and the options it varies."""
-    settings = recipe_settings(config, dataset, variant, arch)
-    synthetic = bool(recipe_synthetic(config, dataset, variant))
+def recipe_row(config: dict, dataset: str, name: str, arch: str, seed: int) -> dict:
+    """The identity columns of one variant's run: the variant and the options it varies."""
+    settings = recipe_settings(config, dataset, name, arch)
+    chosen = variant(config, dataset, name)
     keys = ("loss", "trades_beta", "ema_decay", "label_smoothing", "synthetic_fraction", "gamma", "epochs")
-    return {"variant": variant, "architecture": arch, "seed": seed,
-            "selection": config["datasets"][dataset]["recipe_study"]["selection"] if synthetic else "none",
+    return {"variant": name, "architecture": arch, "seed": seed,
+            "selection": chosen["selection"] if chosen["synthetic"] else "none",
             **{key: settings.get(key) for key in keys}}
 
 
@@ -454,3 +455,146 @@ def run_row(method: str, arch: str, seed: int) -> dict:
     selection = paths.selection_of(method)
     return {"method": paths.BASELINE if selection is None else "port", "selection": selection or "none",
             "architecture": arch, "seed": seed}
+
+
+# ---- the paper's studies (rules/studies.smk) -------------------------------------------------
+def study(config: dict, dataset: str, name: str) -> dict:
+    """One block of the dataset's `studies` (schema defaults filled)."""
+    studies = config["datasets"][dataset].get("studies")
+    if studies is None:
+        raise ConfigError(f"datasets.{dataset}.studies: no studies configured for dataset '{dataset}'")
+    return studies[name]
+
+
+def variant(config: dict, dataset: str, name: str) -> dict:
+    """A training variant: a recipe_study variant, or a gamma-sweep run (`gamma-<value>`); what it
+    overrides in the training block (`training`), whether it trains on synthetic images, its
+    threat model, selection, evaluation overrides and config key (for error messages)."""
+    ds = config["datasets"][dataset]
+    if name in ds.get("recipe_study", {}).get("variants", {}):
+        study_block = ds["recipe_study"]
+        block = study_block["variants"][name]
+        return {"training": block.get("training", {}), "synthetic": block.get("synthetic", True),
+                "threat": study_block["threat"], "selection": study_block["selection"], "evaluation": {},
+                "key": f"datasets.{dataset}.recipe_study.variants.{name}.training"}
+    gamma = paths.gamma_of(name)
+    sweep = ds.get("studies", {}).get("gamma")
+    if gamma is None or sweep is None or gamma not in [float(v) for v in sweep["values"]]:
+        raise ConfigError(f"training variant '{name}': neither a key of datasets.{dataset}.recipe_study.variants nor "
+                          f"gamma-<v> for a v in datasets.{dataset}.studies.gamma.values")
+    return {"training": {**sweep["training"], "gamma": gamma}, "synthetic": True, "threat": sweep["threat"],
+            "selection": sweep["selection"], "evaluation": {"autoattack": sweep["autoattack"]},
+            "key": f"datasets.{dataset}.studies.gamma"}
+
+
+def variant_threat(config: dict, dataset: str, name: str) -> dict:
+    return canonical(config["datasets"][dataset]["threats"][variant(config, dataset, name)["threat"]])
+
+
+def variant_evaluation(config: dict, dataset: str, name: str) -> dict:
+    return canonical({**config["datasets"][dataset]["evaluation"], **variant(config, dataset, name)["evaluation"]})
+
+
+def gamma_runs(config: dict, dataset: str, pattern: str) -> list[str]:
+    """`pattern` (a paths.RECIPE_* file) for every run of the gamma sweep."""
+    sweep = study(config, dataset, "gamma")
+    return [pattern.format(dataset=dataset, variant=paths.gamma_variant(gamma), arch=arch, seed=seed)
+            for gamma in sweep["values"] for arch in config["datasets"][dataset]["training"]["architectures"]
+            for seed in sweep["seeds"]]
+
+
+def study_generator(config: dict, dataset: str, name: str) -> str:
+    """The generator a study reads: its own `generator`, or the training generator."""
+    return study(config, dataset, name).get("generator") or config["datasets"][dataset]["training"]["generator"]
+
+
+def sample_sizes(smallest: int, available: int, factor: float) -> list[int]:
+    """The log grid smallest * factor^i of training-set sizes below `available`, without a point
+    within a factor sqrt(factor) of it (that point is the whole set, `all`, added by the caller)."""
+    if smallest < 1 or factor <= 1:
+        raise SettingsError(f"sample complexity grid needs smallest >= 1 and factor > 1, got {smallest}, {factor}")
+    sizes, size = [], float(smallest)
+    while size * math.sqrt(factor) < available:
+        sizes.append(int(round(size)))
+        size *= factor
+    return sizes
+
+
+def sample_complexity_sizes(config: dict, dataset: str) -> list[str]:
+    """Training-set sizes of the sample-complexity study: a log grid from `smallest` below the
+    images available (the generator's images, the class subset's share of them, minus the held-out
+    ones; the filter's discards are unknown before it runs, so the last point is `all`)."""
+    ds = config["datasets"][dataset]
+    block = study(config, dataset, "sample_complexity")
+    n_images = ds["generators"][study_generator(config, dataset, "sample_complexity")]["n_images"]
+    classes = block["classes"]
+    num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
+    share = len(classes) / num_classes if classes and num_classes else 1.0
+    available = int(n_images * share) - block["n_heldout"]
+    return [str(size) for size in sample_sizes(block["smallest"], available, block["factor"])] + [paths.ALL_IMAGES]
+
+
+def sample_complexity_runs(config: dict, dataset: str) -> list[dict]:
+    """Wildcards of every training run of the sample-complexity study."""
+    block = study(config, dataset, "sample_complexity")
+    return [{"dataset": dataset, "regime": regime, "size": size, "seed": seed} for regime in block["regimes"]
+            for size in sample_complexity_sizes(config, dataset) for seed in block["seeds"]]
+
+
+def sample_complexity_settings(config: dict, dataset: str, regime: str, size: str) -> dict:
+    """Training on synthetic images alone: the training block with the study's arch and epochs
+    (at least `min_steps` optimizer steps for small sets), standard training (natural) or PGD with
+    the study's `attack_steps` (the paper's PGD-4) at the threat's eps (adversarial)."""
+    ds = config["datasets"][dataset]
+    block = study(config, dataset, "sample_complexity")
+    settings = _run_settings(ds, paths.BASELINE)
+    epochs = block.get("epochs") or ds["training"]["epochs"]
+    if size != paths.ALL_IMAGES and block["min_steps"]:
+        epochs = max(epochs, -(-block["min_steps"] * settings.get("batch_size", schema_defaults("training")["batch_size"])
+                               // int(size)))
+    threat = None
+    if regime == "adversarial":
+        threat = sample_complexity_threat(config, dataset)
+    return canonical({**settings, "epochs": epochs, "model_selection": "last",
+                      "arch": block.get("arch") or ds["training"]["architectures"][0], "threat": threat})
+
+
+def sample_complexity_threat(config: dict, dataset: str) -> dict:
+    """The study's threat: the named threat model with `attack_steps` PGD steps (step size rescaled)."""
+    block = study(config, dataset, "sample_complexity")
+    threat = dict(config["datasets"][dataset]["threats"][block["threat"]])
+    steps = block["attack_steps"]
+    threat.update(step_size=threat["step_size"] * threat["steps"] / steps, steps=steps)
+    return canonical(threat)
+
+
+def filter_study_thresholds(config: dict, dataset: str) -> list[str]:
+    return [f"{float(t):g}" for t in study(config, dataset, "filter")["thresholds"]]
+
+
+def filter_study_settings(config: dict, dataset: str) -> dict:
+    """Transferred robustness (port.config.transfer_settings) with the study's epochs."""
+    block = study(config, dataset, "filter")
+    settings = transfer_settings(config, dataset)
+    return canonical({**settings, "epochs": block.get("epochs") or settings["epochs"]})
+
+
+def nonrobust_discriminator_settings(config: dict, dataset: str, arch: str) -> dict:
+    """The discriminator at eps 0 (natural training) with another architecture (CNN-2, CNN-4)."""
+    block = study(config, dataset, "nonrobust_discriminators")
+    settings = discriminator_settings(config, dataset, 0.0)
+    return canonical({**settings, "arch": arch, "epochs": block.get("epochs") or settings["epochs"]})
+
+
+def study_targets(config: dict, datasets=None) -> list[str]:
+    """Every study table and plot of the default datasets (or of `datasets`) that configure `studies`."""
+    names = config.get("default_datasets", []) if datasets is None else datasets
+    targets = []
+    for name in names:
+        if "studies" not in config["datasets"][name]:
+            continue
+        targets += [pattern.format(dataset=name) for pattern in (
+            paths.GAMMA_STUDY_TABLE, paths.SAMPLE_COMPLEXITY_TABLE, paths.FILTER_STUDY_TABLE, paths.THEOREM1_TABLE)]
+        if len(ranked_generators(config, name)) >= 2:
+            targets.append(paths.NONROBUST_DISCRIMINATOR_TABLE.format(dataset=name))
+    return targets

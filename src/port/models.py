@@ -1,5 +1,5 @@
 """Classifiers: CIFAR ResNet-18, WideResNets (34-10, 28-10; 28-10 and 70-16 with SiLU as
-Wang et al. 2023), and small nets for digits.
+Wang et al. 2023), small nets for digits, and the plain CNN-2/CNN-4 discriminators.
 
 Every model takes images in [0, 1] and normalises internally, so attacks, AutoAttack and
 randomized smoothing all work in pixel space. Checkpoints record the architecture and
@@ -40,6 +40,20 @@ def small_cnn(in_channels: int, num_classes: int, width: int = 16) -> nn.Module:
         *_conv_bn(width, 2 * width), *_conv_bn(2 * width, 2 * width), nn.MaxPool2d(2),
         *_conv_bn(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(4 * width, num_classes))
+
+
+def plain_cnn(in_channels: int, num_classes: int, conv_layers: int, width: int = 32) -> nn.Module:
+    """CNN-2 / CNN-4 of the paper's non-robust discriminators (Appendix C.1, Table 9): `conv_layers`
+    3x3 conv-BN-ReLU layers, max-pooling after every second one, global average pooling and a linear
+    head (adaptive pooling fits 8x8 digits and 32x32 CIFAR alike)."""
+    layers, cin = [], in_channels
+    for i in range(conv_layers):
+        cout = width * 2 ** (i // 2)
+        layers += _conv_bn(cin, cout)
+        if i % 2 == 1:
+            layers.append(nn.MaxPool2d(2))
+        cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
 
 
 def mlp(in_channels: int, num_classes: int, width: int = 256, image_size: int = 8) -> nn.Module:
@@ -132,6 +146,8 @@ class WideResNet(nn.Module):
 ARCHITECTURES = {
     "small_cnn": lambda c, k, s: small_cnn(c, k),
     "mlp": lambda c, k, s: mlp(c, k, image_size=s),
+    "cnn2": lambda c, k, s: plain_cnn(c, k, 2),
+    "cnn4": lambda c, k, s: plain_cnn(c, k, 4),
     "resnet18": lambda c, k, s: ResNet18(c, k),
     "wrn-28-10": lambda c, k, s: WideResNet(c, k, 28, 10),
     "wrn-34-10": lambda c, k, s: WideResNet(c, k, 34, 10),

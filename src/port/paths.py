@@ -22,9 +22,17 @@ _GROUP = re.compile(r"group(\d+)")
 _PORT_RUN = re.compile(rf"port-({SELECTION})")
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+# Training variants (the recipe-study rules train both): a recipe_study variant, or `gamma-<value>`, a PORT
+# run of the gamma sweep (studies.gamma).
+GAMMA_VARIANT = r"gamma-(\d+(?:\.\d+)?)"
+_GAMMA_VARIANT = re.compile(GAMMA_VARIANT)
+REGIMES = ("natural", "adversarial")  # sample complexity: standard or adversarial training
+ALL_IMAGES = "all"  # the sample-complexity point that trains on every available image
 WILDCARD_CONSTRAINTS = {"dataset": NAME, "generator": NAME, "model": NAME, "threat": NAME, "arch": NAME,
                         "method": RUN_NAME, "selection": SELECTION, "eps_index": r"\d+", "fold": r"\d+",
-                        "slot": "lanet|splitnet", "shard": r"\d+", "seed": r"\d+", "variant": NAME}
+                        "slot": "lanet|splitnet", "shard": r"\d+", "seed": r"\d+",
+                        "variant": rf"{NAME}|gamma-\d+(?:\.\d+)?", "regime": "|".join(REGIMES),
+                        "size": rf"\d+|{ALL_IMAGES}", "split": "synthetic|real", "threshold": r"\d+(?:\.\d+)?"}
 
 
 def run_name(selection: str | None) -> str:
@@ -40,6 +48,17 @@ def selection_of(run: str) -> str | None:
     if match is None:
         raise ValueError(f"run name '{run}' is neither '{BASELINE}' nor 'port-<{SELECTION}>'")
     return match.group(1)
+
+
+def gamma_variant(gamma: float) -> str:
+    """The training variant of the gamma sweep at `gamma` (`gamma-0.5`)."""
+    return f"gamma-{float(gamma):g}"
+
+
+def gamma_of(variant: str) -> float | None:
+    """The gamma of a `gamma-<value>` variant, None for any other name."""
+    match = _GAMMA_VARIANT.fullmatch(variant)
+    return float(match.group(1)) if match else None
 
 
 def group_selection(group: int) -> str:
@@ -148,6 +167,38 @@ ROBUSTBENCH = RESULTS + "/robustbench/{threat}/{method}/{arch}/seed{seed}"  # + 
 ROBUSTBENCH_INFO = ROBUSTBENCH + ".json"
 ROBUSTBENCH_WEIGHTS = ROBUSTBENCH + ".pt"
 
+# The paper's studies (rules/studies.smk; `snakemake studies`, not in the default target). The gamma
+# sweep's runs are training variants (RECIPE_RUN with variant gamma-<value>).
+STUDIES = RESULTS + "/studies"
+GAMMA_STUDY_TABLE = STUDIES + "/gamma.csv"
+GAMMA_STUDY_PLOT = STUDIES + "/gamma.png"
+SAMPLE_COMPLEXITY = STUDIES + "/sample_complexity"
+SAMPLE_COMPLEXITY_SET = SAMPLE_COMPLEXITY + "/data/train_n{size}.h5"
+SAMPLE_COMPLEXITY_HELDOUT = SAMPLE_COMPLEXITY + "/data/heldout.h5"  # held-out synthetic images
+SAMPLE_COMPLEXITY_TEST = SAMPLE_COMPLEXITY + "/data/test.h5"  # the real test set (of the class subset)
+SAMPLE_COMPLEXITY_RUN = SAMPLE_COMPLEXITY + "/{regime}/n{size}/seed{seed}"
+SAMPLE_COMPLEXITY_MODEL = SAMPLE_COMPLEXITY_RUN + "/model.pt"
+SAMPLE_COMPLEXITY_HISTORY = SAMPLE_COMPLEXITY_RUN + "/history.csv"
+SAMPLE_COMPLEXITY_EVAL = SAMPLE_COMPLEXITY_RUN + "/eval_{split}.csv"  # split: synthetic (held out) or real
+SAMPLE_COMPLEXITY_TABLE = STUDIES + "/sample_complexity.csv"
+SAMPLE_COMPLEXITY_PLOT = STUDIES + "/sample_complexity.png"
+FILTER_STUDY = STUDIES + "/filter/t{threshold}"  # threshold 0: no filter
+FILTER_STUDY_MASK = FILTER_STUDY + "/filter.h5"
+FILTER_STUDY_COUNTS = FILTER_STUDY + "/filter_counts.csv"
+FILTER_STUDY_SET = FILTER_STUDY + "/transfer.h5"
+FILTER_STUDY_RUN = FILTER_STUDY + "/seed{seed}"
+FILTER_STUDY_MODEL = FILTER_STUDY_RUN + "/model.pt"
+FILTER_STUDY_HISTORY = FILTER_STUDY_RUN + "/history.csv"
+FILTER_STUDY_EVAL = FILTER_STUDY_RUN + "/eval.csv"
+FILTER_STUDY_TABLE = STUDIES + "/filter.csv"
+NONROBUST_DISCRIMINATOR = DISCRIMINATION + "/nonrobust/{arch}"  # naturally trained (eps 0)
+NONROBUST_DISCRIMINATOR_MODEL = NONROBUST_DISCRIMINATOR + "/model.pt"
+NONROBUST_DISCRIMINATOR_HISTORY = NONROBUST_DISCRIMINATOR + "/history.csv"
+NONROBUST_DISCRIMINATOR_METRICS = NONROBUST_DISCRIMINATOR + "/metrics.csv"
+NONROBUST_DISCRIMINATOR_TABLE = STUDIES + "/nonrobust_discriminators.csv"
+THEOREM1_TABLE = STUDIES + "/theorem1.csv"
+THEOREM1_PLOT = STUDIES + "/theorem1.png"
+
 # Resumable state of long jobs, deleted when the job finishes.
 CHECKPOINTS = RESULTS + "/checkpoints"
 LABELER_CHECKPOINT = CHECKPOINTS + "/labelers/{slot}.pt"
@@ -158,3 +209,6 @@ RUN_CHECKPOINT = CHECKPOINTS + "/runs/{threat}/{method}/{arch}/seed{seed}.pt"
 SMOOTH_CHECKPOINT = CHECKPOINTS + "/smooth/{method}/{arch}/seed{seed}.pt"
 CERTIFY_CHECKPOINT = CHECKPOINTS + "/certify/{method}_{arch}_seed{seed}.pt"
 RECIPE_CHECKPOINT = CHECKPOINTS + "/recipe/{variant}/{arch}/seed{seed}.pt"
+SAMPLE_COMPLEXITY_CHECKPOINT = CHECKPOINTS + "/studies/sample_complexity/{regime}/n{size}/seed{seed}.pt"
+FILTER_STUDY_CHECKPOINT = CHECKPOINTS + "/studies/filter/t{threshold}/seed{seed}.pt"
+NONROBUST_DISCRIMINATOR_CHECKPOINT = CHECKPOINTS + "/discriminators/{generator}/nonrobust/{arch}.pt"

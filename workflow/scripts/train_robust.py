@@ -7,4 +7,4 @@ with logged_job(snakemake):
           history_out=snakemake.output.history_out, checkpoint_path=snakemake.params.checkpoint_path,
           settings=snakemake.params.settings, seed=snakemake.params.seed,
           synthetic_path=snakemake.input.synthetic_path or None,
-          settings_key=trainer_block(snakemake.rule, snakemake.wildcards))
+          settings_key=trainer_block(snakemake.rule, snakemake.wildcards, snakemake.config))
