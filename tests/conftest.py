@@ -51,7 +51,9 @@ TINY = {
         "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
         "filter": {"threshold": 0.5},
         "selection": {"k": 40},
-        "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "eps_warmup_epochs": 0.5, "steps": 2, "n_heldout": 60},
+        # two discrimination seeds: ARC per seed and its mean over seeds (the shipped digits config has one)
+        "discrimination": {"eps": [0.0, 0.05], "seeds": [0, 1], "epochs": 1, "eps_warmup_epochs": 0.5, "steps": 2,
+                           "n_heldout": 60},
         "scores": {"discriminator_eps": 0.05, "eps": 0.01, "steps": 2},
         "score_groups": {"enabled": True, "n_groups": 2},  # a study on digits; the tiny DAG covers it
         # the shipped ranking's three unconditional-path generators (ddpm-cond's path is unit-tested)
@@ -78,7 +80,7 @@ TINY_RGB = {
     "filter": {"threshold": 0.0},
     "threats": {"linf": {"norm": "linf", "eps": 8 / 255, "step_size": 4 / 255, "steps": 2},
                 "l2": {"norm": "l2", "eps": 0.5, "step_size": 0.25, "steps": 2}},
-    "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "steps": 1, "eval_steps": 2, "n_heldout": 60},
+    "discrimination": {"eps": [0.0, 0.05], "seeds": [0], "epochs": 1, "steps": 1, "eval_steps": 2, "n_heldout": 60},
     # the standard version's four attacks on RGB (the digits default runs two of them)
     "evaluation": {"n_test": 4, "pgd_steps": 3, "autoattack_attacks": ["apgd-ce", "apgd-t", "fab-t", "square"]},
     "smoothing": {"epochs": 1, "radii": [0.0, 0.25, 0.5],
