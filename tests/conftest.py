@@ -45,7 +45,8 @@ TINY = {
         "diffusion_models": {"ddpm": {"block_out_channels": [16, 32], "steps": 30, "batch_size": 32,
                                       "warmup": 5, "train_timesteps": 10}},
         "gan_models": {"gan": {"steps": 40, "width": 16}},
-        "generators": {"ddpm": {"steps": 10, "n_images": 240, "n_shards": 2, "batch_size": 64},
+        # the full 10-step chain: 10 solver steps of a 30-step-trained tiny DDPM give images no labeler keeps
+        "generators": {"ddpm": {"scheduler": "ddpm", "steps": 10, "n_images": 240, "n_shards": 2, "batch_size": 64},
                        "ddpm-4steps": {"steps": 2, "n_images": 240, "batch_size": 120},
                        "gan": {"n_images": 240, "n_shards": 2, "batch_size": 100}},
         "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
