@@ -131,12 +131,17 @@ def rgb_run(tmp_path_factory):
 
 
 def declared_gpu_rules() -> dict[str, int]:
-    """{rule: N} for every rule in rules/*.smk that declares `resources: gpu=N` itself."""
+    """{rule: N} for every rule in rules/*.smk that declares `resources: gpu=N` itself or copies a
+    rule that does (`use rule A as B`)."""
     found = {}
     for path in sorted((REPO / "rules").glob("*.smk")):
         for rule, body in re.findall(r"^rule (\w+):\n((?:(?:    .*)?\n)*)", path.read_text(), flags=re.M):
             if resources := re.search(r"^    resources:\n(?:        .*\n)*?        gpu=(\d+)", body, flags=re.M):
                 found[rule] = int(resources.group(1))
+    for path in sorted((REPO / "rules").glob("*.smk")):  # `use rule A as B with:` inherits A's resources
+        for parent, alias in re.findall(r"^use rule (\w+) as (\w+)", path.read_text(), flags=re.M):
+            if parent in found:
+                found[alias] = found[parent]
     return found
 
 
