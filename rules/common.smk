@@ -80,7 +80,7 @@ def discriminator_eps(wc):
 
 
 def discriminator_curriculum_parent(wc):
-    """The trained discriminator that `eps{i}` starts from under the curriculum (none: [])."""
+    """The trained discriminator (same seed) that `eps{i}` starts from under the curriculum (none: [])."""
     parent = port_config.curriculum_parent(config, wc.dataset, grid_index(wc))
     return [] if parent is None else paths.DISCRIMINATOR_MODEL.format(**{**dict(wc.items()), "eps_index": parent})
 

@@ -34,14 +34,14 @@ rule train_discriminator:
         history_out=paths.DISCRIMINATOR_HISTORY,
     params:
         settings=lambda wc: port_config.grid_discriminator_settings(config, wc.dataset, grid_index(wc)),
-        seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator, int(wc.eps_index)),
+        seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator, int(wc.eps_index), int(wc.seed)),
         checkpoint_path=paths.DISCRIMINATOR_CHECKPOINT,
     resources:
         gpu=1,
     log:
-        "logs/train_discriminator/{dataset}/{generator}/eps{eps_index}.log",
+        "logs/train_discriminator/{dataset}/{generator}/eps{eps_index}/seed{seed}.log",
     benchmark:
-        "benchmarks/train_discriminator/{dataset}/{generator}/eps{eps_index}.tsv"
+        "benchmarks/train_discriminator/{dataset}/{generator}/eps{eps_index}/seed{seed}.tsv"
     conda:
         ENV
     script:
@@ -58,13 +58,13 @@ rule evaluate_discriminator:
         eps=discriminator_eps,
         settings=lambda wc: port_config.discriminator_eval_settings(config, wc.dataset),
         seed=config["seed"],
-        row=lambda wc: {"generator": wc.generator},
+        row=lambda wc: {"generator": wc.generator, "seed": int(wc.seed)},
     resources:
         gpu=1,
     log:
-        "logs/evaluate_discriminator/{dataset}/{generator}/eps{eps_index}.log",
+        "logs/evaluate_discriminator/{dataset}/{generator}/eps{eps_index}/seed{seed}.log",
     benchmark:
-        "benchmarks/evaluate_discriminator/{dataset}/{generator}/eps{eps_index}.tsv"
+        "benchmarks/evaluate_discriminator/{dataset}/{generator}/eps{eps_index}/seed{seed}.tsv"
     conda:
         ENV
     script:
@@ -73,10 +73,7 @@ rule evaluate_discriminator:
 
 rule arc_curve:
     input:
-        metric_csvs=lambda wc: [
-            paths.DISCRIMINATOR_METRICS.format(dataset=wc.dataset, generator=wc.generator, eps_index=i)
-            for i in range(len(dataset_cfg(wc)["discrimination"]["eps"]))
-        ],
+        metric_csvs=lambda wc: port_config.arc_curve_inputs(config, wc.dataset, wc.generator),
     output:
         out_csv=paths.ARC_CURVE,
     log:
@@ -98,6 +95,12 @@ rule arc:
             caption="../report/arc.rst",
             category="Generators",
             labels={"dataset": "{dataset}", "table": "ARC"},
+        ),
+        out_summary=report(
+            paths.ARC_SUMMARY,
+            caption="../report/arc_summary.rst",
+            category="Generators",
+            labels={"dataset": "{dataset}", "table": "ARC over seeds"},
         ),
         out_plot=report(
             paths.ARC_PLOT,

@@ -31,6 +31,12 @@ rule summarize:
             category="Results",
             labels={"dataset": "{dataset}", "threat": "{threat}"},
         ),
+        out_summary=report(
+            paths.SEED_SUMMARY,
+            caption="../report/seed_summary.rst",
+            category="Results",
+            labels={"dataset": "{dataset}", "threat": "{threat} (over seeds)"},
+        ),
     log:
         "logs/summarize/{dataset}/{threat}.log",
     benchmark:
@@ -39,3 +45,25 @@ rule summarize:
         ENV
     script:
         "../workflow/scripts/summarize.py"
+
+
+# `snakemake --cores all results/{dataset}/seeds.csv` (not in the default target): the table runs
+# of every threat model over seed_study.seeds, by the same train_robust and evaluate rules.
+rule summarize_seed_study:
+    input:
+        eval_csvs=lambda wc: port_config.seed_study_paths(config, wc.dataset, paths.RUN_EVAL),
+    output:
+        out_csv=report(
+            paths.SEED_STUDY,
+            caption="../report/seed_summary.rst",
+            category="Results",
+            labels={"dataset": "{dataset}", "threat": "seed study, every threat"},
+        ),
+    log:
+        "logs/summarize_seed_study/{dataset}.log",
+    benchmark:
+        "benchmarks/summarize_seed_study/{dataset}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/summarize_seed_study.py"

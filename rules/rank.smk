@@ -91,7 +91,7 @@ rule distribution_metrics:
 
 rule rank_generators:
     input:
-        arc_csv=paths.ARC_TABLE,
+        arc_summary_csv=paths.ARC_SUMMARY,
         distribution_csvs=ranked(paths.DISTRIBUTION_METRICS),
         transfer_csvs=ranked(paths.TRANSFER_EVAL),
     output:

@@ -65,6 +65,12 @@ rule summarize_smooth:
             category="Results",
             labels={"dataset": "{dataset}", "threat": "smoothing (l2 certified)"},
         ),
+        out_summary=report(
+            paths.CERTIFIED_SUMMARY,
+            caption="../report/certified_summary.rst",
+            category="Results",
+            labels={"dataset": "{dataset}", "threat": "smoothing (over seeds)"},
+        ),
         out_plot=report(
             paths.CERTIFIED_PLOT,
             caption="../report/certified.rst",

@@ -259,7 +259,7 @@ rule nonrobust_discriminator_study:
         metric_csvs=lambda wc: [paths.NONROBUST_DISCRIMINATOR_METRICS.format(dataset=wc.dataset, generator=g, arch=a)
                                 for g in port_config.ranked_generators(config, wc.dataset)
                                 for a in study_cfg(wc, "nonrobust_discriminators")["architectures"]],
-        arc_table=paths.ARC_TABLE,
+        arc_summary=paths.ARC_SUMMARY,
     output:
         out_csv=paths.NONROBUST_DISCRIMINATOR_TABLE,
     log:

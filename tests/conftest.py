@@ -45,13 +45,16 @@ TINY = {
         "diffusion_models": {"ddpm": {"block_out_channels": [16, 32], "steps": 30, "batch_size": 32,
                                       "warmup": 5, "train_timesteps": 10}},
         "gan_models": {"gan": {"steps": 40, "width": 16}},
-        "generators": {"ddpm": {"steps": 10, "n_images": 240, "n_shards": 2, "batch_size": 64},
+        # the full 10-step chain: 10 solver steps of a 30-step-trained tiny DDPM give images no labeler keeps
+        "generators": {"ddpm": {"scheduler": "ddpm", "steps": 10, "n_images": 240, "n_shards": 2, "batch_size": 64},
                        "ddpm-4steps": {"steps": 2, "n_images": 240, "batch_size": 120},
                        "gan": {"n_images": 240, "n_shards": 2, "batch_size": 100}},
         "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
         "filter": {"threshold": 0.5},
         "selection": {"k": 40},
-        "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "eps_warmup_epochs": 0.5, "steps": 2, "n_heldout": 60},
+        # two discrimination seeds: ARC per seed and its mean over seeds (the shipped digits config has one)
+        "discrimination": {"eps": [0.0, 0.05], "seeds": [0, 1], "epochs": 1, "eps_warmup_epochs": 0.5, "steps": 2,
+                           "n_heldout": 60},
         "scores": {"discriminator_eps": 0.05, "eps": 0.01, "steps": 2},
         "score_groups": {"enabled": True, "n_groups": 2},  # a study on digits; the tiny DAG covers it
         # the shipped ranking's three unconditional-path generators (ddpm-cond's path is unit-tested)
@@ -78,7 +81,7 @@ TINY_RGB = {
     "filter": {"threshold": 0.0},
     "threats": {"linf": {"norm": "linf", "eps": 8 / 255, "step_size": 4 / 255, "steps": 2},
                 "l2": {"norm": "l2", "eps": 0.5, "step_size": 0.25, "steps": 2}},
-    "discrimination": {"eps": [0.0, 0.05], "epochs": 1, "steps": 1, "eval_steps": 2, "n_heldout": 60},
+    "discrimination": {"eps": [0.0, 0.05], "seeds": [0], "epochs": 1, "steps": 1, "eval_steps": 2, "n_heldout": 60},
     # the standard version's four attacks on RGB (the digits default runs two of them)
     "evaluation": {"n_test": 4, "pgd_steps": 3, "autoattack_attacks": ["apgd-ce", "apgd-t", "fab-t", "square"]},
     "smoothing": {"epochs": 1, "radii": [0.0, 0.25, 0.5],
@@ -128,12 +131,17 @@ def rgb_run(tmp_path_factory):
 
 
 def declared_gpu_rules() -> dict[str, int]:
-    """{rule: N} for every rule in rules/*.smk that declares `resources: gpu=N` itself."""
+    """{rule: N} for every rule in rules/*.smk that declares `resources: gpu=N` itself or copies a
+    rule that does (`use rule A as B`)."""
     found = {}
     for path in sorted((REPO / "rules").glob("*.smk")):
         for rule, body in re.findall(r"^rule (\w+):\n((?:(?:    .*)?\n)*)", path.read_text(), flags=re.M):
             if resources := re.search(r"^    resources:\n(?:        .*\n)*?        gpu=(\d+)", body, flags=re.M):
                 found[rule] = int(resources.group(1))
+    for path in sorted((REPO / "rules").glob("*.smk")):  # `use rule A as B with:` inherits A's resources
+        for parent, alias in re.findall(r"^use rule (\w+) as (\w+)", path.read_text(), flags=re.M):
+            if parent in found:
+                found[alias] = found[parent]
     return found
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -54,6 +56,32 @@ def test_write_images_round_trip_with_provenance(tmp_path):
     assert {"numpy", "h5py", "torch"} <= set(versions)
     assert versions["numpy"] == np.__version__
     assert versions["h5py"] == h5py.__version__
+
+
+def test_provenance_records_the_device_and_the_determinism_settings(monkeypatch):
+    import torch
+
+    from port.artifacts import cpu_model
+
+    attrs = provenance("train", {"lr": 0.1}, seed=1)
+    assert attrs["device"] == f"cpu: {cpu_model()}" and cpu_model()  # CUDA never started in this process
+    determinism = json.loads(attrs["determinism"])
+    assert determinism == {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                           "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                           "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                           "num_threads": torch.get_num_threads()}
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", not torch.backends.cudnn.benchmark)
+    assert json.loads(provenance("train")["determinism"])["cudnn_benchmark"] == torch.backends.cudnn.benchmark
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "NVIDIA H100 80GB HBM3")
+    assert provenance("train")["device"] == "cuda: NVIDIA H100 80GB HBM3"
+
+
+def test_provenance_does_not_import_torch_for_jobs_that_never_did():
+    code = ("import json, sys; from port.artifacts import provenance; attrs = provenance('merge'); "
+            "print(json.dumps(['torch' in sys.modules, attrs['device'][:4], json.loads(attrs['determinism'])]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == [False, "cpu:", {"torch": "not imported"}]
 
 
 def test_provenance_without_seed_has_no_seed_attr():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,11 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from port.config import (ConfigError, canonical, check_config, discriminator_settings, evaluation_settings,
-                         final_targets, generator_settings, labeler_settings, labels_from, pipeline_model, run_paths,
-                         run_row, smoothing_epochs, smoothing_settings, training_settings, transfer_settings)
-from port.paths import RUN_MODEL, selection_of
+from port.config import (ConfigError, arc_curve_inputs, canonical, check_config, discriminator_settings,
+                         evaluation_settings, final_targets, generator_settings, labeler_settings, labels_from,
+                         pipeline_model, run_paths, run_row, seed_study_paths, smoothing_epochs, smoothing_settings,
+                         training_settings, transfer_settings)
+from port.paths import RUN_EVAL, RUN_MODEL, selection_of
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -97,6 +99,9 @@ D = "datasets.digits."
     (D + "training.generator", _DELETE),                         # required key missing
     ("seed", -1),
     ("datasets.bad name", {}),                                   # dataset name pattern
+    (D + "discrimination.seeds", [0, 0]),                        # a repeated discrimination seed
+    (D + "discrimination.seeds", []),
+    (D + "seed_study.seeds", [0]),                               # one seed has no interval
 ])
 def test_bad_configs_are_rejected_by_the_schema(raw_config, key, value):
     bad = copy.deepcopy(raw_config)
@@ -203,13 +208,15 @@ def test_labeler_and_generator_settings_sorted(config):
 
 def test_targets_and_run_paths(config):
     figures = ["training_curves_linf.png", "training_curves_l2.png", "synthetic/ddpm/samples_per_class.png"]
+    tables = ["port_linf.csv", "summary_linf.csv", "port_l2.csv", "summary_l2.csv", "certified.csv",
+              "certified_summary.csv"]
     assert final_targets(config) == [f"results/digits/{name}" for name in
-                                     ["port_linf.csv", "port_l2.csv", "certified.csv", *figures, "arc.csv",
-                                      "generators.csv"]]
-    # cifar10 ranks the DDPM against StyleGAN2-ADA (paper Tables 4 and 6) and trains no score groups
+                                     [*tables, *figures, "arc.csv", "arc_summary.csv", "generators.csv"]]
+    # cifar10 ranks the DDPM against StyleGAN2-ADA (paper Tables 4 and 6) and trains the score groups (Figure 5)
     assert final_targets(config, ["cifar10"]) == [f"results/cifar10/{name}" for name in
-                                                  ["port_linf.csv", "port_l2.csv", "certified.csv", *figures,
-                                                   "arc.csv", "generators.csv"]]
+                                                  [*tables, *figures, "arc.csv", "arc_summary.csv",
+                                                   "generators.csv", "score_groups.csv"]]
+    assert "results/digits/seeds.csv" not in final_targets(config)  # a study, not a default target
     no_smoothing = {**config, "datasets": {"digits": {k: v for k, v in config["datasets"]["digits"].items()
                                                       if k != "smoothing"}}}
     assert "results/digits/certified.csv" not in final_targets(no_smoothing)
@@ -282,3 +289,65 @@ def test_the_snakefile_helpers_import_nothing_heavy():
             "print(sorted(m for m in ('torch', 'h5py', 'pandas') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_seed_study_runs_are_the_table_runs_over_more_seeds(config):
+    study = seed_study_paths(config, "digits", RUN_EVAL)
+    assert config["datasets"]["digits"]["seed_study"]["seeds"] == [0, 1, 2]
+    # (baseline, adaptive, random) x (linf, l2) x small_cnn x 3 seeds, by the result tables' own run paths
+    assert len(study) == 3 * 2 * 1 * 3 == len(set(study))
+    assert set(run_paths(config, "digits", "l2", RUN_EVAL)) < set(study)
+    assert "results/digits/runs/linf/port-random/small_cnn/seed2/eval.csv" in study
+    assert config["datasets"]["cifar100"]["seed_study"]["seeds"] == [0, 1, 2]  # the schema default
+
+
+def test_arc_discriminators_are_trained_per_seed(config):
+    assert config["datasets"]["digits"]["discrimination"]["seeds"] == [0]  # the fast default
+    assert config["datasets"]["cifar10-wang2023"]["discrimination"]["seeds"] == [0]  # the schema default
+    two = copy.deepcopy(config)
+    two["datasets"]["digits"]["discrimination"]["seeds"] = [0, 1]
+    inputs = arc_curve_inputs(two, "digits", "gan")
+    assert len(inputs) == 2 * 4 == len(set(inputs))  # seeds x the eps grid
+    assert inputs[:2] == ["results/digits/discriminators/gan/eps0/seed0/metrics.csv",
+                          "results/digits/discriminators/gan/eps1/seed0/metrics.csv"]
+    assert "results/digits/discriminators/gan/eps3/seed1/metrics.csv" in inputs
+
+
+def test_cifar_configs_follow_the_paper(config):
+    cifar10, cifar100 = config["datasets"]["cifar10"], config["datasets"]["cifar100"]
+    assert cifar10["generators"]["ddpm"]["n_images"] == 15_000_000 and cifar10["selection"]["k"] == 10_000_000
+    assert cifar10["training"]["epochs"] == 200
+    assert cifar10["threats"]["l2"]["eps"] == pytest.approx(127 / 255, abs=1e-15)
+    assert cifar10["threats"]["l2"]["step_size"] == pytest.approx(127 / 255 / 4, abs=1e-15)
+    assert cifar10["score_groups"]["enabled"] and cifar10["score_groups"]["n_groups"] == 10
+    assert cifar10["generator_ranking"]["n_train"] == 1_000_000
+    assert cifar10["discrimination"]["seeds"] == [0, 1, 2]
+    assert cifar100["source"]["kind"] == "cifar100" and cifar100["generators"]["ddpm"]["n_images"] == 1_000_000
+    assert cifar100["training"]["weight_decay"] == 1.0e-3
+    # the rest of the training block is cifar10's (a YAML merge key)
+    assert {k: v for k, v in cifar100["training"].items() if k != "weight_decay"} == \
+        {k: v for k, v in cifar10["training"].items() if k != "weight_decay"}
+    assert training_settings(config, "cifar100", "linf", "resnet18")["weight_decay"] == 1.0e-3
+
+
+def _planned_jobs(*targets: str, workdir: Path) -> dict[str, int]:
+    """{rule: job count} of `snakemake -n targets` with the shipped config, in an empty directory."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                             "-n", *targets, "--quiet", "rules"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (result.stdout + result.stderr).split("Job stats:")[1].split("total")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_cifar_and_seed_study_targets_plan_without_data(config, tmp_path):
+    cifar10 = _planned_jobs("results/cifar10/port_linf.csv", "results/cifar10/summary_linf.csv", workdir=tmp_path)
+    assert cifar10["summarize"] == 1  # one job writes the run table and its seed summary
+    assert cifar10["sample_shard"] == 300 and cifar10["train_robust"] == 3 * 2  # runs x architectures
+    cifar100 = _planned_jobs("results/cifar100/port_linf.csv", workdir=tmp_path)
+    assert cifar100["sample_shard"] == 20 and cifar100["train_robust"] == 2 * 2  # baseline, random x 2 archs
+    assert "train_scorer" not in cifar100  # no selection by score
+    digits = config["datasets"]["digits"]
+    seeds = _planned_jobs("results/digits/seeds.csv", workdir=tmp_path)
+    assert seeds["summarize_seed_study"] == 1
+    assert seeds["train_robust"] == seeds["evaluate"] == (len(digits["selection"]["methods"]) + 1) * \
+        len(digits["threats"]) * len(digits["training"]["architectures"]) * len(digits["seed_study"]["seeds"])

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_images
+from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_csv, write_images
 from port.config import (SettingsError, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
                          discriminator_settings, grid_discriminator_settings)
 from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, collapsed_points, discrimination_sets,
@@ -122,7 +123,7 @@ def _arc_of(tmp_path, synthetic_kind):
         metrics.append(tmp_path / f"m{i}.csv")
         evaluate_discriminator(model_path=model, heldout_path=sets[2], out_csv=metrics[-1], eps=eps,
                                settings={"eval_steps": 5, "step_factor": 2.5}, seed=0,
-                               row={"generator": synthetic_kind})
+                               row={"generator": synthetic_kind, "seed": 0})
     curve = arc_curve(metric_csvs=metrics, out_csv=tmp_path / f"{synthetic_kind}.csv")
     assert list(curve["eps"]) == [0.0, 0.05, 0.1] and (curve["n_eval"] == 300).all()
     return curve, arc_clipped(curve["eps"], curve["robust_acc"])
@@ -137,11 +138,39 @@ def test_arc_of_a_set_against_itself_is_near_zero_and_of_separated_sets_is_large
     assert far > 0.04, far_curve  # close to the maximum 0.1 * 0.5
     assert (far_curve["robust_acc"] > 0.9).all()
     table = arc_table(curve_csvs=[tmp_path / "same/same.csv", tmp_path / "far/far.csv"], out_table=tmp_path / "arc.csv",
-                      out_plot=tmp_path / "arc.png")
+                      out_summary=tmp_path / "arc_summary.csv", out_plot=tmp_path / "arc.png")
     assert list(table["generator"]) == ["same", "far"]  # lowest ARC first
     assert table.set_index("generator").loc["far", "arc_clipped"] == pytest.approx(far)
     assert table.set_index("generator").loc["far", "arc"] == pytest.approx(arc(far_curve["eps"], far_curve["robust_acc"]))
     assert (tmp_path / "arc.png").stat().st_size > 0
+
+
+def test_arc_over_two_discrimination_seeds_on_hand_made_curves(tmp_path):
+    """ARC per generator and seed, the mean and t-interval over seeds, and the rank by the mean."""
+    eps = [0.0, 2 / 255, 4 / 255]
+    # (generator, seed) -> robust accuracy per eps; ARC (eps in 1/255) = trapezoid of acc - 0.5
+    accuracy = {("good", 0): [0.6, 0.5, 0.5], ("good", 1): [0.7, 0.6, 0.5],   # ARC 0.1 and 0.4
+                ("poor", 0): [1.0, 0.9, 0.8], ("poor", 1): [1.0, 1.0, 0.9]}   # ARC 1.6 and 1.9
+    for generator in ("good", "poor"):
+        metrics = []
+        for seed in (0, 1):
+            for i, (e, acc) in enumerate(zip(eps, accuracy[generator, seed])):
+                metrics.append(tmp_path / f"{generator}{seed}{i}.csv")
+                write_csv(pd.DataFrame([{"generator": generator, "seed": seed, "eps": e, "clean_acc": max(acc, 0.9),
+                                         "robust_acc": acc, "n_eval": 1000}]), metrics[-1])
+        curve = arc_curve(metric_csvs=metrics[::-1], out_csv=tmp_path / f"{generator}.csv")
+        assert list(curve["seed"]) == [0, 0, 0, 1, 1, 1]  # sorted by seed, then eps
+    table = arc_table(curve_csvs=[tmp_path / "poor.csv", tmp_path / "good.csv"], out_table=tmp_path / "arc.csv",
+                      out_summary=tmp_path / "arc_summary.csv", out_plot=tmp_path / "arc.png")
+    assert list(zip(table["generator"], table["seed"])) == [("good", 0), ("good", 1), ("poor", 0), ("poor", 1)]
+    assert table["arc"].to_numpy() == pytest.approx([0.1, 0.4, 1.6, 1.9])
+    summary = pd.read_csv(tmp_path / "arc_summary.csv")
+    arc_rows = summary[summary["metric"] == "arc"].set_index("generator")
+    half = 12.706205 * np.std([0.1, 0.4], ddof=1) / np.sqrt(2)  # t(0.975, 1 dof) * sd / sqrt(n)
+    assert arc_rows.loc["good", "mean"] == pytest.approx(0.25) and arc_rows.loc["poor", "mean"] == pytest.approx(1.75)
+    assert arc_rows.loc["good", "ci_high"] - 0.25 == pytest.approx(half, rel=1e-6)
+    assert (arc_rows["n_seeds"] == 2).all() and arc_rows["rank"].to_dict() == {"good": 1, "poor": 2}
+    assert set(summary["metric"]) == {"arc", "arc_clipped"} and (tmp_path / "arc.png").stat().st_size > 0
 
 
 def _shard(path, start, stop, **arrays):
@@ -275,7 +304,7 @@ def _sphere_curve(tmp_path, case: SphereCase, **discrimination):
         metrics.append(tmp_path / f"e{i}.csv")
         evaluate_discriminator(model_path=tmp_path / f"m{i}.pt", heldout_path=sets[2], out_csv=metrics[-1], eps=eps,
                                settings=discriminator_eval_settings(config, "spheres"), seed=0,
-                               row={"generator": "spheres"})
+                               row={"generator": "spheres", "seed": 0})
     return arc_curve(metric_csvs=metrics, out_csv=tmp_path / "spheres.csv")
 
 

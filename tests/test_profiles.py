@@ -35,7 +35,7 @@ def test_the_literal_slurm_command_plans_with_the_profile(tmp_path):
                              "results/cifar10/port_linf.csv"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert re.search(r"^sample_shard\s+200$", output, flags=re.M)  # the CIFAR-10 plan, 200 shards
+    assert re.search(r"^sample_shard\s+300$", output, flags=re.M)  # the CIFAR-10 plan: 15M images in 300 shards
     resources = rule_resources(output)
     gpu_block = SLURM["set-resources"]["train_ddpm"]
     for rule in ("sample_shard", "train_labeler", "pseudo_label", "train_robust", "evaluate"):

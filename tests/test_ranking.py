@@ -44,14 +44,16 @@ def test_penultimate_features_are_the_last_linear_layers_inputs():
 
 def _inputs(tmp_path, arc, frechet, nn, robust):
     names = ["a", "b", "c"]
-    write_csv(pd.DataFrame({"generator": names, "arc": arc}), tmp_path / "arc.csv")
+    # arc_summary.csv: the mean over discriminator seeds ranks, next to the other ARC definition
+    write_csv(pd.DataFrame({"generator": names * 2, "metric": ["arc"] * 3 + ["arc_clipped"] * 3,
+                            "mean": [*arc, 9.0, 0.0, 5.0]}), tmp_path / "arc_summary.csv")
     dist, transfer = [], []
     for i, name in enumerate(names):
         dist.append(tmp_path / f"d_{name}.csv")
         write_csv(pd.DataFrame([{"generator": name, "frechet_lanet": frechet[i], "nn_distance": nn[i]}]), dist[-1])
         transfer.append(tmp_path / f"t_{name}.csv")
         write_csv(pd.DataFrame([{"generator": name, "clean_acc": 0.9, "pgd_acc": robust[i]}]), transfer[-1])
-    return dict(arc_csv=tmp_path / "arc.csv", distribution_csvs=dist, transfer_csvs=transfer)
+    return dict(arc_summary_csv=tmp_path / "arc_summary.csv", distribution_csvs=dist, transfer_csvs=transfer)
 
 
 def test_rank_table_ranks_every_metric_and_measures_its_agreement(tmp_path):

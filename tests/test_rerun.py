@@ -13,7 +13,7 @@ import yaml
 from conftest import TINY, run_snakemake
 
 # The tiny digits DAG: 3 generators (ddpm: 2 shards, ddpm-4steps: 1, gan: 2), 2 pseudo-label and
-# 2 score shards, a discriminator per generator at 2 eps; runs: linf {baseline, port-adaptive,
+# 2 score shards, a discriminator per generator at 2 eps and 2 seeds; runs: linf {baseline, port-adaptive,
 # port-random, port-group0, port-group1}, l2 {baseline, port-adaptive, port-random}; smoothing
 # {baseline, port-adaptive}; one architecture, one seed.
 def merged(*parts: dict) -> dict:
@@ -33,7 +33,7 @@ TRANSFER = {"train_transfer": 3, "evaluate_transfer": 3, "rank_generators": 1}
 FROM_FILTER = merged({"filter_synthetic": 3, "select_synthetic": 4, "transfer_set": 3, "plot_synthetic": 1},
                      TRANSFER, PORT_RUNS)
 FROM_SCORES = merged({"score_shard": 2, "merge_scores": 1, "select_synthetic": 3}, SCORED_RUNS)
-FROM_DISCRIMINATORS = merged({"train_discriminator": 6, "evaluate_discriminator": 6, "arc_curve": 3, "arc": 1,
+FROM_DISCRIMINATORS = merged({"train_discriminator": 12, "evaluate_discriminator": 12, "arc_curve": 3, "arc": 1,
                               "train_scorer": 2,
                               "rank_generators": 1}, FROM_SCORES)
 
@@ -43,8 +43,8 @@ def from_images(shards: int, generators: int, scored: bool) -> dict:
     chain = {"sample_shard": shards, "merge_shards": generators, "pseudo_label": 2 * generators,
              "merge_labels": generators, "filter_synthetic": generators, "transfer_set": generators,
              "train_transfer": generators, "evaluate_transfer": generators, "distribution_metrics": generators,
-             "discrimination_sets": generators, "train_discriminator": 2 * generators,
-             "evaluate_discriminator": 2 * generators, "arc_curve": generators, "arc": 1, "rank_generators": 1,
+             "discrimination_sets": generators, "train_discriminator": 4 * generators,
+             "evaluate_discriminator": 4 * generators, "arc_curve": generators, "arc": 1, "rank_generators": 1,
              "all": 1}
     if scored:  # the training generator: scores, selections and every PORT run
         chain = merged(chain, {"scorer_sets": 1, "train_scorer": 2, "score_shard": 2, "merge_scores": 1,
@@ -93,6 +93,10 @@ CASES = {
     "discriminator epochs": (("discrimination", "epochs"), 2, {"train_discriminator", "train_scorer"},
                              FROM_DISCRIMINATORS),
     "score eps": (("scores", "eps"), 0.02, {"score_shard"}, FROM_SCORES),
+    "a third discrimination seed (only its discriminators train)": (
+        ("discrimination", "seeds"), [0, 1, 2], set(),
+        {"train_discriminator": 6, "evaluate_discriminator": 6, "arc_curve": 3, "arc": 1, "rank_generators": 1,
+         "all": 1}),
     "transfer set size": (("generator_ranking", "n_train"), 45, {"transfer_set"},
                           merged({"transfer_set": 3, "all": 1}, TRANSFER)),
     "score groups with AutoAttack": (("score_groups", "autoattack"), True, {"evaluate"},

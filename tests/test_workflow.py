@@ -17,14 +17,19 @@ from conftest import RGB_DATASET, TINY, run_snakemake
 
 from port import paths
 
-DAGS = {"digits": dict(fixture="tiny_run", dataset="digits", image_shape=(8, 8, 1), n_certified=15),
-        "rgb": dict(fixture="rgb_run", dataset=RGB_DATASET, image_shape=(32, 32, 3), n_certified=4)}
+from port.statistics import NO_INTERVAL
+
+DAGS = {"digits": dict(fixture="tiny_run", dataset="digits", image_shape=(8, 8, 1), n_certified=15,
+                       discrimination_seeds=[0, 1]),
+        "rgb": dict(fixture="rgb_run", dataset=RGB_DATASET, image_shape=(32, 32, 3), n_certified=4,
+                    discrimination_seeds=[0])}
 
 
 @pytest.fixture(params=list(DAGS))
 def dag(request):
     """A finished tiny run: `workdir`, `results` (its results/{dataset}), and what differs between runs:
-    `image_shape`, `n_certified` (every 30th of 450 digits test images, every 25th of 100 RGB ones)."""
+    `image_shape`, `n_certified` (every 30th of 450 digits test images, every 25th of 100 RGB ones),
+    `discrimination_seeds`."""
     spec = DAGS[request.param]
     workdir = request.getfixturevalue(spec["fixture"])
     return SimpleNamespace(workdir=workdir, results=workdir / "results" / spec["dataset"], **spec)
@@ -36,7 +41,7 @@ def test_the_discriminator_curriculum_plans_each_eps_after_the_previous_one(tmp_
     config = copy.deepcopy(TINY)
     config["datasets"]["digits"]["discrimination"]["curriculum"] = curriculum
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    model = {i: paths.DISCRIMINATOR_MODEL.format(dataset="digits", generator="gan", eps_index=i) for i in (0, 1)}
+    model = {i: paths.DISCRIMINATOR_MODEL.format(dataset="digits", generator="gan", eps_index=i, seed=0) for i in (0, 1)}
     result = run_snakemake(tmp_path, "-n", model[0], model[1])
     assert result.returncode == 0, result.stderr[-3000:]
     inputs = {m["output"].split(", ")[0]: m["input"].split(", ") for m in re.finditer(
@@ -60,6 +65,16 @@ def test_dag_writes_summary_tables(dag):
         assert (port["n_synthetic"] == 40).all() and baseline["n_synthetic"] == 0  # k = 40
         assert np.allclose(port["gamma"], 0.4) and baseline["gamma"] == 1.0
         assert (table["epochs"] == 2).all() and (table["train_seconds"] > 0).all()
+        # one training seed: means without intervals, and no verdict beyond "no interval"
+        summary = pd.read_csv(dag.results / f"summary_{threat}.csv")
+        assert set(summary["metric"]) == {"clean_acc", "pgd_acc", "autoattack_acc"} and len(summary) == 3 * 3
+        assert (summary["n_seeds"] == 1).all() and summary[["sd", "ci_low", "ci_high"]].isna().all().all()
+        port_rows = summary[summary["method"] == "port"]
+        assert (port_rows["verdict"] == NO_INTERVAL).all() and summary.loc[summary["method"] == "baseline",
+                                                                           "verdict"].isna().all()
+        single = table.set_index(["method", "selection"])
+        for _, row in summary.iterrows():  # the mean of one seed is that seed's value
+            assert row["mean"] == pytest.approx(single.loc[(row["method"], row["selection"]), row["metric"]])
 
 
 @pytest.mark.integration
@@ -71,6 +86,9 @@ def test_dag_certifies_smoothed_classifiers(dag):
         accuracy = run.sort_values("radius")["certified_acc"].to_numpy()
         assert (accuracy[:-1] >= accuracy[1:]).all() and (accuracy <= 1).all()  # falls with the radius
     assert (table["n_certified"] == dag.n_certified).all()
+    summary = pd.read_csv(dag.results / "certified_summary.csv")
+    assert sorted(set(summary["radius"])) == [0.0, 0.25, 0.5] and (summary["n_seeds"] == 1).all()
+    assert (summary.loc[summary["method"] == "port", "verdict"] == NO_INTERVAL).all()
     certificates = pd.read_csv(dag.results / "certify/port-adaptive_small_cnn_seed0.csv")
     assert list(certificates.columns[:6]) == ["idx", "label", "predict", "radius", "correct", "smoothed_predict"]
     assert (dag.results / "certified.png").stat().st_size > 0
@@ -108,17 +126,26 @@ def test_dag_artifacts_follow_the_convention(dag):
 @pytest.mark.integration
 def test_dag_ranks_generators_by_arc(dag):
     base = dag.results
-    arc = pd.read_csv(base / "arc.csv")
-    assert sorted(arc["generator"]) == ["ddpm", "ddpm-4steps", "gan"]
-    assert arc["arc"].is_monotonic_increasing and arc["arc"].abs().le(0.5 * 0.05 * 255).all()  # eps in 1/255
+    seeds = dag.discrimination_seeds
+    arc = pd.read_csv(base / "arc.csv")  # one row per generator and discrimination seed
+    assert sorted(zip(arc["generator"], arc["seed"])) == [(g, s) for g in ("ddpm", "ddpm-4steps", "gan") for s in seeds]
+    assert arc["arc"].abs().le(0.5 * 0.05 * 255).all()  # eps in 1/255
     assert arc["arc_clipped"].between(0, 0.05 * 0.5).all()  # eps in pixel units, clipped at chance
-    for generator in arc["generator"]:
+    summary = pd.read_csv(base / "arc_summary.csv")
+    arc_mean = summary[summary["metric"] == "arc"].set_index("generator")
+    assert (arc_mean["n_seeds"] == len(seeds)).all() and arc_mean["ci_low"].isna().all() == (len(seeds) == 1)
+    assert np.allclose(arc_mean.loc[arc["generator"], "mean"], arc.groupby("generator")["arc"].transform("mean"))
+    assert list(dict.fromkeys(arc["generator"])) == list(arc_mean.sort_values("rank").index)  # ordered by the mean
+    for generator in arc_mean.index:
         curve = pd.read_csv(base / f"arc/{generator}.csv")
-        assert list(curve["eps"]) == [0.0, 0.05] and curve["robust_acc"].between(0, 1).all()
+        assert list(zip(curve["seed"], curve["eps"])) == [(s, e) for s in seeds for e in (0.0, 0.05)]
+        assert curve["robust_acc"].between(0, 1).all()
         assert (curve["n_eval"] == 2 * 60).all()  # n_heldout synthetic images and as many real test images
     ranking = pd.read_csv(base / "generators.csv")
     assert sorted(set(ranking["metric"])) == ["arc", "frechet_lanet", "nn_distance", "transfer_robust_acc"]
     assert len(ranking) == 4 * 3 and ranking["rank"].between(1, 3).all()
+    assert np.allclose(ranking[ranking["metric"] == "arc"].set_index("generator")["value"],
+                       arc_mean["mean"].reindex(ranking[ranking["metric"] == "arc"]["generator"]))
     reference = ranking[ranking["metric"] == "transfer_robust_acc"]
     assert (reference["rank"] == reference["reference_rank"]).all() and (reference["mean_abs_rank_diff"] == 0).all()
 
@@ -146,8 +173,8 @@ def test_report_builds_offline_with_tables_and_figures(dag):
     result = run_snakemake(dag.workdir, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (dag.workdir / "report.html").read_text()
-    for name in ("port_linf.csv", "port_l2.csv", "certified.csv", "certified.png", "filter_counts.csv",
-                 "arc.csv", "arc.png", "generators.csv", "score_groups.csv", "score_groups.png",
+    for name in ("port_linf.csv", "port_l2.csv", "summary_linf.csv", "summary_l2.csv", "certified.csv",
+                 "certified_summary.csv", "certified.png", "filter_counts.csv", "arc.csv", "arc_summary.csv", "arc.png", "generators.csv", "score_groups.csv", "score_groups.png",
                  "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv"):
         assert name in html, name
     assert "<script src=" not in html  # everything inlined: opens offline

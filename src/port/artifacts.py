@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import glob
 import hashlib
 import json
@@ -77,13 +78,50 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what `platform` knows)."""
+    import platform
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def compute_device() -> str:
+    """What this process computed on: the current CUDA device's name once the job started CUDA,
+    else the CPU model. Results are bitwise reproducible only on the same device and software."""
+    torch = sys.modules.get("torch")  # a job that never imported torch ran on the CPU
+    if torch is not None and torch.cuda.is_initialized():
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return f"cpu: {cpu_model()}"
+
+
+def determinism_settings() -> dict:
+    """The torch switches that decide whether a rerun repeats the same floating-point operations;
+    a job that never imported torch (a merge, a selection, a table) computed nothing with it, and
+    provenance does not import it for them."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {"torch": "not imported"}
+    return {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "num_threads": torch.get_num_threads()}
+
+
 def provenance(stage: str, settings: Mapping | None = None, seed: int | None = None, **extra) -> dict:
-    """Attributes stored on every HDF5 artifact."""
+    """Attributes stored on every HDF5 artifact: the stage and its settings, package versions, and
+    the device and determinism settings it ran under (what a bitwise rerun must match)."""
     attrs = {
         "stage": stage,
         "params_hash": settings_hash(settings or {}),
         "params": json.dumps(settings or {}, sort_keys=True, default=str),
         "versions": json.dumps(package_versions(), sort_keys=True),
+        "device": compute_device(),
+        "determinism": json.dumps(determinism_settings(), sort_keys=True),
     }
     if seed is not None:
         attrs["seed"] = int(seed)

@@ -267,18 +267,27 @@ def smoothing_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
     return [(method, arch, seed) for method in methods for arch in archs for seed in ds["training"]["seeds"]]
 
 
-def training_runs(config: dict, dataset: str, methods=None) -> list[tuple[str, str, int]]:
-    """(method, arch, seed) of every adversarial-training run of a threat model, in table order."""
+def training_runs(config: dict, dataset: str, methods=None, seeds=None) -> list[tuple[str, str, int]]:
+    """(method, arch, seed) of every adversarial-training run of a threat model, in table order
+    (seeds: training.seeds unless given)."""
     training = config["datasets"][dataset]["training"]
     methods = run_methods(config, dataset) if methods is None else methods
-    return [(method, arch, seed) for method in methods for arch in training["architectures"]
-            for seed in training["seeds"]]
+    seeds = training["seeds"] if seeds is None else seeds
+    return [(method, arch, seed) for method in methods for arch in training["architectures"] for seed in seeds]
 
 
-def run_paths(config: dict, dataset: str, threat: str, pattern: str, methods=None) -> list[str]:
+def run_paths(config: dict, dataset: str, threat: str, pattern: str, methods=None, seeds=None) -> list[str]:
     """`pattern` (a paths.RUN_* file) for every method, architecture and seed of one threat model."""
     return [pattern.format(dataset=dataset, threat=threat, method=method, arch=arch, seed=seed)
-            for method, arch, seed in training_runs(config, dataset, methods)]
+            for method, arch, seed in training_runs(config, dataset, methods, seeds)]
+
+
+def seed_study_paths(config: dict, dataset: str, pattern: str) -> list[str]:
+    """`pattern` (a paths.RUN_* file) for the baseline and PORT runs of every threat model over
+    `seed_study.seeds`: the same runs as the result tables', with more seeds (`seeds.csv`)."""
+    ds = config["datasets"][dataset]
+    return [path for threat in ds["threats"]
+            for path in run_paths(config, dataset, threat, pattern, seeds=ds["seed_study"]["seeds"])]
 
 
 def run_labels(config: dict, dataset: str) -> list[str]:
@@ -388,7 +397,7 @@ def discriminator_settings(config: dict, dataset: str, eps: float, warmup_from: 
 
 
 def curriculum_parent(config: dict, dataset: str, eps_index: int) -> int | None:
-    """The grid point whose trained discriminator (same generator) the one at `eps_index` starts
+    """The grid point whose trained discriminator (same generator and seed) the one at `eps_index` starts
     from under `discrimination.curriculum`; None: it starts from random weights."""
     return eps_index - 1 if config["datasets"][dataset]["discrimination"]["curriculum"] and eps_index > 0 else None
 
@@ -399,6 +408,13 @@ def grid_discriminator_settings(config: dict, dataset: str, eps_index: int) -> d
     grid = config["datasets"][dataset]["discrimination"]["eps"]
     parent = curriculum_parent(config, dataset, eps_index)
     return discriminator_settings(config, dataset, grid[eps_index], 0.0 if parent is None else grid[parent])
+
+
+def arc_curve_inputs(config: dict, dataset: str, generator: str) -> list[str]:
+    """The metrics of one generator's discriminators: every discrimination seed and eps."""
+    disc = config["datasets"][dataset]["discrimination"]
+    return [paths.DISCRIMINATOR_METRICS.format(dataset=dataset, generator=generator, eps_index=i, seed=seed)
+            for seed in disc["seeds"] for i in range(len(disc["eps"]))]
 
 
 def discrimination_data_settings(config: dict, dataset: str) -> dict:
@@ -436,13 +452,15 @@ def final_targets(config: dict, datasets=None) -> list[str]:
     targets = []
     for name in names:
         ds = config["datasets"][name]
-        targets += [paths.PORT_TABLE.format(dataset=name, threat=threat) for threat in ds["threats"]]
+        targets += [pattern.format(dataset=name, threat=threat) for threat in ds["threats"]
+                    for pattern in (paths.PORT_TABLE, paths.SEED_SUMMARY)]
         if "smoothing" in ds:
-            targets.append(paths.CERTIFIED_TABLE.format(dataset=name))
+            targets += [paths.CERTIFIED_TABLE.format(dataset=name), paths.CERTIFIED_SUMMARY.format(dataset=name)]
         targets += [paths.TRAINING_CURVES.format(dataset=name, threat=threat) for threat in ds["threats"]]
         targets.append(paths.SAMPLES_PER_CLASS.format(dataset=name, generator=ds["training"]["generator"]))
         if len(ranked_generators(config, name)) >= 2:
-            targets += [paths.ARC_TABLE.format(dataset=name), paths.GENERATOR_RANKING.format(dataset=name)]
+            targets += [paths.ARC_TABLE.format(dataset=name), paths.ARC_SUMMARY.format(dataset=name),
+                        paths.GENERATOR_RANKING.format(dataset=name)]
         if ds["score_groups"]["enabled"]:
             targets.append(paths.SCORE_GROUP_TABLE.format(dataset=name))
     return targets

@@ -36,6 +36,7 @@ from .paths import SCORER_FOLDS
 from .reporting import plot_arc_curves
 from .seeds import rng
 from .shards import shard_bounds
+from .statistics import seed_summary
 
 log = logging.getLogger(__name__)
 REAL, SYNTHETIC = 0, 1
@@ -179,41 +180,68 @@ def collapsed_points(clean_acc, n_eval, z: float = 3.0) -> np.ndarray:
 
 
 def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
-    """One generator's robust discrimination accuracy per eps (a tidy CSV sorted by eps; `eps` in
-    pixel units, `eps_255` in units of 1/255), with a `collapsed` flag per point (warned in the log)."""
-    curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True).sort_values("eps", kind="stable")
+    """One generator's robust discrimination accuracy per discriminator seed and eps (a tidy CSV
+    sorted by seed and eps; `eps` in pixel units, `eps_255` in units of 1/255), with a
+    `collapsed` flag per point (warned in the log), judged along each seed's own curve."""
+    curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True)
     if curve["generator"].nunique() != 1:
         raise ArtifactError(f"{out_csv}: metrics of several generators {sorted(curve['generator'].unique())}")
-    curve = curve.reset_index(drop=True)
+    curve = curve.sort_values(["seed", "eps"], kind="stable").reset_index(drop=True)
     curve.insert(curve.columns.get_loc("eps") + 1, "eps_255", curve["eps"] / EPS_UNIT)
-    curve["collapsed"] = collapsed_points(curve["clean_acc"], curve["n_eval"])
-    for eps in curve.loc[curve["collapsed"], "eps"]:
-        log.warning("%s: the discriminator at eps %.5f collapsed to chance on clean held-out images while a "
-                    "smaller eps separated them: its ARC is underestimated", curve["generator"].iloc[0], eps)
+    curve["collapsed"] = np.concatenate([collapsed_points(one["clean_acc"], one["n_eval"])
+                                         for _, one in curve.groupby("seed", sort=True)])
+    for _, point in curve[curve["collapsed"]].iterrows():
+        log.warning("%s seed %d: the discriminator at eps %.5f collapsed to chance on clean held-out images while "
+                    "a smaller eps separated them: its ARC is underestimated", point["generator"], point["seed"],
+                    point["eps"])
     write_csv(curve, out_csv)
     return curve
 
 
-def arc_table(*, curve_csvs, out_table, out_plot) -> pd.DataFrame:
-    """ARC per generator (lowest first: hardest to tell from real data) and the paper's Figure 3.
-    `arc` (the paper's, eps in 1/255) ranks; `arc_clipped` (eps in pixel units, accuracy clipped
-    at chance) is the pipeline's earlier definition; `collapsed_eps` lists collapsed points."""
+ARC_METRICS = ["arc", "arc_clipped"]
+
+
+def arc_row(curve: pd.DataFrame) -> dict:
+    """ARC and its context for one generator and discriminator seed (one curve over eps)."""
+    collapsed = curve["eps"][curve["collapsed"].astype(bool)]
+    return {"generator": curve["generator"].iloc[0], "seed": int(curve["seed"].iloc[0]),
+            "arc": arc(curve["eps"], curve["robust_acc"]), "arc_clipped": arc_clipped(curve["eps"], curve["robust_acc"]),
+            "clean_acc": float(curve.loc[curve["eps"].idxmin(), "clean_acc"]),
+            "robust_acc_at_max_eps": float(curve.loc[curve["eps"].idxmax(), "robust_acc"]),
+            "max_eps": float(curve["eps"].max()), "max_eps_255": float(curve["eps"].max() / EPS_UNIT),
+            "collapsed_eps": " ".join(f"{e:g}" for e in collapsed)}
+
+
+def arc_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per generator and ARC definition: n_seeds, mean, sd and 95% t-interval over discriminator
+    seeds (the paper averages ARC over 3 runs; one seed has no interval). `rank` orders the
+    generators by mean `arc` (1 = hardest to tell from real data), the ranking of generators.csv."""
+    summary = seed_summary(table, ARC_METRICS, ["generator"])
+    order = summary[summary["metric"] == "arc"].sort_values("mean", kind="stable")["generator"]
+    summary["rank"] = summary["generator"].map({g: r for r, g in enumerate(order, start=1)})
+    return summary.sort_values(["metric", "rank"], kind="stable").reset_index(drop=True)
+
+
+def arc_table(*, curve_csvs, out_table, out_summary, out_plot) -> pd.DataFrame:
+    """ARC per generator and discriminator seed (`out_table`, generators by mean ARC, lowest first:
+    hardest to tell from real data), its mean and interval over seeds (`out_summary`), and the
+    paper's Figure 3. `arc` (the paper's, eps in 1/255) ranks; `arc_clipped` (eps in pixel units,
+    accuracy clipped at chance) is the pipeline's earlier definition; `collapsed_eps` lists collapsed points."""
     curves = [read_csv(p) for p in curve_csvs]
-    rows = []
-    for c in curves:
-        collapsed = c["eps"][c["collapsed"].astype(bool)]
-        rows.append({"generator": c["generator"].iloc[0], "arc": arc(c["eps"], c["robust_acc"]),
-                     "arc_clipped": arc_clipped(c["eps"], c["robust_acc"]),
-                     "clean_acc": float(c.loc[c["eps"].idxmin(), "clean_acc"]),
-                     "robust_acc_at_max_eps": float(c.loc[c["eps"].idxmax(), "robust_acc"]),
-                     "max_eps": float(c["eps"].max()), "max_eps_255": float(c["eps"].max() / EPS_UNIT),
-                     "collapsed_eps": " ".join(f"{e:g}" for e in collapsed)})
-        if len(collapsed):
-            log.warning("%s: ARC from a curve with collapsed discriminators at eps %s", rows[-1]["generator"],
-                        rows[-1]["collapsed_eps"])
-    table = pd.DataFrame(rows).sort_values("arc", kind="stable").reset_index(drop=True)
+    rows = [arc_row(one) for c in curves for _, one in c.groupby("seed", sort=True)]
+    for row in rows:
+        if row["collapsed_eps"]:
+            log.warning("%s seed %d: ARC from a curve with collapsed discriminators at eps %s", row["generator"],
+                        row["seed"], row["collapsed_eps"])
+    table = pd.DataFrame(rows)
+    summary = arc_summary(table)
+    rank = summary[summary["metric"] == "arc"].set_index("generator")["rank"]
+    table = table.assign(_rank=table["generator"].map(rank)).sort_values(["_rank", "seed"], kind="stable")
+    table = table.drop(columns="_rank").reset_index(drop=True)
     write_csv(table, out_table)
-    plot_arc_curves(curves, dict(zip(table["generator"], table["arc"])), out_plot)
+    write_csv(summary, out_summary)
+    mean_arc = summary[summary["metric"] == "arc"].set_index("generator")["mean"].to_dict()
+    plot_arc_curves(curves, mean_arc, out_plot)
     return table
 
 

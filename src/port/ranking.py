@@ -82,10 +82,12 @@ def distribution_metrics(*, images_path, train_path, lanet_path, out_csv, genera
     return row
 
 
-def rank_generators(*, arc_csv, distribution_csvs, transfer_csvs, out_csv) -> pd.DataFrame:
+def rank_generators(*, arc_summary_csv, distribution_csvs, transfer_csvs, out_csv) -> pd.DataFrame:
     """Tidy table: generator, metric, value, rank (1 = best), the reference (transferred
-    robustness) rank, and per metric the mean absolute rank difference from the reference."""
-    arc = read_csv(arc_csv)[["generator", "arc"]]
+    robustness) rank, and per metric the mean absolute rank difference from the reference. ARC's
+    value is its mean over discriminator seeds (arc_summary.csv)."""
+    summary = read_csv(arc_summary_csv)
+    arc = summary[summary["metric"] == "arc"][["generator", "mean"]].rename(columns={"mean": "arc"})
     distribution = pd.concat([read_csv(p) for p in distribution_csvs])[["generator", "frechet_lanet", "nn_distance"]]
     transfer = pd.concat([read_csv(p) for p in transfer_csvs]).rename(
         columns={"pgd_acc": "transfer_robust_acc", "clean_acc": "transfer_clean_acc"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from . import paths
 from .artifacts import atomic_path, open_hdf5, read_csv, write_csv
 
 SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "n_synthetic_used", "gamma", "epochs", "seed", "norm", "eps",
@@ -30,19 +31,61 @@ def save_figure(figure, out_png, dpi: int = 110) -> None:
     plt.close(figure)
 
 
-def summarize(*, eval_csvs, out_csv) -> pd.DataFrame:
+SEED_METRICS = ["clean_acc", "pgd_acc", "autoattack_acc"]  # the accuracies a run table reports
+THREAT_KEYS = ["norm", "eps"]  # what tells the threat models of a run table apart
+
+
+def run_table(eval_csvs) -> pd.DataFrame:
+    """One row per run (the runs' eval.csv files), identity columns first."""
     frame = pd.concat([read_csv(path) for path in eval_csvs], ignore_index=True)
     missing = [c for c in SUMMARY_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"evaluation tables lack columns {missing}: {list(eval_csvs)}")
     rest = [c for c in frame.columns if c not in SUMMARY_COLUMNS]
-    frame = frame[SUMMARY_COLUMNS + rest].sort_values(["architecture", "method", "selection", "seed"], kind="stable")
+    return frame[SUMMARY_COLUMNS + rest].sort_values(["norm", "eps", "architecture", "method", "selection", "seed"],
+                                                     kind="stable")
+
+
+def seed_table(runs: pd.DataFrame, metrics: list[str], setting: list[str]) -> pd.DataFrame:
+    """Per `setting` (threat model, certification radius), run (method and selection) and
+    architecture, and per metric: n_seeds, mean, sd and 95% t-interval over seeds; and beside each
+    PORT run its paired difference from the baseline (same setting, architecture and seed) with
+    its interval and verdict. One seed gives NaN intervals and says so in the verdict."""
+    from .statistics import paired_differences, seed_summary, with_differences
+
+    metrics = [m for m in metrics if m in runs.columns and runs[m].notna().any()]
+    run = [paths.run_name(None if method == paths.BASELINE else selection)
+           for method, selection in zip(runs["method"], runs["selection"])]
+    runs = runs.assign(run=run)
+    identity = [*setting, "architecture", "method", "selection"]
+    summary = seed_summary(runs, metrics, [*identity, "run"])
+    differences = paired_differences(runs, metrics, method="run", baseline=paths.BASELINE,
+                                     pair_on=(*setting, "architecture", "seed"), by=(*setting, "architecture"))
+    table = with_differences(summary, differences, on=[*setting, "architecture", "run", "metric"])
+    return table.drop(columns="run").sort_values(identity, kind="stable").reset_index(drop=True)
+
+
+def summarize(*, eval_csvs, out_csv, out_summary) -> pd.DataFrame:
+    """A threat model's run table (`port_{threat}.csv`, one row per run and seed) and its seed
+    summary (`summary_{threat}.csv`, see seed_table)."""
+    frame = run_table(eval_csvs)
     write_csv(frame, out_csv)
+    write_csv(seed_table(frame, SEED_METRICS, THREAT_KEYS), out_summary)
     return frame
 
 
-def summarize_certification(*, certificate_csvs, model_paths, rows, radii, sigma, out_csv, out_plot) -> pd.DataFrame:
-    """Certified accuracy at each radius, per run (one row per run and radius), and its curve."""
+def summarize_seed_study(*, eval_csvs, out_csv) -> pd.DataFrame:
+    """The seed study (`seeds.csv`): the baseline and PORT runs of every threat model over the
+    study's seeds, summarised as seed_table does, one threat model per (norm, eps)."""
+    table = seed_table(run_table(eval_csvs), SEED_METRICS, THREAT_KEYS)
+    write_csv(table, out_csv)
+    return table
+
+
+def summarize_certification(*, certificate_csvs, model_paths, rows, radii, sigma, out_csv, out_summary,
+                            out_plot) -> pd.DataFrame:
+    """Certified accuracy at each radius, per run (one row per run and radius), its seed summary
+    per radius (`out_summary`, see seed_table), and its curve."""
     import numpy as np
 
     from .models import load_model, training_record
@@ -64,6 +107,7 @@ def summarize_certification(*, certificate_csvs, model_paths, rows, radii, sigma
                        certified_accuracy(certificates, grid)))
     table = pd.DataFrame(records)
     write_csv(table, out_csv)
+    write_csv(seed_table(table, ["certified_acc"], ["radius"]), out_summary)
 
     figure, axis = figure_axes(figsize=(5, 3.5))
     for label, grid, accuracy in curves:
@@ -150,17 +194,21 @@ def summarize_score_groups(*, eval_csvs, selected_paths, out_csv, out_png) -> pd
 
 
 def plot_arc_curves(curves, arc_by_generator: dict, out_png) -> None:
-    """Robust discrimination accuracy against eps in 1/255, one line per generator (the paper's
-    Figure 3); collapsed discriminators (see port.discrimination.collapsed_points) are crossed out."""
+    """Robust discrimination accuracy against eps in 1/255, one line per generator: the mean over
+    discriminator seeds, with the seeds' standard deviation as error bars when there are several
+    (the paper's Figure 3). Points where a seed's discriminator collapsed are crossed out."""
     figure, axis = figure_axes(figsize=(5, 3.5))
     for curve in curves:
         name = curve["generator"].iloc[0]
-        line, = axis.plot(curve["eps_255"], curve["robust_acc"], marker="o",
-                          label=f"{name} (ARC {arc_by_generator[name]:.3f})")
-        collapsed = curve[curve["collapsed"].astype(bool)]
-        if len(collapsed):
-            axis.plot(collapsed["eps_255"], collapsed["robust_acc"], linestyle="", marker="x", markersize=10,
-                      color=line.get_color(), label=f"{name}: collapsed to chance")
+        by_eps = curve.groupby("eps_255", sort=True)
+        mean, n_seeds = by_eps["robust_acc"].mean(), curve["seed"].nunique()
+        spread = by_eps["robust_acc"].std(ddof=1) if n_seeds > 1 else None
+        line = axis.errorbar(mean.index, mean.to_numpy(), yerr=spread, marker="o", capsize=3,
+                             label=f"{name} (ARC {arc_by_generator[name]:.3f}, {n_seeds} seed{'s' * (n_seeds > 1)})")
+        collapsed = by_eps["collapsed"].any()
+        if collapsed.any():
+            axis.plot(mean.index[collapsed.to_numpy()], mean[collapsed].to_numpy(), linestyle="", marker="x",
+                      markersize=10, color=line.lines[0].get_color(), label=f"{name}: collapsed to chance")
     axis.axhline(0.5, color="grey", linestyle=":")
     axis.set(xlabel="linf eps (units of 1/255)", ylabel="robust discrimination accuracy", ylim=(0.0, 1.02),
              title="Robust discrimination (real vs synthetic)")
@@ -168,25 +216,20 @@ def plot_arc_curves(curves, arc_by_generator: dict, out_png) -> None:
     save_figure(figure, out_png, dpi=120)
 
 
-
-RECIPE_METRICS = ["clean_acc", "pgd_acc", "autoattack_acc"]
-
-
 def summarize_recipe(*, eval_csvs, out_csv, out_summary) -> pd.DataFrame:
     """The recipe study: every run (`out_csv`), and per variant and metric the mean, sd and 95%
     t-interval over seeds, with the paired difference (same architecture and seed) from the
     variant listed before it; an interval covering zero is reported as no difference."""
-    from .statistics import paired_differences, seed_summary
+    from .statistics import paired_differences, seed_summary, with_differences
 
     runs = pd.concat([read_csv(path) for path in eval_csvs], ignore_index=True)
     write_csv(runs, out_csv)
     variants = list(dict.fromkeys(runs["variant"]))
-    summary = seed_summary(runs, RECIPE_METRICS, ["architecture", "variant"])
-    steps = [paired_differences(runs[runs["variant"].isin(pair)], RECIPE_METRICS, method="variant", baseline=pair[0])
+    summary = seed_summary(runs, SEED_METRICS, ["architecture", "variant"])
+    steps = [paired_differences(runs[runs["variant"].isin(pair)], SEED_METRICS, method="variant", baseline=pair[0])
              for pair in zip(variants, variants[1:])]
-    differences = pd.concat(steps, ignore_index=True).drop(columns=["sd"]) if steps else pd.DataFrame()
-    if len(differences):
-        summary = summary.merge(differences, on=["architecture", "variant", "metric"], how="left")
+    if steps:
+        summary = with_differences(summary, pd.concat(steps, ignore_index=True), ["architecture", "variant", "metric"])
     order = {name: i for i, name in enumerate(variants)}
     summary = summary.sort_values(["architecture", "variant", "metric"], key=lambda c: c.map(order) if c.name == "variant"
                                   else c, kind="stable")

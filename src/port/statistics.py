@@ -11,6 +11,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 NO_DIFFERENCE = "no difference"
+NO_INTERVAL = "no interval (fewer than two seeds)"
 
 
 def t_interval(values) -> tuple[float, float, float, float, int]:
@@ -65,5 +66,17 @@ def paired_differences(frame: pd.DataFrame, metrics: list[str], method: str = "m
                 mean, sd, low, high, n = t_interval(group[metric] - group[f"{metric}_baseline"])
                 records.append({method: name, **dict(zip(by, keys)), "metric": metric,
                                 "compared_to": baseline, "n_pairs": n, "mean_difference": mean, "sd": sd,
-                                "ci_low": low, "ci_high": high, "verdict": verdict(low, high)})
+                                "ci_low": low, "ci_high": high,
+                                "verdict": verdict(low, high) if n >= 2 else NO_INTERVAL})
     return pd.DataFrame(records)
+
+
+def with_differences(summary: pd.DataFrame, differences: pd.DataFrame, on: list[str]) -> pd.DataFrame:
+    """A seed_summary table with the paired differences (paired_differences) beside the rows they
+    belong to: `n_pairs`, `mean_difference`, its interval `difference_ci_low`/`difference_ci_high`,
+    `verdict`, `compared_to`; empty for the rows that are compared to nothing (the baseline)."""
+    if not len(differences):
+        return summary
+    differences = differences.drop(columns=["sd"]).rename(columns={"ci_low": "difference_ci_low",
+                                                                   "ci_high": "difference_ci_high"})
+    return summary.merge(differences, on=on, how="left")

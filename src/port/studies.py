@@ -173,12 +173,13 @@ def filter_study(*, counts_csvs, eval_csvs, thresholds, out_csv) -> pd.DataFrame
 
 
 # ---- non-robust discriminators ----------------------------------------------------------------
-def nonrobust_discriminator_study(*, metric_csvs, arc_table, out_csv) -> pd.DataFrame:
+def nonrobust_discriminator_study(*, metric_csvs, arc_summary, out_csv) -> pd.DataFrame:
     """Per generator, the held-out real-vs-synthetic accuracy of each naturally trained
-    discriminator architecture, next to the generator's ARC (paper Table 9)."""
+    discriminator architecture, next to the generator's ARC, its mean over discrimination seeds
+    (arc_summary.csv; paper Table 9)."""
     runs = pd.concat([read_csv(path) for path in metric_csvs], ignore_index=True)
     wide = runs.pivot_table(index="generator", columns="arch", values="clean_acc").add_prefix("accuracy_")
-    arc = read_csv(arc_table).set_index("generator")[["arc", "arc_clipped"]]
+    arc = read_csv(arc_summary).pivot(index="generator", columns="metric", values="mean")[["arc", "arc_clipped"]]
     table = wide.join(arc, how="left").reset_index()
     table["n_eval"] = runs.groupby("generator")["n_eval"].first().reindex(table["generator"]).to_numpy()
     table = table.sort_values("arc", kind="stable")

@@ -5,4 +5,5 @@ with logged_job(snakemake):
     summarize_certification(certificate_csvs=list(snakemake.input.certificate_csvs),
                             model_paths=list(snakemake.input.model_paths), rows=snakemake.params.rows,
                             radii=snakemake.params.radii, sigma=snakemake.params.sigma,
-                            out_csv=snakemake.output.out_csv, out_plot=snakemake.output.out_plot)
+                            out_csv=snakemake.output.out_csv, out_summary=snakemake.output.out_summary,
+                            out_plot=snakemake.output.out_plot)
