@@ -41,7 +41,8 @@ def test_the_discriminator_curriculum_plans_each_eps_after_the_previous_one(tmp_
     config = copy.deepcopy(TINY)
     config["datasets"]["digits"]["discrimination"]["curriculum"] = curriculum
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    model = {i: paths.DISCRIMINATOR_MODEL.format(dataset="digits", generator="gan", eps_index=i, seed=0) for i in (0, 1)}
+    model = {i: paths.DISCRIMINATOR_MODEL.format(dataset="digits", generator="gan", eps_index=i, seed=0)
+             for i in (0, 1)}
     result = run_snakemake(tmp_path, "-n", model[0], model[1])
     assert result.returncode == 0, result.stderr[-3000:]
     inputs = {m["output"].split(", ")[0]: m["input"].split(", ") for m in re.finditer(
