@@ -15,9 +15,9 @@ from sklearn.datasets import load_digits
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_csv, write_images
 from port.config import (SettingsError, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
                          discriminator_settings, grid_discriminator_settings)
-from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, collapsed_points, discrimination_sets,
-                                 evaluate_discriminator, score_shard, scorer_sets, synthetic_heldout_split,
-                                 synthetic_scores)
+from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, below_chance_points, collapsed_points,
+                                 discrimination_sets, evaluate_discriminator, score_shard, scorer_sets,
+                                 synthetic_heldout_split, synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
 import port.training
 from port.training import TrainSettings, train
@@ -51,6 +51,14 @@ def test_collapse_is_chance_clean_accuracy_after_a_clearly_separating_smaller_ep
     assert list(collapsed_points([1.0, 0.95, 0.52, 0.9, 0.5], n)) == [False, False, True, False, True]
     assert not collapsed_points([0.55, 0.5, 0.48], n[:3]).any()  # never clearly above chance: no collapse
     assert not collapsed_points([1.0, 0.7, 0.6], n[:3]).any()  # weaker, but not at chance
+
+
+def test_below_chance_flags_a_discriminator_an_attack_beats_a_constant_answer():
+    """The digits default's `ddpm` discriminators at eps 0.025 and 0.05 scored 0.39 and 0.22 on 900
+    held-out images under PGD (clean 0.59, 0.55): not collapsed, but not robust either."""
+    n = np.full(4, 900)
+    assert list(below_chance_points([0.84, 0.386, 0.219, 0.5], n)) == [False, True, True, False]
+    assert not below_chance_points([0.46], [100]).any()  # 0.04 under chance is noise at 100 images
 
 
 def test_synthetic_heldout_split_is_disjoint_seeded_and_bounded():

@@ -179,10 +179,20 @@ def collapsed_points(clean_acc, n_eval, z: float = 3.0) -> np.ndarray:
     return at_chance & np.concatenate([[False], np.logical_or.accumulate(clearly_above)[:-1]])
 
 
+def below_chance_points(robust_acc, n_eval, z: float = 3.0) -> np.ndarray:
+    """Which points have robust accuracy below chance by more than z standard errors: a constant
+    answer scores 0.5 on the balanced held-out set under any attack, so such a discriminator is not
+    robust at its eps (under-trained; the case collapsed_points misses when clean accuracy stays
+    high), and the curve's `arc` there is an underestimate."""
+    robust_acc, n_eval = np.asarray(robust_acc, float), np.asarray(n_eval, float)
+    return robust_acc < 0.5 - z * 0.5 / np.sqrt(n_eval)
+
+
 def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
     """One generator's robust discrimination accuracy per discriminator seed and eps (a tidy CSV
     sorted by seed and eps; `eps` in pixel units, `eps_255` in units of 1/255), with a
-    `collapsed` flag per point (warned in the log), judged along each seed's own curve."""
+    `collapsed` flag (judged along each seed's own curve) and a `below_chance` flag per point, both
+    warned in the log."""
     curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True)
     if curve["generator"].nunique() != 1:
         raise ArtifactError(f"{out_csv}: metrics of several generators {sorted(curve['generator'].unique())}")
@@ -190,10 +200,15 @@ def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
     curve.insert(curve.columns.get_loc("eps") + 1, "eps_255", curve["eps"] / EPS_UNIT)
     curve["collapsed"] = np.concatenate([collapsed_points(one["clean_acc"], one["n_eval"])
                                          for _, one in curve.groupby("seed", sort=True)])
+    curve["below_chance"] = below_chance_points(curve["robust_acc"], curve["n_eval"])
     for _, point in curve[curve["collapsed"]].iterrows():
         log.warning("%s seed %d: the discriminator at eps %.5f collapsed to chance on clean held-out images while "
                     "a smaller eps separated them: its ARC is underestimated", point["generator"], point["seed"],
                     point["eps"])
+    for _, point in curve[curve["below_chance"]].iterrows():
+        log.warning("%s seed %d: the discriminator at eps %.5f is below chance under attack (robust accuracy %.3f): "
+                    "it is not robust at its eps and its ARC is underestimated", point["generator"], point["seed"],
+                    point["eps"], point["robust_acc"])
     write_csv(curve, out_csv)
     return curve
 
@@ -204,12 +219,14 @@ ARC_METRICS = ["arc", "arc_clipped"]
 def arc_row(curve: pd.DataFrame) -> dict:
     """ARC and its context for one generator and discriminator seed (one curve over eps)."""
     collapsed = curve["eps"][curve["collapsed"].astype(bool)]
+    below_chance = curve["eps"][curve["below_chance"].astype(bool)] if "below_chance" in curve else []
     return {"generator": curve["generator"].iloc[0], "seed": int(curve["seed"].iloc[0]),
             "arc": arc(curve["eps"], curve["robust_acc"]), "arc_clipped": arc_clipped(curve["eps"], curve["robust_acc"]),
             "clean_acc": float(curve.loc[curve["eps"].idxmin(), "clean_acc"]),
             "robust_acc_at_max_eps": float(curve.loc[curve["eps"].idxmax(), "robust_acc"]),
             "max_eps": float(curve["eps"].max()), "max_eps_255": float(curve["eps"].max() / EPS_UNIT),
-            "collapsed_eps": " ".join(f"{e:g}" for e in collapsed)}
+            "collapsed_eps": " ".join(f"{e:g}" for e in collapsed),
+            "below_chance_eps": " ".join(f"{e:g}" for e in below_chance)}
 
 
 def arc_summary(table: pd.DataFrame) -> pd.DataFrame:
