@@ -39,7 +39,7 @@ def test_a_subset_of_autoattack_runs_only_those_attacks_with_the_standard_settin
         autoattack_accuracy(model, x, y, "linf", eps=1e-5, seed=0, attacks=("apgd-t", "apgd-ce"))
     ran = [m for m in caplog.messages if m.startswith("running ")]
     assert ran == ["running apgd-ce", "running apgd-t"]  # the standard order, whatever the config's
-    assert autoattack_name(["apgd-ce", "apgd-t"]) == "apgd-ce+apgd-t"
+    assert autoattack_name(["apgd-t", "apgd-ce"]) == "apgd-ce+apgd-t"
     assert autoattack_name(STANDARD_ATTACKS) == autoattack_name(None) == "standard"
     with pytest.raises(SettingsError, match="fab"):
         autoattack_accuracy(model, x, y, "linf", eps=1e-5, seed=0, attacks=("fab",))

@@ -23,7 +23,7 @@ STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")  # AutoAttack's stan
 
 def autoattack_name(attacks) -> str:
     """The `autoattack_attacks` column: "standard", or the attacks run, joined by "+"."""
-    attacks = tuple(attacks or STANDARD_ATTACKS)
+    attacks = tuple(a for a in STANDARD_ATTACKS if a in (attacks or STANDARD_ATTACKS))  # the order they run in
     return "standard" if attacks == STANDARD_ATTACKS else "+".join(attacks)
 
 

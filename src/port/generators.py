@@ -157,7 +157,7 @@ def stepping_scheduler(name: str, config, eta: float = 0.0):
     # The DDPM chain clips its x0 prediction to [-1, 1] (`clip_sample`); the solvers must too. Their
     # dynamic thresholding with sample_max_value = the clip range is that clip. Without it, 10 or 20
     # steps of either solver give digits 70x farther from the real set (Frechet distance in lanet
-    # features 9.9 against 0.34 with it; bench/few_step_quality.py).
+    # features 9.9 against 0.25 with it; bench/few_step_quality.py).
     clip = {"thresholding": bool(config.get("clip_sample", False)),
             "sample_max_value": float(config.get("clip_sample_range", 1.0))}
     if name == "dpmsolver++":
