@@ -50,12 +50,13 @@ TINY = {
                        "ddpm-4steps": {"steps": 2, "n_images": 240, "batch_size": 120},
                        "gan": {"n_images": 240, "n_shards": 2, "batch_size": 100}},
         "labelers": {"lanet": {"epochs": 2}, "splitnet": {"epochs": 2}},
+        "pseudo_label": {"n_shards": 2},  # the shipped digits config labels in one shard: cover the merge
         "filter": {"threshold": 0.5},
         "selection": {"k": 40},
         # two discrimination seeds: ARC per seed and its mean over seeds (the shipped digits config has one)
         "discrimination": {"eps": [0.0, 0.05], "seeds": [0, 1], "epochs": 1, "eps_warmup_epochs": 0.5, "steps": 2,
                            "n_heldout": 60},
-        "scores": {"discriminator_eps": 0.05, "eps": 0.01, "steps": 2},
+        "scores": {"discriminator_eps": 0.05, "eps": 0.01, "steps": 2, "n_shards": 2},
         "score_groups": {"enabled": True, "n_groups": 2},  # a study on digits; the tiny DAG covers it
         # the shipped ranking's three unconditional-path generators (ddpm-cond's path is unit-tested)
         "generator_ranking": {"generators": ["ddpm", "ddpm-4steps", "gan"], "n_train": 48, "epochs": 1,

@@ -236,7 +236,8 @@ def test_run_rows_and_settings_of_the_new_stages(config):
     clean = discriminator_settings(config, "digits", 0.0)
     assert clean["threat"] is None and clean["gamma"] == 0.5 and clean["model_selection"] == "last"
     robust = discriminator_settings(config, "digits", 0.05)
-    assert robust["threat"] == {"norm": "linf", "eps": 0.05, "step_size": 2.5 * 0.05 / 5, "steps": 5}
+    steps = config["datasets"]["digits"]["discrimination"]["steps"]
+    assert robust["threat"] == {"norm": "linf", "eps": 0.05, "step_size": 2.5 * 0.05 / steps, "steps": steps}
     assert list(robust) == sorted(robust)
     assert evaluation_settings(config, "digits", "port-group1")["autoattack"] is False
     assert evaluation_settings(config, "digits", "port-random")["autoattack"] is True

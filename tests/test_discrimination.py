@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_csv, write_images
 from port.config import (SettingsError, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
                          discriminator_settings, grid_discriminator_settings)
-from port.discrimination import (arc, arc_clipped, arc_curve, arc_table, below_chance_points, collapsed_points,
+from port.discrimination import (arc, arc_unclipped, arc_curve, arc_table, below_chance_points, collapsed_points,
                                  discrimination_sets, evaluate_discriminator, score_shard, scorer_sets,
                                  synthetic_heldout_split, synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
@@ -25,16 +25,16 @@ from port.training import TrainSettings, train
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_arc_is_the_papers_trapezoid_over_eps_in_255ths_and_arc_clipped_the_pixel_unit_clipped_one():
+def test_arc_is_the_papers_trapezoid_over_eps_in_255ths_with_accuracy_below_chance_counted_as_chance():
     # paper: np.trapz(Racc - 0.5, eps * 255) = 25.5 * (0.5 + 0.3) / 2 + 51 * (0.3 + 0.0) / 2
-    assert arc([0.0, 0.1, 0.3], [1.0, 0.8, 0.5]) == pytest.approx(0.07 * 255)
-    assert arc([0.3, 0.0, 0.1], [0.5, 1.0, 0.8]) == pytest.approx(0.07 * 255)  # order of the grid does not matter
-    assert arc([0.0, 2 / 255, 4 / 255], [0.6, 0.55, 0.5]) == pytest.approx(0.2)  # 2 * 0.15 / 2 + 2 * 0.05 / 2
-    assert arc([0.0, 0.2], [0.5, 0.5]) == 0.0 == arc_clipped([0.0, 0.2], [0.5, 0.5])
-    assert arc([0.0, 0.1, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(25.5 * ((0.2 - 0.3) / 2 + (-0.3 - 0.4) / 2))
-    assert arc_clipped([0.0, 0.1, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(0.1 * 0.2 / 2)  # below chance: chance
-    assert arc_clipped([0.0, 0.1, 0.3], [1.0, 0.8, 0.5]) == pytest.approx(0.07)
-    for area in (arc, arc_clipped):
+    for area in (arc, arc_unclipped):  # the same where no point is below chance
+        assert area([0.0, 0.1, 0.3], [1.0, 0.8, 0.5]) == pytest.approx(0.07 * 255)
+        assert area([0.3, 0.0, 0.1], [0.5, 1.0, 0.8]) == pytest.approx(0.07 * 255)  # grid order does not matter
+        assert area([0.0, 2 / 255, 4 / 255], [0.6, 0.55, 0.5]) == pytest.approx(0.2)  # 2 * 0.15 / 2 + 2 * 0.05 / 2
+        assert area([0.0, 0.2], [0.5, 0.5]) == 0.0
+    assert arc_unclipped([0.0, 0.1, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(25.5 * ((0.2 - 0.3) / 2 + (-0.3 - 0.4) / 2))
+    assert arc([0.0, 0.1, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(25.5 * 0.2 / 2)  # below chance: chance
+    for area in (arc, arc_unclipped):
         with pytest.raises(ArtifactError, match="two eps"):
             area([0.0], [0.9])
 
@@ -134,7 +134,7 @@ def _arc_of(tmp_path, synthetic_kind):
                                row={"generator": synthetic_kind, "seed": 0})
     curve = arc_curve(metric_csvs=metrics, out_csv=tmp_path / f"{synthetic_kind}.csv")
     assert list(curve["eps"]) == [0.0, 0.05, 0.1] and (curve["n_eval"] == 300).all()
-    return curve, arc_clipped(curve["eps"], curve["robust_acc"])
+    return curve, arc(curve["eps"], curve["robust_acc"])
 
 
 def test_arc_of_a_set_against_itself_is_near_zero_and_of_separated_sets_is_large(tmp_path):
@@ -142,14 +142,15 @@ def test_arc_of_a_set_against_itself_is_near_zero_and_of_separated_sets_is_large
     (tmp_path / "far").mkdir()
     same_curve, same = _arc_of(tmp_path / "same", "same")
     far_curve, far = _arc_of(tmp_path / "far", "far")
-    assert abs(same) < 0.01, same_curve  # at most 0.1 (eps range) * 0.1 above chance on average
-    assert far > 0.04, far_curve  # close to the maximum 0.1 * 0.5
+    assert abs(same) < 0.01 * 255, same_curve  # at most 0.1 (eps range) * 0.1 above chance on average
+    assert far > 0.04 * 255, far_curve  # close to the maximum 0.1 * 0.5 (eps in 1/255)
     assert (far_curve["robust_acc"] > 0.9).all()
     table = arc_table(curve_csvs=[tmp_path / "same/same.csv", tmp_path / "far/far.csv"], out_table=tmp_path / "arc.csv",
                       out_summary=tmp_path / "arc_summary.csv", out_plot=tmp_path / "arc.png")
     assert list(table["generator"]) == ["same", "far"]  # lowest ARC first
-    assert table.set_index("generator").loc["far", "arc_clipped"] == pytest.approx(far)
-    assert table.set_index("generator").loc["far", "arc"] == pytest.approx(arc(far_curve["eps"], far_curve["robust_acc"]))
+    assert table.set_index("generator").loc["far", "arc"] == pytest.approx(far)
+    assert table.set_index("generator").loc["far", "arc_unclipped"] == pytest.approx(
+        arc_unclipped(far_curve["eps"], far_curve["robust_acc"]))
     assert (tmp_path / "arc.png").stat().st_size > 0
 
 
@@ -178,7 +179,7 @@ def test_arc_over_two_discrimination_seeds_on_hand_made_curves(tmp_path):
     assert arc_rows.loc["good", "mean"] == pytest.approx(0.25) and arc_rows.loc["poor", "mean"] == pytest.approx(1.75)
     assert arc_rows.loc["good", "ci_high"] - 0.25 == pytest.approx(half, rel=1e-6)
     assert (arc_rows["n_seeds"] == 2).all() and arc_rows["rank"].to_dict() == {"good": 1, "poor": 2}
-    assert set(summary["metric"]) == {"arc", "arc_clipped"} and (tmp_path / "arc.png").stat().st_size > 0
+    assert set(summary["metric"]) == {"arc", "arc_unclipped"} and (tmp_path / "arc.png").stat().st_size > 0
 
 
 def _shard(path, start, stop, **arrays):
@@ -318,8 +319,8 @@ def _sphere_curve(tmp_path, case: SphereCase, **discrimination):
 
 def _assert_known_optimum(curve, case: SphereCase):
     """ARC within 15% of the optimal discriminator's on the grid, robust accuracy >= 0.95 below the margin."""
-    measured = arc_clipped(curve["eps"], curve["robust_acc"])
-    assert measured == pytest.approx(arc_clipped(case.grid, case.optimal()), rel=0.15), curve
+    measured = arc(curve["eps"], curve["robust_acc"])
+    assert measured == pytest.approx(arc(case.grid, case.optimal()), rel=0.15), curve
     assert (curve.loc[curve["eps"] < case.margin, "robust_acc"] >= 0.95).all(), curve
     assert not curve.loc[curve["eps"] < case.margin, "collapsed"].any(), curve  # above it, chance is optimal
 
@@ -329,8 +330,8 @@ def test_discriminators_reach_the_known_optimum_of_concentric_linf_spheres(tmp_p
     # the grid brackets the margin
     assert arc(case.grid, case.optimal()) == pytest.approx((case.r_syn - case.r_real) / 4, rel=0.01)
     # Above the margin the optimum is chance, and a discriminator trained there keeps its clean accuracy
-    # and is flipped below chance: the paper's unclipped `arc` charges that (0.83-0.93 of the optimum
-    # over 3 seeds of this case), `arc_clipped` does not (0.985-0.997), so the bound is on the latter.
+    # and is flipped below chance: the paper's unclipped line charges that (0.83-0.93 of the optimum
+    # over 3 seeds of this case), `arc` counts it as chance (0.985-0.997).
     _assert_known_optimum(_sphere_curve(tmp_path, case, epochs=20, eps_warmup_epochs=3), case)
 
 

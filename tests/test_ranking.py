@@ -45,7 +45,7 @@ def test_penultimate_features_are_the_last_linear_layers_inputs():
 def _inputs(tmp_path, arc, frechet, nn, robust):
     names = ["a", "b", "c"]
     # arc_summary.csv: the mean over discriminator seeds ranks, next to the other ARC definition
-    write_csv(pd.DataFrame({"generator": names * 2, "metric": ["arc"] * 3 + ["arc_clipped"] * 3,
+    write_csv(pd.DataFrame({"generator": names * 2, "metric": ["arc"] * 3 + ["arc_unclipped"] * 3,
                             "mean": [*arc, 9.0, 0.0, 5.0]}), tmp_path / "arc_summary.csv")
     dist, transfer = [], []
     for i, name in enumerate(names):

@@ -5,8 +5,9 @@ adversarially (linf PGD) at each eps of a grid by the PORT trainer itself: real 
 batches mixed 1:1 with gamma = 0.5 is exactly balanced real-vs-synthetic training, and one
 epoch is one pass over the real training set, as in the paper.
 
-- ARC: area under (robust discrimination accuracy - 0.5) over eps (in 1/255, as the paper). A
-  generator whose samples stop being distinguishable at small eps is closer to the real distribution.
+- ARC: area under (robust discrimination accuracy - 0.5) over eps (in 1/255, as the paper;
+  accuracy below chance counted as chance). A generator whose samples stop being
+  distinguishable at small eps is closer to the real distribution.
 - Synthetic score of an image: the minimum over the linf ball of radius eps_score of the
   discriminator's probability that it is synthetic. Low scores mark images that look real. The
   scores are cross-fitted: two discriminators train on disjoint halves of the images, and each
@@ -151,20 +152,23 @@ def _sorted_curve(eps, robust_acc) -> tuple[np.ndarray, np.ndarray]:
 
 
 def arc(eps, robust_acc) -> float:
-    """ARC as the paper computes it: `np.trapz(Racc - 0.5, eps)` with eps in units of 1/255 and
-    accuracy unclipped (its values 0.06-1.55 on CIFAR-10). This is the ARC that ranks generators.
+    """ARC that ranks generators: the paper's `np.trapz(Racc - 0.5, eps)` with eps in units of 1/255,
+    with robust accuracy below chance counted as chance. Not the paper's line exactly: a constant
+    answer scores 0.5 on the balanced held-out set under any attack, so the best robust
+    discriminator never does worse, while a near-constant trained one is flipped by PGD far below
+    0.5 (digits diffusion models under 12-epoch training; known-answer spheres above their margin) and
+    would charge the generator an area no discriminator needs to lose. Where no point is below
+    chance (the paper's CIFAR-10 values, 0.06-1.55) it equals `arc_unclipped`.
     `eps` is given in pixel units ([0, 1] images) as everywhere else in the pipeline."""
     eps, robust_acc = _sorted_curve(eps, robust_acc)
-    return float(np.trapezoid(robust_acc - 0.5, eps / EPS_UNIT))
+    return float(np.trapezoid(np.maximum(robust_acc, 0.5) - 0.5, eps / EPS_UNIT))
 
 
-def arc_clipped(eps, robust_acc) -> float:
-    """Area under (robust accuracy - 0.5) over eps in pixel units, accuracy below chance counted as
-    chance: a constant prediction scores 0.5 on the balanced held-out set under any attack, so no
-    discriminator needs to do worse (a near-chance discriminator of two identical distributions
-    is flipped by PGD to far below 0.5). Reported next to `arc`; it does not rank."""
+def arc_unclipped(eps, robust_acc) -> float:
+    """The paper's ARC line as written, accuracy unclipped; reported next to `arc` to compare
+    with published values. It does not rank."""
     eps, robust_acc = _sorted_curve(eps, robust_acc)
-    return float(np.trapezoid(np.maximum(robust_acc, 0.5) - 0.5, eps))
+    return float(np.trapezoid(robust_acc - 0.5, eps / EPS_UNIT))
 
 
 def collapsed_points(clean_acc, n_eval, z: float = 3.0) -> np.ndarray:
@@ -183,7 +187,8 @@ def below_chance_points(robust_acc, n_eval, z: float = 3.0) -> np.ndarray:
     """Which points have robust accuracy below chance by more than z standard errors: a constant
     answer scores 0.5 on the balanced held-out set under any attack, so such a discriminator is not
     robust at its eps (under-trained; the case collapsed_points misses when clean accuracy stays
-    high), and the curve's `arc` there is an underestimate."""
+    high): `arc` counts the point as chance, what a constant answer guarantees, and the
+    discriminator at that eps says nothing more."""
     robust_acc, n_eval = np.asarray(robust_acc, float), np.asarray(n_eval, float)
     return robust_acc < 0.5 - z * 0.5 / np.sqrt(n_eval)
 
@@ -207,13 +212,13 @@ def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
                     point["eps"])
     for _, point in curve[curve["below_chance"]].iterrows():
         log.warning("%s seed %d: the discriminator at eps %.5f is below chance under attack (robust accuracy %.3f): "
-                    "it is not robust at its eps and its ARC is underestimated", point["generator"], point["seed"],
-                    point["eps"], point["robust_acc"])
+                    "it is not robust at its eps; `arc` counts it as chance, `arc_unclipped` is underestimated",
+                    point["generator"], point["seed"], point["eps"], point["robust_acc"])
     write_csv(curve, out_csv)
     return curve
 
 
-ARC_METRICS = ["arc", "arc_clipped"]
+ARC_METRICS = ["arc", "arc_unclipped"]
 
 
 def arc_row(curve: pd.DataFrame) -> dict:
@@ -221,7 +226,8 @@ def arc_row(curve: pd.DataFrame) -> dict:
     collapsed = curve["eps"][curve["collapsed"].astype(bool)]
     below_chance = curve["eps"][curve["below_chance"].astype(bool)] if "below_chance" in curve else []
     return {"generator": curve["generator"].iloc[0], "seed": int(curve["seed"].iloc[0]),
-            "arc": arc(curve["eps"], curve["robust_acc"]), "arc_clipped": arc_clipped(curve["eps"], curve["robust_acc"]),
+            "arc": arc(curve["eps"], curve["robust_acc"]),
+            "arc_unclipped": arc_unclipped(curve["eps"], curve["robust_acc"]),
             "clean_acc": float(curve.loc[curve["eps"].idxmin(), "clean_acc"]),
             "robust_acc_at_max_eps": float(curve.loc[curve["eps"].idxmax(), "robust_acc"]),
             "max_eps": float(curve["eps"].max()), "max_eps_255": float(curve["eps"].max() / EPS_UNIT),
@@ -242,8 +248,8 @@ def arc_summary(table: pd.DataFrame) -> pd.DataFrame:
 def arc_table(*, curve_csvs, out_table, out_summary, out_plot) -> pd.DataFrame:
     """ARC per generator and discriminator seed (`out_table`, generators by mean ARC, lowest first:
     hardest to tell from real data), its mean and interval over seeds (`out_summary`), and the
-    paper's Figure 3. `arc` (the paper's, eps in 1/255) ranks; `arc_clipped` (eps in pixel units,
-    accuracy clipped at chance) is the pipeline's earlier definition; `collapsed_eps` lists collapsed points."""
+    paper's Figure 3. `arc` (eps in 1/255, accuracy below chance counted as chance) ranks;
+    `arc_unclipped` is the paper's line as written; `collapsed_eps` lists collapsed points."""
     curves = [read_csv(p) for p in curve_csvs]
     rows = [arc_row(one) for c in curves for _, one in c.groupby("seed", sort=True)]
     for row in rows:

@@ -23,8 +23,8 @@ from .evaluation import evenly_spaced
 from .loaders import to_tensor
 from .models import load_model
 
-# metric -> True when a higher value means a better generator; `arc` is the paper's (eps in 1/255,
-# unclipped: port.discrimination.arc), not `arc_clipped`
+# metric -> True when a higher value means a better generator; `arc` is port.discrimination.arc (eps in
+# 1/255, accuracy below chance counted as chance), not the paper's unclipped line
 METRICS = {"transfer_robust_acc": True, "arc": False, "frechet_lanet": False, "nn_distance": False}
 REFERENCE = "transfer_robust_acc"
 

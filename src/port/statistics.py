@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtrit  # the t quantile; scipy.stats costs every job 0.3 s more to import
 
 CONFIDENCE = 0.95
 NO_DIFFERENCE = "no difference"
@@ -29,7 +29,7 @@ def t_interval(values) -> tuple[float, float, float, float, int]:
     if n == 1:
         return mean, np.nan, np.nan, np.nan, 1
     sd = float(values.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / np.sqrt(n)
+    half = float(stdtrit(n - 1, 0.5 + CONFIDENCE / 2)) * sd / np.sqrt(n)
     return mean, sd, mean - half, mean + half, n
 
 

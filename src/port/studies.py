@@ -179,7 +179,7 @@ def nonrobust_discriminator_study(*, metric_csvs, arc_summary, out_csv) -> pd.Da
     (arc_summary.csv; paper Table 9)."""
     runs = pd.concat([read_csv(path) for path in metric_csvs], ignore_index=True)
     wide = runs.pivot_table(index="generator", columns="arch", values="clean_acc").add_prefix("accuracy_")
-    arc = read_csv(arc_summary).pivot(index="generator", columns="metric", values="mean")[["arc", "arc_clipped"]]
+    arc = read_csv(arc_summary).pivot(index="generator", columns="metric", values="mean")[["arc", "arc_unclipped"]]
     table = wide.join(arc, how="left").reset_index()
     table["n_eval"] = runs.groupby("generator")["n_eval"].first().reindex(table["generator"]).to_numpy()
     table = table.sort_values("arc", kind="stable")
