@@ -69,3 +69,35 @@ def test_warm_ups_shorter_than_every_run_pass(shipped):
     _set(config, D + "generators.ddpm-cond.guidance_scale", 0.0)
     _set(config, D + "generators.ddpm-cond.labels_from", "lanet")  # guidance 0 with lanet's labels is plain sampling
     check_config(config)
+
+
+def _reseal(path: Path) -> None:
+    """What a user who knows the seal could do after editing with h5py: write a fresh seal."""
+    from port.artifacts import _SEAL_PREFIX, SEAL_BYTES, file_sha256
+
+    with open(path, "r+b") as stream:
+        stream.write(_SEAL_PREFIX + file_sha256(path, SEAL_BYTES).encode())
+
+
+def test_a_resealed_edit_is_refused_because_the_content_digest_is_recomputed(tmp_path):
+    """Item 5: labels of a sealed train.h5 edited with h5py and resealed; the stage reading it
+    recomputes content_sha256 instead of trusting the recorded one."""
+    import h5py
+    import numpy as np
+
+    from port.artifacts import ArtifactError, provenance, verified_inputs, write_images
+
+    path = tmp_path / "train.h5"
+    write_images(path, np.zeros((8, 4, 4, 1), np.uint8), provenance("prepare_data", {}, 0, num_classes=4),
+                 labels=np.arange(8) % 4)
+    with verified_inputs([path]) as digests:
+        good = digests[str(path)]
+    with h5py.File(path, "r+") as handle:
+        handle["labels"][0] = 3
+    _reseal(path)
+    before = path.read_bytes()
+    with pytest.raises(ArtifactError) as info:
+        with verified_inputs([path]):
+            pass
+    assert f"{path}: 'content_sha256' is not the digest of its content (recorded {good[:16]}" in str(info.value)
+    assert path.read_bytes() == before
