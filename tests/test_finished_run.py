@@ -128,3 +128,12 @@ def test_only_requested_datasets_with_results_are_checked(tmp_path, monkeypatch)
     assert check_finished_datasets(config, ["results/other/x.h5"], {}) == []
     with pytest.raises(ArtifactError, match="datasets.mine.source: test4.npz: images are 4x4x1"):
         check_finished_datasets(config, argv, {})
+
+
+@pytest.mark.integration
+def test_a_sampler_setting_of_an_imported_set_reruns_nothing(finished, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished, workdir)
+    _edit_config(workdir, lambda ds, c: ds["generators"]["imp"].update(batch_size=7, steps=3))
+    plan = _snakemake(workdir, TARGET, "-n")
+    assert plan.returncode == 0 and "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]

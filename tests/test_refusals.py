@@ -101,3 +101,19 @@ def test_a_resealed_edit_is_refused_because_the_content_digest_is_recomputed(tmp
             pass
     assert f"{path}: 'content_sha256' is not the digest of its content (recorded {good[:16]}" in str(info.value)
     assert path.read_bytes() == before
+
+
+def test_an_npz_import_takes_only_the_settings_it_reads(shipped):
+    """A sampler's keys (batch_size, steps, scheduler) cannot change an imported set's images:
+    they are not in its shards' params, so editing them reruns nothing."""
+    from port.config import generator_settings
+
+    def settings(**edits):
+        config = copy.deepcopy(shipped)
+        config["datasets"]["digits"]["generators"]["imp"] = {"kind": "npz", "path": "imp.npz", **edits}
+        validate(config, SCHEMA)
+        return generator_settings(config, "digits", "imp")
+
+    assert settings(batch_size=7, steps=3, scheduler="ddpm") == settings() == \
+        {"kind": "npz", "path": "imp.npz", "image_key": "image", "label_key": "label", "n_shards": 1, "num_classes": 10}
+    assert settings(n_images=100) != settings()

@@ -28,6 +28,8 @@ KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "cla
 LABEL_SOURCES = ("generator", "lanet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # classes of the built-in dataset kinds
 CONDITIONAL_KINDS = ("gan", "stylegan", "npz")  # kinds whose shards may carry the generator's labels
+# What port.generators.import_npz_shard reads of an npz generator's block (plus num_classes).
+NPZ_IMPORT_KEYS = ("kind", "path", "image_key", "label_key", "n_images", "n_shards")
 
 
 class ConfigError(ValueError):
@@ -232,12 +234,15 @@ def trainer_block(rule: str, wildcards, config: dict) -> str:
 
 def generator_settings(config: dict, dataset: str, generator: str) -> dict:
     """What a sampling shard needs: the generator's block with its kind's defaults, without the
-    labelling choice (labels_from reaches the pseudo-label stage, not the sampler)."""
+    labelling choice (labels_from reaches the pseudo-label stage, not the sampler). An imported
+    npz set gets only what its import reads: a sampler's keys (batch_size, steps, ...) cannot
+    change its images, so editing them reruns nothing."""
     ds = config["datasets"][dataset]
     gen = ds["generators"][generator]
     settings = {**KIND_DEFAULTS.get(gen["kind"], {}), **gen}
     settings.pop("labels_from", None)
     if gen["kind"] == "npz":  # imported labels are checked against the dataset's classes
+        settings = {key: value for key, value in settings.items() if key in NPZ_IMPORT_KEYS}
         settings["num_classes"] = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
     return canonical(settings)
 
