@@ -2,6 +2,7 @@
 select -> PORT adversarial training -> AutoAttack; ARC ranks generators. `snakemake --cores all` builds digits."""
 
 import os
+import sys
 
 from snakemake.utils import min_version, validate
 
@@ -45,3 +46,11 @@ rule all:
     default_target: True
     input:
         port_config.final_targets(config),
+
+
+# Snakemake discards an input function's error when the job's outputs exist (the job then
+# looks finished): check the files named in config of the requested datasets that hold results
+# now, before it builds the DAG. Jobs started by a main process (cluster, SLURM) do not recheck.
+if workflow.is_main_process:
+    port_inputs.check_finished_datasets(config, sys.argv[1:], {rule.name: list(rule.input)
+                                                               for rule in workflow.rules if not rule.has_wildcards()})

@@ -230,6 +230,20 @@ def test_robustbench_export_loads_with_torch_load_and_the_architecture(toy_data,
     assert torch.equal(model.eval()(x), reference(x))
 
 
+def test_robustbench_export_without_autoattack_is_strict_json_saying_why(toy_data, tmp_path):
+    """A run evaluated without AutoAttack: null, not a bare NaN that strict parsers refuse."""
+    _run(toy_data, tmp_path, {**SETTINGS, "epochs": 1})
+    write_csv(pd.DataFrame([{"norm": "linf", "eps": 0.1, "clean_acc": 0.9, "pgd_acc": 0.5,
+                             "autoattack_acc": float("nan"), "autoattack_attacks": "none", "n_test": 50}]),
+              tmp_path / "eval.csv")
+    export_robustbench(model_path=tmp_path / "model.pt", eval_path=tmp_path / "eval.csv", info_out=tmp_path / "rb.json",
+                       weights_out=tmp_path / "rb.pt", run="linf/baseline/small_cnn/seed0", dataset="toy", run_config={})
+    info = json.loads((tmp_path / "rb.json").read_text(), parse_constant=lambda name: pytest.fail(f"bare {name}"))
+    assert info["autoattack_acc"] is None and info["clean_acc"] == 90.0
+    assert info["missing"] == {"autoattack_acc": "AutoAttack was not run: the run's evaluation.autoattack is false "
+                                                 f"({tmp_path / 'eval.csv'})"}
+
+
 def test_recipe_summary_pairs_seeds_and_calls_an_interval_over_zero_no_difference(tmp_path):
     rows = []
     for seed, (a, b, c) in enumerate([(0.50, 0.60, 0.61), (0.52, 0.61, 0.59), (0.51, 0.62, 0.60)]):

@@ -27,7 +27,7 @@ from port.config import SettingsError, check_config
 from port.data import load_npz_images, prepare_dataset
 from port.discrimination import discrimination_sets
 from port.generators import sample_shard
-from port.inputs import generator_inputs, labeler_inputs, source_inputs
+from port.inputs import check_named_files
 from port.labeling import prepare_labeler, pseudo_label
 from port.models import build_model, model_spec, save_model
 from test_bad_input import Workspace, _images, _model, _snapshot
@@ -184,15 +184,6 @@ def class_only_in_test(ws):
 # --- files named in config, checked while Snakemake builds the DAG (before any job deletes an output)
 
 
-def check_named_files(config, dataset="digits"):
-    """What the input functions of prepare_data, sample_shard and train_labeler check for a dataset."""
-    ds = config["datasets"][dataset]
-    source_inputs(config, dataset)
-    for generator in ds["generators"]:
-        generator_inputs(config, dataset, generator)
-    for slot in ds["labelers"]:
-        labeler_inputs(config, dataset, slot)
-
 def _config_case(change, *expected):
     """change(ws, digits config, config) edits a copy of the shipped config to name a bad file."""
     def build(ws, config):
@@ -202,7 +193,7 @@ def _config_case(change, *expected):
         def run():
             validate(bad, SCHEMA)
             check_config(bad)
-            check_named_files(bad)
+            check_named_files(bad, "digits")
         return run, list(expected)
     build.config = True
     return build
@@ -289,7 +280,7 @@ def test_the_config_check_accepts_good_named_files(tmp_path, shipped_config):
     ds["labelers"]["lanet"]["checkpoint"] = str(ws.lanet)
     validate(config, SCHEMA)
     check_config(config)
-    check_named_files(config)
+    check_named_files(config, "digits")
 
 
 # --------------------------------------------------------------------------- through Snakemake

@@ -10,7 +10,8 @@ shape and bytes, in sorted name order) and of the attributes models are built fr
 reruns that write the same data. Every HDF5 file is also sealed: its HDF5 user block holds the sha256 of all the bytes
 after it. `verified_inputs` (entered by `port.logs.logged_job` for every Snakemake job) checks
 each input's seal as plain bytes before HDF5 parses the file (libhdf5 can crash the process on
-a damaged attribute or header), refuses a file that changed after it was written, and makes
+a damaged attribute or header), recomputes its content digest, refuses a file that changed
+after it was written, and makes
 the inputs' digests part of the provenance of everything the job writes (`inputs_sha256`).
 Every torch checkpoint records a digest of its contents under `content_sha256`, verified
 whenever `load_torch` reads it. Every HDF5 read goes through `open_hdf5`, which turns the
@@ -230,13 +231,19 @@ def _mismatch(path, recorded: str, actual: str) -> ArtifactError:
 
 
 def verify_hdf5(path) -> str:
-    """The content digest of an HDF5 artifact, after checking that no byte changed since it was written."""
+    """The content digest of an HDF5 artifact, after checking that no byte changed since it was
+    written and that the recorded digest is its content's (the seal alone would pass a file edited
+    with h5py and resealed: its content_sha256 would name content it no longer holds)."""
     check_seal(path)
     with open_hdf5(path) as handle:
         recorded = handle.attrs.get(CHECKSUM_KEY)
-    if recorded is None:
-        raise ArtifactError(f"{path}: no '{CHECKSUM_KEY}' attribute: not a port-pipeline artifact")
-    return str(recorded)
+        if recorded is None:
+            raise ArtifactError(f"{path}: no '{CHECKSUM_KEY}' attribute: not a port-pipeline artifact")
+        actual = hdf5_content_digest(handle)
+    if actual != str(recorded):
+        raise ArtifactError(f"{path}: '{CHECKSUM_KEY}' is not the digest of its content (recorded {str(recorded)[:16]}, "
+                            f"content {actual[:16]}): edited after it was written; rebuild it")
+    return actual
 
 
 def artifact_digest(path) -> str:

@@ -28,6 +28,8 @@ KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "cla
 LABEL_SOURCES = ("generator", "lanet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # classes of the built-in dataset kinds
 CONDITIONAL_KINDS = ("gan", "stylegan", "npz")  # kinds whose shards may carry the generator's labels
+# What port.generators.import_npz_shard reads of an npz generator's block (plus num_classes).
+NPZ_IMPORT_KEYS = ("kind", "path", "image_key", "label_key", "n_images", "n_shards")
 
 
 class ConfigError(ValueError):
@@ -96,6 +98,10 @@ def check_config(config: dict) -> None:
             if gen.get("labels_from") == "generator" and not (gen["kind"] in CONDITIONAL_KINDS or conditional_ddpm):
                 raise ConfigError(f"{at}: labels_from generator needs a generator that records labels (kinds "
                                   f"{', '.join(CONDITIONAL_KINDS)}, or a class_conditional diffusion_models entry)")
+            if gen.get("labels_from") == "generator" and gen.get("guidance_scale") == 0:
+                # the guided noise is the unconditional model's alone: image i is no image of class i mod C
+                raise ConfigError(f"{at}.guidance_scale: 0 samples without the class, so labels_from generator "
+                                  f"would label images with classes they were not drawn from")
         for model_name, model in ds.get("diffusion_models", {}).items():
             levels = model.get("attention_levels", [])
             if any(level >= len(model["block_out_channels"]) for level in levels):
@@ -104,9 +110,9 @@ def check_config(config: dict) -> None:
         if ds["training"]["generator"] not in ds["generators"]:
             raise ConfigError(f"{where}.training.generator: '{ds['training']['generator']}' "
                               f"is not a key of {where}.generators")
-        for name in ds["generator_ranking"]["generators"]:
-            if name not in ds["generators"]:
-                raise ConfigError(f"{where}.generator_ranking.generators: '{name}' is not a key of {where}.generators")
+        for generator in ds["generator_ranking"]["generators"]:
+            if generator not in ds["generators"]:
+                raise ConfigError(f"{where}.generator_ranking.generators: '{generator}' is not a key of {where}.generators")
         for block in ("generator_ranking", "score_groups"):
             if ds[block]["threat"] not in ds["threats"]:
                 raise ConfigError(f"{where}.{block}.threat: '{ds[block]['threat']}' is not a key of {where}.threats")
@@ -117,9 +123,6 @@ def check_config(config: dict) -> None:
         if disc["eval_steps"] < disc["steps"]:  # same step_factor: fewer steps is a weaker attack
             raise ConfigError(f"{where}.discrimination.eval_steps: evaluation PGD ({disc['eval_steps']} steps) must "
                               f"not be weaker than training PGD ({disc['steps']} steps)")
-        if disc["eps_warmup_epochs"] >= disc["epochs"]:
-            raise ConfigError(f"{where}.discrimination.eps_warmup_epochs: {disc['eps_warmup_epochs']} leaves no epoch "
-                              f"at the full eps out of {disc['epochs']}")
         methods = ds["selection"]["methods"]
         if len(set(methods)) != len(methods):
             raise ConfigError(f"{where}.selection.methods: repeated method in {methods}")
@@ -127,12 +130,52 @@ def check_config(config: dict) -> None:
             if threat["eps"] > 0 and threat["step_size"] == 0:
                 raise ConfigError(f"{where}.threats.{threat_name}.step_size: must be > 0 when eps > 0")
         _check_trades(ds["training"], f"{where}.training")
+        for settings, key, epochs_key in trainer_schedules(config, name):
+            _check_schedule(settings, key, epochs_key)
         if "recipe_study" in ds:
             study = ds["recipe_study"]
             if study["threat"] not in ds["threats"]:
                 raise ConfigError(f"{where}.recipe_study.threat: '{study['threat']}' is not a key of {where}.threats")
             for variant, overrides in study["variants"].items():
                 _check_trades({**ds["training"], **overrides.get("training", {})}, f"{where}.recipe_study.variants.{variant}")
+
+
+def trainer_schedules(config: dict, dataset: str):
+    """(trainer settings, key of its warm-ups, key of its epochs) for every trainer the dataset
+    configures: robust training, smoothing, transfer (generator ranking, filter study), the
+    discriminators, the recipe and gamma variants and the sample-complexity study."""
+    ds, where = config["datasets"][dataset], f"datasets.{dataset}"
+    threat, arch = next(iter(ds["threats"])), ds["training"]["architectures"][0]
+    yield training_settings(config, dataset, threat, arch), f"{where}.training", f"{where}.training.epochs"
+    if "smoothing" in ds:
+        epochs_key = f"{where}.smoothing.epochs" if "epochs" in ds["smoothing"] else f"{where}.training.epochs"
+        yield smoothing_settings(config, dataset, arch), f"{where}.training", epochs_key
+    yield transfer_settings(config, dataset), f"{where}.training", f"{where}.generator_ranking.epochs"
+    yield discriminator_settings(config, dataset, max(ds["discrimination"]["eps"])), f"{where}.discrimination", \
+        f"{where}.discrimination.epochs"
+    for name in ds.get("recipe_study", {}).get("variants", {}):
+        key = variant(config, dataset, name)["key"]
+        yield recipe_settings(config, dataset, name, arch), key, f"{key}.epochs"
+    studies = ds.get("studies", {})
+    if "gamma" in studies:
+        name = paths.gamma_variant(studies["gamma"]["values"][0])
+        yield recipe_settings(config, dataset, name, arch), f"{where}.studies.gamma.training", \
+            f"{where}.studies.gamma.training.epochs"
+    if "filter" in studies:
+        yield filter_study_settings(config, dataset), f"{where}.training", f"{where}.studies.filter.epochs"
+    if "sample_complexity" in studies:  # the full set: the fewest epochs (min_steps adds some to small sets)
+        yield sample_complexity_settings(config, dataset, "adversarial", paths.ALL_IMAGES), f"{where}.training", \
+            f"{where}.studies.sample_complexity.epochs"
+
+
+def _check_schedule(settings: dict, key: str, epochs_key: str) -> None:
+    """A warm-up must end before the last epoch: otherwise the learning rate or the attack's eps
+    never reach their configured values, while the tables report the configured eps."""
+    ramps = [("warmup_epochs", "learning rate")] + ([("eps_warmup_epochs", "eps")] if settings.get("threat") else [])
+    for name, what in ramps:
+        if settings.get(name, 0) >= settings["epochs"]:
+            raise ConfigError(f"{key}.{name}: {settings[name]} leaves no epoch at the full {what} out of the "
+                              f"{settings['epochs']} epochs ({epochs_key})")
 
 
 def _check_trades(training: dict, where: str) -> None:
@@ -191,12 +234,15 @@ def trainer_block(rule: str, wildcards, config: dict) -> str:
 
 def generator_settings(config: dict, dataset: str, generator: str) -> dict:
     """What a sampling shard needs: the generator's block with its kind's defaults, without the
-    labelling choice (labels_from reaches the pseudo-label stage, not the sampler)."""
+    labelling choice (labels_from reaches the pseudo-label stage, not the sampler). An imported
+    npz set gets only what its import reads: a sampler's keys (batch_size, steps, ...) cannot
+    change its images, so editing them reruns nothing."""
     ds = config["datasets"][dataset]
     gen = ds["generators"][generator]
     settings = {**KIND_DEFAULTS.get(gen["kind"], {}), **gen}
     settings.pop("labels_from", None)
     if gen["kind"] == "npz":  # imported labels are checked against the dataset's classes
+        settings = {key: value for key, value in settings.items() if key in NPZ_IMPORT_KEYS}
         settings["num_classes"] = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
     return canonical(settings)
 

@@ -3,18 +3,68 @@
 Snakemake deletes a job's old outputs before it runs the job, so a bad file found inside the
 job would cost the last good result. These checks run in the input functions of the rules that
 read the files: while Snakemake builds the DAG, before any job, and only for the datasets the
-run builds. They read headers only (npz array headers, a checkpoint's spec): existence, kind,
-readable header, image geometry against the dataset's, a checkpoint's architecture and classes.
-Each error names the config key and the file. The Snakefile imports this module, so it loads
+run builds. Snakemake discards an input function's error when the job's outputs already exist,
+so the Snakefile also runs them all when the workflow starts (`check_finished_datasets`) for
+the requested datasets that hold results. They read headers only (npz array headers, a
+checkpoint's spec): existence, kind, readable header, image geometry against the dataset's, a
+checkpoint's architecture and classes. Each error names the config key and the file. The Snakefile imports this module, so it loads
 h5py, numpy and torch only once the config names a file to check (DAG parsing stays light).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 from pathlib import Path
 
+from . import paths
 from .config import NUM_CLASSES, generator_files, labeler_checkpoint, source_files
+
+
+def check_named_files(config: dict, dataset: str) -> None:
+    """Every check the input functions of prepare_data, sample_shard and train_labeler run for a dataset."""
+    ds = config["datasets"][dataset]
+    source_inputs(config, dataset)
+    for generator in ds["generators"]:
+        generator_inputs(config, dataset, generator)
+    for slot in ds["labelers"]:
+        labeler_inputs(config, dataset, slot)
+
+
+def requested_datasets(config: dict, argv: list[str], rule_inputs: dict) -> set[str]:
+    """The datasets whose results a `snakemake` command line (`argv`, without the program) leads
+    to: through its targets (files, or rule names whose input files `rule_inputs` gives; none: the
+    default rule `all`). Every dataset when `argv` is not a snakemake command line (Snakemake run
+    from Python); none for `--unlock`, which runs no job."""
+    from snakemake.cli import get_argument_parser
+
+    argv = list(argv)
+    explicit = argv[argv.index("--") + 1:] if "--" in argv else []  # as snakemake.cli: targets after `--`
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's usage message is not ours to print
+            args, _ = get_argument_parser().parse_known_args(argv[:len(argv) - len(explicit) - bool(explicit)])
+    except (SystemExit, Exception):  # not a snakemake command line
+        return set(config["datasets"])
+    if args.unlock:
+        return set()
+    files = []
+    for target in [*args.targets, *explicit] or ["all"]:
+        files += rule_inputs.get(target, [target])
+    prefix = paths.RESULTS.format(dataset="")
+    relative = (Path(file).as_posix().removeprefix("./") for file in files)
+    return {file.removeprefix(prefix).split("/")[0] for file in relative if file.startswith(prefix)} \
+        & set(config["datasets"])
+
+
+def check_finished_datasets(config: dict, argv: list[str], rule_inputs: dict) -> list[str]:
+    """Check the config-named files of each dataset that the command line `argv` requests (see
+    requested_datasets) and that already holds results, where an input function's error would be
+    discarded (a dataset without results cannot hide one). Returns the datasets checked."""
+    finished = [name for name in config["datasets"] if Path(paths.RESULTS.format(dataset=name)).is_dir()]
+    checked = sorted(set(finished) & requested_datasets(config, argv, rule_inputs)) if finished else []
+    for name in checked:
+        check_named_files(config, name)
+    return checked
 
 
 def source_inputs(config: dict, dataset: str) -> list[str]:

@@ -1,0 +1,119 @@
+"""Issue 22: settings that silently meant nothing, and files whose problems surfaced late or
+without a name, are refused with one message naming the key or file."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from port.config import ConfigError, check_config
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "config" / "schema.yaml")
+D = "datasets.digits."
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, SCHEMA)
+    return config
+
+
+def _set(config, key, value):
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+@pytest.mark.parametrize("key, value, message", [
+    # item 2: guidance 0 samples from the unconditional model; the class labels would be made up
+    (D + "generators.ddpm-cond.guidance_scale", 0.0,
+     "datasets.digits.generators.ddpm-cond.guidance_scale: 0 samples without the class"),
+    # item 4: a warm-up as long as the run never reaches the configured learning rate or eps
+    (D + "training.warmup_epochs", 20,
+     "datasets.digits.training.warmup_epochs: 20 leaves no epoch at the full learning rate out of the 20 epochs "
+     "(datasets.digits.training.epochs)"),
+    (D + "training.eps_warmup_epochs", 25,
+     "datasets.digits.training.eps_warmup_epochs: 25 leaves no epoch at the full eps out of the 20 epochs"),
+    (D + "training.eps_warmup_epochs", 10,  # fine for the 20-epoch runs, not for the 10-epoch transfer runs
+     "datasets.digits.training.eps_warmup_epochs: 10 leaves no epoch at the full eps out of the 10 epochs "
+     "(datasets.digits.generator_ranking.epochs)"),
+    (D + "studies.gamma.training", {"epochs": 8, "warmup_epochs": 8},
+     "datasets.digits.studies.gamma.training.warmup_epochs: 8 leaves no epoch at the full learning rate out of "
+     "the 8 epochs (datasets.digits.studies.gamma.training.epochs)"),
+    (D + "recipe_study.variants.port-pgd", {"training": {"epochs": 4, "eps_warmup_epochs": 4}},
+     "datasets.digits.recipe_study.variants.port-pgd.training.eps_warmup_epochs: 4 leaves no epoch at the full eps"),
+    (D + "discrimination.eps_warmup_epochs", 20,
+     "datasets.digits.discrimination.eps_warmup_epochs: 20 leaves no epoch at the full eps out of the 20 epochs"),
+])
+def test_settings_that_mean_nothing_are_refused(shipped, key, value, message):
+    bad = copy.deepcopy(shipped)
+    _set(bad, key, value)
+    with pytest.raises(ConfigError) as info:
+        check_config(bad)
+    assert message in str(info.value)
+
+
+def test_warm_ups_shorter_than_every_run_pass(shipped):
+    config = copy.deepcopy(shipped)
+    _set(config, D + "training.warmup_epochs", 7)  # the filter study trains 8 epochs, the fewest here
+    _set(config, D + "training.eps_warmup_epochs", 7.5)
+    _set(config, D + "studies.gamma.training", {"epochs": 8, "warmup_epochs": 2})
+    _set(config, D + "generators.ddpm-cond.guidance_scale", 0.0)
+    _set(config, D + "generators.ddpm-cond.labels_from", "lanet")  # guidance 0 with lanet's labels is plain sampling
+    check_config(config)
+
+
+def _reseal(path: Path) -> None:
+    """What a user who knows the seal could do after editing with h5py: write a fresh seal."""
+    from port.artifacts import _SEAL_PREFIX, SEAL_BYTES, file_sha256
+
+    with open(path, "r+b") as stream:
+        stream.write(_SEAL_PREFIX + file_sha256(path, SEAL_BYTES).encode())
+
+
+def test_a_resealed_edit_is_refused_because_the_content_digest_is_recomputed(tmp_path):
+    """Item 5: labels of a sealed train.h5 edited with h5py and resealed; the stage reading it
+    recomputes content_sha256 instead of trusting the recorded one."""
+    import h5py
+    import numpy as np
+
+    from port.artifacts import ArtifactError, provenance, verified_inputs, write_images
+
+    path = tmp_path / "train.h5"
+    write_images(path, np.zeros((8, 4, 4, 1), np.uint8), provenance("prepare_data", {}, 0, num_classes=4),
+                 labels=np.arange(8) % 4)
+    with verified_inputs([path]) as digests:
+        good = digests[str(path)]
+    with h5py.File(path, "r+") as handle:
+        handle["labels"][0] = 3
+    _reseal(path)
+    before = path.read_bytes()
+    with pytest.raises(ArtifactError) as info:
+        with verified_inputs([path]):
+            pass
+    assert f"{path}: 'content_sha256' is not the digest of its content (recorded {good[:16]}" in str(info.value)
+    assert path.read_bytes() == before
+
+
+def test_an_npz_import_takes_only_the_settings_it_reads(shipped):
+    """A sampler's keys (batch_size, steps, scheduler) cannot change an imported set's images:
+    they are not in its shards' params, so editing them reruns nothing."""
+    from port.config import generator_settings
+
+    def settings(**edits):
+        config = copy.deepcopy(shipped)
+        config["datasets"]["digits"]["generators"]["imp"] = {"kind": "npz", "path": "imp.npz", **edits}
+        validate(config, SCHEMA)
+        return generator_settings(config, "digits", "imp")
+
+    assert settings(batch_size=7, steps=3, scheduler="ddpm") == settings() == \
+        {"kind": "npz", "path": "imp.npz", "image_key": "image", "label_key": "label", "n_shards": 1, "num_classes": 10}
+    assert settings(n_images=100) != settings()
