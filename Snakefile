@@ -9,6 +9,7 @@ from snakemake.utils import min_version, validate
 from port import config as port_config
 from port import inputs as port_inputs
 from port import paths
+from port import plan as port_plan
 from port.seeds import derive_seed
 
 min_version("9.0")
@@ -40,6 +41,12 @@ include: "rules/smooth.smk"
 include: "rules/report.smk"
 include: "rules/recipe.smk"
 include: "rules/studies.smk"
+include: "rules/plan.smk"
+
+
+localrules:
+    plan_dataset,
+    plan,
 
 
 rule all:

@@ -262,6 +262,16 @@ def labeler_settings(config: dict, dataset: str, slot: str) -> dict:
                       "compute": compute_settings(config, dataset)})
 
 
+def synthetic_batch_size(real_batch: int, synthetic_fraction: float) -> int:
+    """Generated images per batch so that they make `synthetic_fraction` of it next to
+    `real_batch` real ones: real * f / (1 - f), rounded (0.5 gives PORT's 1:1)."""
+    count = round(real_batch * synthetic_fraction / (1.0 - synthetic_fraction))
+    if count < 1:
+        raise ValueError(f"synthetic_fraction {synthetic_fraction} leaves no synthetic image next to "
+                         f"{real_batch} real ones")
+    return count
+
+
 def _run_settings(ds: dict, method: str) -> dict:
     """The shared training block without the run keys. The baseline has no synthetic half, so
     its gamma is 1.0 (as in the summary tables): editing gamma does not rerun baselines."""

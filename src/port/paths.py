@@ -155,6 +155,8 @@ CERTIFICATE = RESULTS + "/certify/{method}_{arch}_seed{seed}.csv"
 CERTIFIED_TABLE = RESULTS + "/certified.csv"  # not port_<threat>.csv: no name clash with a threat
 CERTIFIED_SUMMARY = RESULTS + "/certified_summary.csv"
 CERTIFIED_PLOT = RESULTS + "/certified.png"
+PLAN = RESULTS + "/plan.csv"  # jobs, work, GPU-hours and disk per rule, before the run (port.plan)
+BENCH_RESULTS = "bench/results"  # one folder of benchmark JSON files per device and date
 SEED_STUDY = RESULTS + "/seeds.csv"  # the baseline and PORT runs of every threat over seed_study.seeds
 
 RECIPE_RUN = RESULTS + "/recipe/{variant}/{arch}/seed{seed}"  # the training-recipe study

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import pgd
+from .config import synthetic_batch_size  # noqa: F401  (torch-free home; the trainer imports it from here)
 
 # TRADES starts its attack at x + 0.001 * N(0, I) (Zhang et al.'s and Wang et al.'s code).
 TRADES_START_STD = 1e-3
@@ -111,13 +112,3 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     remaining = max(total - warmup, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, remaining) / remaining))
-
-
-def synthetic_batch_size(real_batch: int, synthetic_fraction: float) -> int:
-    """Generated images per batch so that they make `synthetic_fraction` of it next to
-    `real_batch` real ones: real * f / (1 - f), rounded (0.5 gives PORT's 1:1)."""
-    count = round(real_batch * synthetic_fraction / (1.0 - synthetic_fraction))
-    if count < 1:
-        raise ValueError(f"synthetic_fraction {synthetic_fraction} leaves no synthetic image next to "
-                         f"{real_batch} real ones")
-    return count
