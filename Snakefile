@@ -1,4 +1,4 @@
-"""PORT (Sehwag et al., ICLR 2022) as a Snakemake workflow: sample -> label -> filter -> score ->
+"""PORT (Sehwag et al., ICLR 2022) as a Snakemake workflow: sample -> label -> filter -> audit -> score ->
 select -> PORT adversarial training -> AutoAttack; ARC ranks generators. `snakemake --cores all` builds digits."""
 
 import os
@@ -33,6 +33,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/generate.smk"
 include: "rules/label.smk"
+include: "rules/audit.smk"
 include: "rules/discriminate.smk"
 include: "rules/rank.smk"
 include: "rules/train.smk"

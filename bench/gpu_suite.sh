@@ -22,10 +22,11 @@
 #
 # Budgets (seconds, each a hard limit): 1 pgd_training 140, 3 certification 40, 4 scoring 40,
 # 2 sampling 80, 6 autoattack 60, 5 loader 80. Then extras, each only while the total stays under
-# SUITE_SECONDS (default 470): precision_digits (bf16 vs fp32 digits training accuracy) 120,
-# pgd_training ResNet-18 with torch.compile 120, the same with CUDA graphs (reduce-overhead) 120,
-# certification in fp32 (counts equal to the plain loop) 30. SUITE_ARGS is added to every
-# benchmark's arguments: `SUITE_ARGS=--small bench/gpu_suite.sh` checks the suite itself on a CPU.
+# SUITE_SECONDS (default 470): audit (exact nearest neighbours, 1M x 10k x 512) 60, precision_digits
+# (bf16 vs fp32 digits training accuracy) 120, pgd_training ResNet-18 with torch.compile 120, the
+# same with CUDA graphs (reduce-overhead) 120, certification in fp32 (counts equal to the plain loop)
+# 30. SUITE_ARGS is added to every benchmark's arguments: `SUITE_ARGS=--small bench/gpu_suite.sh`
+# checks the suite itself on a CPU.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --wheels) wheels="$2"; shift 2 ;;
         --wheels=*) wheels="${1#--wheels=}"; shift ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) results="$1"; shift ;;
     esac
 done
@@ -114,6 +115,7 @@ run scoring 40 scoring.py
 run sampling 80 sampling.py
 run autoattack 60 autoattack.py
 run loader 80 loader.py
+extra audit 60 audit.py
 extra precision_digits 120 precision_digits.py
 extra pgd_training-compile 120 pgd_training.py --compile --archs resnet18
 extra pgd_training-cudagraphs 120 pgd_training.py --compile --compile-mode reduce-overhead --archs resnet18

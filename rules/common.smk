@@ -65,6 +65,11 @@ def selection_labels(wc):
     return paths.LABELS.format(**dict(wc.items())) if wc.selection == "confidence" else []
 
 
+def selection_audit(wc):
+    """With audit.drop, selection leaves out the audit's near-duplicates of test images."""
+    return paths.AUDIT.format(**dict(wc.items())) if dataset_cfg(wc)["audit"]["drop"] else []
+
+
 def grid_index(wc):
     """The grid index `i` of discriminator `eps{i}`, checked against the dataset's grid."""
     grid = dataset_cfg(wc)["discrimination"]["eps"]

@@ -95,6 +95,7 @@ rule select_synthetic:
         filter_path=paths.FILTER_MASK,
         scores_path=selection_scores,
         labels_path=selection_labels,
+        audit_path=selection_audit,
     output:
         out_path=paths.SELECTED,
     params:

@@ -1,5 +1,5 @@
 """The training-side benchmarks (bench/pgd_training, certification, scoring, autoattack,
-precision_digits) run in their `--small` CPU setting, write complete JSON, and their fast paths
+precision_digits, audit) run in their `--small` CPU setting, write complete JSON, and their fast paths
 agree with the plain paths: on the CPU the project computes in fp32, so the step's weights, the
 certification counts and the scores must equal the plain loop's. Also the `compute` block's
 rules (bf16 only on CUDA)."""
@@ -65,6 +65,14 @@ def test_scores_equal_the_plain_loop(tmp_path):
     assert row["agreement"]["score_max_abs_diff"] <= 1e-6
     assert row["agreement"]["clean_max_abs_diff"] <= 1e-6
     assert row["agreement"]["mean_score_drop"] >= 0  # the attack can only lower P(synthetic)
+
+
+def test_audit_search_finds_the_plain_loops_neighbours(tmp_path):
+    rows = run_bench("audit", tmp_path)["results"]
+    assert [row["space"] for row in rows] == ["linf", "rms", "lanet_cosine"]
+    for row in rows:
+        assert row["agreement"]["same_neighbour"] == 1.0, row["space"]
+        assert row["agreement"]["distance_max_abs_diff"] <= 1e-5, row["space"]
 
 
 def test_autoattack_benchmark(tmp_path):

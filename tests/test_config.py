@@ -50,6 +50,8 @@ def test_shipped_config_validates_and_gets_defaults(raw_config, config):
     assert digits["diffusion_models"]["ddpm"]["norm_num_groups"] == 8
     assert config["datasets"]["cifar10"]["diffusion_models"] == {}
     assert config["seed"] == 0
+    # every dataset audits its synthetic sets and drops test near-duplicates before selection
+    assert config["datasets"]["cifar10"]["audit"] == {"test_threshold": 0.05, "train_threshold": 0.05, "drop": True}
     # values given in the file win over defaults
     assert training["gamma"] == 0.4 and training["epochs"] == 20 and training["batch_size"] == 64
     check_config(config)
@@ -210,12 +212,15 @@ def test_targets_and_run_paths(config):
     figures = ["training_curves_linf.png", "training_curves_l2.png", "synthetic/ddpm/samples_per_class.png"]
     tables = ["port_linf.csv", "summary_linf.csv", "port_l2.csv", "summary_l2.csv", "certified.csv",
               "certified_summary.csv"]
+    # the audit of the training generator and of every ranked one (the generators the target samples)
+    audits = lambda generators: [f"synthetic/{g}/audit.{ext}" for g in generators for ext in ("csv", "png")]  # noqa: E731
     assert final_targets(config) == [f"results/digits/{name}" for name in
-                                     [*tables, *figures, "arc.csv", "arc_summary.csv", "generators.csv"]]
+                                     [*tables, *figures, *audits(["ddpm", "gan", "ddpm-cond"]), "arc.csv",
+                                      "arc_summary.csv", "generators.csv"]]
     # cifar10 ranks the DDPM against StyleGAN2-ADA (paper Tables 4 and 6) and trains the score groups (Figure 5)
     assert final_targets(config, ["cifar10"]) == [f"results/cifar10/{name}" for name in
-                                                  [*tables, *figures, "arc.csv", "arc_summary.csv",
-                                                   "generators.csv", "score_groups.csv"]]
+                                                  [*tables, *figures, *audits(["ddpm", "stylegan"]), "arc.csv",
+                                                   "arc_summary.csv", "generators.csv", "score_groups.csv"]]
     assert "results/digits/seeds.csv" not in final_targets(config)  # a study, not a default target
     no_smoothing = {**config, "datasets": {"digits": {k: v for k, v in config["datasets"]["digits"].items()
                                                       if k != "smoothing"}}}
@@ -344,6 +349,7 @@ def test_cifar_and_seed_study_targets_plan_without_data(config, tmp_path):
     cifar10 = _planned_jobs("results/cifar10/port_linf.csv", "results/cifar10/summary_linf.csv", workdir=tmp_path)
     assert cifar10["summarize"] == 1  # one job writes the run table and its seed summary
     assert cifar10["sample_shard"] == 300 and cifar10["train_robust"] == 3 * 2  # runs x architectures
+    assert cifar10["audit_synthetic"] == 1  # the training generator's, before its selection drops test near-copies
     cifar100 = _planned_jobs("results/cifar100/port_linf.csv", workdir=tmp_path)
     assert cifar100["sample_shard"] == 20 and cifar100["train_robust"] == 2 * 2  # baseline, random x 2 archs
     assert "train_scorer" not in cifar100  # no selection by score

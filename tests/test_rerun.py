@@ -45,7 +45,7 @@ def from_images(shards: int, generators: int, scored: bool) -> dict:
              "train_transfer": generators, "evaluate_transfer": generators, "distribution_metrics": generators,
              "discrimination_sets": generators, "train_discriminator": 4 * generators,
              "evaluate_discriminator": 4 * generators, "arc_curve": generators, "arc": 1, "rank_generators": 1,
-             "all": 1}
+             "audit_synthetic": generators, "all": 1}
     if scored:  # the training generator: scores, selections and every PORT run
         chain = merged(chain, {"scorer_sets": 1, "train_scorer": 2, "score_shard": 2, "merge_scores": 1,
                                "select_synthetic": 4, "plot_synthetic": 1},
@@ -61,6 +61,10 @@ CASES = {
     "selection k": (("selection", "k"), 50, {"select_synthetic"},
                     merged({"select_synthetic": 2, "train_robust": 4, "evaluate": 4, "summarize": 2,
                             "plot_training_curves": 2, "all": 1}, SMOOTH_PORT)),
+    "audit test threshold": (("audit", "test_threshold"), 0.1, {"audit_synthetic"},
+                             merged({"audit_synthetic": 3, "select_synthetic": 4}, PORT_RUNS)),
+    # the selections lose their audit input: a changed set of inputs, not changed params
+    "audit drop off": (("audit", "drop"), False, set(), merged({"select_synthetic": 4}, PORT_RUNS)),
     "gamma (port runs only)": (("training", "gamma"), 0.5, {"train_robust", "train_smooth"}, PORT_RUNS),
     "PGD steps of linf": (("threats", "linf", "steps"), 5, {"train_robust", "train_transfer"},
                           merged({"train_robust": 5, "evaluate": 5, "summarize": 1, "plot_training_curves": 1,
@@ -69,8 +73,8 @@ CASES = {
                              {"evaluate": 8, "summarize": 2, "summarize_score_groups": 1, "evaluate_transfer": 3,
                               "rank_generators": 1, "all": 1}),
     "lanet epochs": (("labelers", "lanet", "epochs"), 3, {"train_labeler"},
-                     merged({"train_labeler": 1, "pseudo_label": 6, "merge_labels": 3, "distribution_metrics": 3},
-                            FROM_FILTER)),
+                     merged({"train_labeler": 1, "pseudo_label": 6, "merge_labels": 3, "distribution_metrics": 3,
+                             "audit_synthetic": 3}, FROM_FILTER)),
     "generator steps": (("generators", "ddpm", "steps"), 5, {"sample_shard"}, from_images(2, 1, scored=True)),
     "DDPM training steps": (("diffusion_models", "ddpm", "steps"), 31, {"train_ddpm"},
                             merged({"train_ddpm": 1}, from_images(3, 2, scored=True))),

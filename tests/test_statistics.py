@@ -71,9 +71,10 @@ def _threat_runs(seeds=(0, 1, 2)):
     base = {0: 0.40, 1: 0.45, 2: 0.50}
     gains = {"adaptive": {0: 0.06, 1: 0.05, 2: 0.04}, "random": {0: 0.02, 1: -0.03, 2: 0.01}}
     rows = [{"method": "baseline", "selection": "none", "architecture": "cnn", "seed": s, "norm": "linf", "eps": 0.1,
-             "clean_acc": 0.9, "pgd_acc": base[s], "autoattack_acc": np.nan} for s in seeds]
-    rows += [{**row, "method": "port", "selection": selection, "pgd_acc": row["pgd_acc"] + gain[row["seed"]]}
-             for selection, gain in gains.items() for row in rows[:len(seeds)]]
+             "clean_acc": 0.9, "pgd_acc": base[s], "autoattack_acc": np.nan, "n_test_duplicates_removed": 0}
+            for s in seeds]
+    rows += [{**row, "method": "port", "selection": selection, "pgd_acc": row["pgd_acc"] + gain[row["seed"]],
+              "n_test_duplicates_removed": 7} for selection, gain in gains.items() for row in rows[:len(seeds)]]
     return pd.DataFrame(rows)
 
 
@@ -93,6 +94,8 @@ def test_seed_table_against_a_hand_computation():
     assert adaptive["mean"] == pytest.approx(0.50) and adaptive["mean_difference"] == pytest.approx(0.05)
     assert adaptive["difference_ci_low"] == pytest.approx(0.05 - T_975_2 * 0.01 / np.sqrt(3), rel=1e-6)
     assert adaptive["verdict"] == "higher" and adaptive["compared_to"] == "baseline" and adaptive["n_pairs"] == 3
+    # the summary says how many near-duplicates of test images the selection removed
+    assert adaptive["n_test_duplicates_removed"] == 7 and pgd.loc["none", "n_test_duplicates_removed"] == 0
     # ...while its unpaired interval overlaps the baseline's
     assert adaptive["ci_low"] < pgd.loc["none", "ci_high"]
     # random - baseline: 0.02, -0.03, 0.01 -> mean 0, an interval over zero
@@ -146,7 +149,7 @@ def test_certified_accuracy_is_summarised_per_radius():
     from port.reporting import seed_table
 
     rows = [{"method": method, "selection": selection, "architecture": "cnn", "seed": seed, "radius": radius,
-             "certified_acc": acc + (0.1 if method == "port" else 0.0) * (radius > 0) + 0.01 * seed}
+             "n_test_duplicates_removed": 0, "certified_acc": acc + (0.1 if method == "port" else 0.0) * (radius > 0) + 0.01 * seed}
             for method, selection in (("baseline", "none"), ("port", "adaptive")) for seed in (0, 1)
             for radius, acc in ((0.0, 0.8), (0.5, 0.4))]
     table = seed_table(pd.DataFrame(rows), ["certified_acc"], ["radius"]).set_index(["radius", "selection"])

@@ -151,7 +151,8 @@ def test_train_writes_model_and_history(toy_data, tmp_path):
     assert spec["metadata"]["n_synthetic"] == 200 and summary["n_synthetic"] == 200
     # what the summary tables report comes from the model, not from the config
     assert training_record(spec["metadata"]) == {"gamma": SETTINGS["gamma"], "epochs": SETTINGS["epochs"],
-                                                 "n_synthetic": 200, "n_synthetic_used": 200}
+                                                 "n_synthetic": 200, "n_synthetic_used": 200,
+                                                 "n_test_duplicates_removed": None}  # a set not from port.selection
     # 2 epochs of 5 batches of 32: 320 synthetic draws; the stream runs on across epochs, so all 200 are used
     assert spec["metadata"]["n_synthetic_used"] == 200 and summary["n_synthetic_used"] == 200
     assert summary["selected"] == "last" and summary["train_seconds"] > 0

@@ -121,7 +121,7 @@ def test_dag_artifacts_follow_the_convention(dag):
             "certify", "summarize_smooth", "plot_synthetic", "plot_training_curves", "merge_labels", "train_gan",
             "discrimination_sets", "train_discriminator", "evaluate_discriminator", "arc_curve", "arc",
             "scorer_sets", "train_scorer", "score_shard", "merge_scores", "transfer_set", "train_transfer", "evaluate_transfer",
-            "distribution_metrics", "rank_generators", "summarize_score_groups"} <= logs
+            "distribution_metrics", "rank_generators", "summarize_score_groups", "audit_synthetic"} <= logs
 
 
 @pytest.mark.integration
@@ -170,13 +170,40 @@ def test_dag_scores_every_synthetic_image_and_selects_by_score(dag):
 
 
 @pytest.mark.integration
+def test_dag_audits_every_sampled_generator_and_selects_without_test_duplicates(dag):
+    for generator in ("ddpm", "ddpm-4steps", "gan"):
+        base = dag.results / "synthetic" / generator
+        with h5py.File(base / "audit.h5") as handle:
+            flagged, distance = handle["test_duplicate"][()], handle["test_rms_distance"][()]
+            assert len(handle["train_lanet_cosine_index"]) == 240 and handle.attrs["dataset"] == dag.dataset
+        table = pd.read_csv(base / "audit.csv")
+        overall = table[(table["images"] == "synthetic") & (table["class"] == "all") & (table["space"] == "rms")]
+        assert overall.set_index("nearest_in").loc["test", "n_within"] == flagged.sum()
+        assert (flagged == (distance <= overall["threshold"].iloc[0])).all()
+        assert (base / "audit.png").stat().st_size > 0
+    with h5py.File(dag.results / "synthetic/ddpm/audit.h5") as handle:
+        flagged = handle["test_duplicate"][()]
+    with h5py.File(dag.results / "synthetic/ddpm/filter.h5") as handle:
+        keep = handle["keep"][()]
+    for selection in ("random", "adaptive"):
+        with h5py.File(dag.results / f"synthetic/ddpm/selected/{selection}.h5") as handle:
+            assert not flagged[handle["source_index"][()]].any()
+            assert handle.attrs["test_duplicates_removed"] == (keep & flagged).sum()
+    table = pd.read_csv(dag.results / "port_linf.csv").set_index("selection")
+    assert table.loc["none", "n_test_duplicates_removed"] == 0
+    assert table.loc["random", "n_test_duplicates_removed"] == (keep & flagged).sum()
+    assert "n_test_duplicates_removed" in pd.read_csv(dag.results / "summary_linf.csv")
+
+
+@pytest.mark.integration
 def test_report_builds_offline_with_tables_and_figures(dag):
     result = run_snakemake(dag.workdir, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (dag.workdir / "report.html").read_text()
     for name in ("port_linf.csv", "port_l2.csv", "summary_linf.csv", "summary_l2.csv", "certified.csv",
                  "certified_summary.csv", "certified.png", "filter_counts.csv", "arc.csv", "arc_summary.csv", "arc.png", "generators.csv", "score_groups.csv", "score_groups.png",
-                 "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv"):
+                 "samples_per_class.png", "discarded.png", "training_curves_linf.png", "history.csv", "audit.csv",
+                 "audit.png"):
         assert name in html, name
     assert "<script src=" not in html  # everything inlined: opens offline
     result = run_snakemake(dag.workdir, "--report", "report.zip")

@@ -375,7 +375,7 @@ def run_config(config: dict, dataset: str, threat: str, arch: str, method: str) 
     if selection is not None:
         generator = ds["training"]["generator"]
         record.update(generator={"name": generator, **ds["generators"][generator]},
-                      selection={"method": selection, **ds["selection"]}, filter=ds["filter"])
+                      selection={"method": selection, **ds["selection"]}, filter=ds["filter"], audit=ds["audit"])
     return canonical(record)
 
 
@@ -502,6 +502,13 @@ def ranked_generators(config: dict, dataset: str) -> list[str]:
     return config["datasets"][dataset]["generator_ranking"]["generators"]
 
 
+def audited_generators(config: dict, dataset: str) -> list[str]:
+    """The generators whose audit the default target reports: the training generator and the ranked ones
+    (the generators it samples anyway)."""
+    ds = config["datasets"][dataset]
+    return list(dict.fromkeys([ds["training"]["generator"], *ranked_generators(config, dataset)]))
+
+
 def final_targets(config: dict, datasets=None) -> list[str]:
     """What `snakemake` with no target builds for each default dataset (or each of `datasets`)."""
     names = config.get("default_datasets", []) if datasets is None else datasets
@@ -514,6 +521,8 @@ def final_targets(config: dict, datasets=None) -> list[str]:
             targets += [paths.CERTIFIED_TABLE.format(dataset=name), paths.CERTIFIED_SUMMARY.format(dataset=name)]
         targets += [paths.TRAINING_CURVES.format(dataset=name, threat=threat) for threat in ds["threats"]]
         targets.append(paths.SAMPLES_PER_CLASS.format(dataset=name, generator=ds["training"]["generator"]))
+        targets += [pattern.format(dataset=name, generator=generator) for generator in audited_generators(config, name)
+                    for pattern in (paths.AUDIT_TABLE, paths.AUDIT_PLOT)]
         if len(ranked_generators(config, name)) >= 2:
             targets += [paths.ARC_TABLE.format(dataset=name), paths.ARC_SUMMARY.format(dataset=name),
                         paths.GENERATOR_RANKING.format(dataset=name)]

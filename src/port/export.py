@@ -16,8 +16,9 @@ from .models import load_model
 
 def export_robustbench(*, model_path, eval_path, info_out, weights_out, run: str, dataset: str, run_config: dict) -> dict:
     """Write `info_out` (JSON: clean and AutoAttack accuracy in percent, threat model, eps,
-    architecture, synthetic images, the run's exact config) and `weights_out`. An accuracy the
-    evaluation did not measure is null (strict JSON has no NaN), and `missing` says why."""
+    architecture, synthetic images and the near-duplicates of test images removed from them, the
+    run's exact config) and `weights_out`. An accuracy the evaluation did not measure is null
+    (strict JSON has no NaN), and `missing` says why."""
     model, spec = load_model(model_path)
     row = read_csv(eval_path).iloc[0]
     metadata = spec.pop("metadata")
@@ -33,6 +34,7 @@ def export_robustbench(*, model_path, eval_path, info_out, weights_out, run: str
         "missing": missing, "n_test": int(row["n_test"]),
         "autoattack_attacks": row["autoattack_attacks"],  # RobustBench lists "standard" results only
         "additional_data": int(metadata.get("n_synthetic", 0)) > 0, "n_synthetic": int(metadata.get("n_synthetic", 0)),
+        "n_test_duplicates_removed": metadata.get("test_duplicates_removed"),
         "number_forward_passes": 1, "config": run_config,
     }
     # A plain state dict, without the pipeline's checksum key, so that load_state_dict takes it as is.

@@ -10,12 +10,15 @@ images silently (Normalize broadcasts), and an adaptive-pool CNN any image size.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .artifacts import ArtifactError, image_set_shape, load_torch, save_torch, shape_text
 from .config import SettingsError
+from .devices import default_device
+from .loaders import to_tensor
 
 
 class Normalize(nn.Module):
@@ -180,7 +183,8 @@ def save_model(model: nn.Module, spec: dict, path, **metadata) -> None:
 def training_record(metadata: dict) -> dict:
     """How a saved model was trained, as the summary tables report it: from its own metadata."""
     return {"gamma": metadata.get("gamma"), "epochs": metadata.get("epochs"),
-            "n_synthetic": metadata.get("n_synthetic", 0), "n_synthetic_used": metadata.get("n_synthetic_used", 0)}
+            "n_synthetic": metadata.get("n_synthetic", 0), "n_synthetic_used": metadata.get("n_synthetic_used", 0),
+            "n_test_duplicates_removed": metadata.get("test_duplicates_removed")}
 
 
 def checkpoint_spec(path) -> tuple[dict, dict]:
@@ -237,3 +241,19 @@ def load_model(path, expect_arch: str | None = None, expect_classes: int | None 
     except RuntimeError as err:
         raise ArtifactError(f"{path}: weights do not fit a '{spec['arch']}' ({err})") from err
     return model.eval(), {**spec, "metadata": checkpoint.get("metadata", {})}
+
+
+def penultimate_features(model: nn.Module, images: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Inputs of the model's last Linear layer (the classifier's feature space)."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    captured = []
+    handle = last.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
+    device = default_device()
+    model.to(device)
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                model(to_tensor(images[i:i + batch]).to(device))
+    finally:
+        handle.remove()
+    return torch.cat(captured).double().cpu().numpy()

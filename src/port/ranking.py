@@ -11,38 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import linalg
 from scipy.stats import rankdata
 from sklearn.neighbors import NearestNeighbors
-from torch import nn
 
 from .artifacts import ArtifactError, image_set_length, iter_image_blocks, read_csv, read_image_set, write_csv
-from .devices import default_device
 from .evaluation import evenly_spaced
-from .loaders import to_tensor
-from .models import load_model
+from .models import load_model, penultimate_features
 
 # metric -> True when a higher value means a better generator; `arc` is port.discrimination.arc (eps in
 # 1/255, accuracy below chance counted as chance), not the paper's unclipped line
 METRICS = {"transfer_robust_acc": True, "arc": False, "frechet_lanet": False, "nn_distance": False}
 REFERENCE = "transfer_robust_acc"
-
-
-def penultimate_features(model: nn.Module, images: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """Inputs of the model's last Linear layer (the classifier's feature space)."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    captured = []
-    handle = last.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
-    device = default_device()
-    model.to(device)
-    try:
-        with torch.no_grad():
-            for i in range(0, len(images), batch):
-                model(to_tensor(images[i:i + batch]).to(device))
-    finally:
-        handle.remove()
-    return torch.cat(captured).double().cpu().numpy()
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

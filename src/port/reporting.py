@@ -7,7 +7,8 @@ import pandas as pd
 from . import paths
 from .artifacts import atomic_path, open_hdf5, read_csv, write_csv
 
-SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "n_synthetic_used", "gamma", "epochs", "seed", "norm", "eps",
+SUMMARY_COLUMNS = ["method", "selection", "architecture", "n_synthetic", "n_synthetic_used",
+                   "n_test_duplicates_removed", "gamma", "epochs", "seed", "norm", "eps",
                    "clean_acc", "pgd_acc", "autoattack_acc", "autoattack_attacks", "train_seconds", "n_test"]
 
 
@@ -57,7 +58,8 @@ def seed_table(runs: pd.DataFrame, metrics: list[str], setting: list[str]) -> pd
     run = [paths.run_name(None if method == paths.BASELINE else selection)
            for method, selection in zip(runs["method"], runs["selection"])]
     runs = runs.assign(run=run)
-    identity = [*setting, "architecture", "method", "selection"]
+    # the selected set, and so the near-duplicates removed from it, is the same for every training seed
+    identity = [*setting, "architecture", "method", "selection", "n_test_duplicates_removed"]
     summary = seed_summary(runs, metrics, [*identity, "run"])
     differences = paired_differences(runs, metrics, method="run", baseline=paths.BASELINE,
                                      pair_on=(*setting, "architecture", "seed"), by=(*setting, "architecture"))

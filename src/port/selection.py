@@ -9,6 +9,8 @@
 - `group<g>`: the g-th of `n_groups` equal groups of filtered images sorted by score (paper
   Figure 5): training on each group shows how robustness varies with the score.
 
+Before choosing, the near-duplicates of test images that the audit flagged (port.audit, when
+`audit.drop` is true) leave the candidates; the set records how many (`test_duplicates_removed`).
 The chosen images are copied, with their pseudo-labels, into one chunked HDF5 set so that
 training streams whole chunks of exactly what it uses.
 """
@@ -79,11 +81,21 @@ def choose(keep: np.ndarray, method: str, k: int | None, seed: int, scores: np.n
     return np.sort(by_score[:k])
 
 
+def without_test_duplicates(keep: np.ndarray, audit_path) -> tuple[np.ndarray, int]:
+    """The filter's keep mask less the audit's near-duplicates of test images, and how many of
+    the kept images that removed."""
+    flagged = read_arrays(audit_path, "test_duplicate")["test_duplicate"]
+    if len(flagged) != len(keep):
+        raise ArtifactError(f"{audit_path}: audit covers {len(flagged)} images but the filter {len(keep)}")
+    return keep & ~flagged, int((keep & flagged).sum())
+
+
 def select_images(*, images_path, filter_path, out_path, method: str, k: int | None, seed: int, scores_path=None,
-                  n_groups: int | None = None, real_path=None, labels_path=None, fraction: float | None = None) -> int:
+                  n_groups: int | None = None, real_path=None, labels_path=None, fraction: float | None = None,
+                  audit_path=None) -> int:
     """Copy the chosen images and pseudo-labels into `out_path`. `confidence` reads the
     labeler's probabilities (`lanet_probs`, the labeler whose argmax is the pseudo-label) from
-    `labels_path`.
+    `labels_path`; with `audit_path`, the audit's near-duplicates of test images are not candidates.
 
     With `real_path`, the set also records the real training set's class count and channel
     statistics, so that a classifier can be trained on the synthetic images alone."""
@@ -103,8 +115,12 @@ def select_images(*, images_path, filter_path, out_path, method: str, k: int | N
         if len(probs) != n_images:
             raise ArtifactError(f"{labels_path}: {len(probs)} label probabilities but {images_path} holds {n_images}")
         confidence = probs.max(1)
+    keep, removed = arrays["keep"], 0
+    if audit_path is not None:
+        keep, removed = without_test_duplicates(keep, audit_path)
+        log.info("%d filtered images are near-duplicates of test images: not selected", removed)
     try:
-        chosen = choose(arrays["keep"], method, k, seed, scores, n_groups, arrays["labels"], confidence, fraction)
+        chosen = choose(keep, method, k, seed, scores, n_groups, arrays["labels"], confidence, fraction)
     except ArtifactError as err:
         raise ArtifactError(f"{filter_path}: {err}") from err
     extra = {}
@@ -112,7 +128,7 @@ def select_images(*, images_path, filter_path, out_path, method: str, k: int | N
         real = read_attrs(real_path)
         extra = {key: real[key] for key in ("num_classes", "channel_mean", "channel_std")}
     attrs = provenance("select", {"method": method, "k": k, "n_groups": n_groups, "fraction": fraction}, seed,
-                       dataset=dataset_of(images_path), **extra)
+                       dataset=dataset_of(images_path), test_duplicates_removed=removed, **extra)
     mask = np.zeros(len(arrays["keep"]), dtype=bool)
     mask[chosen] = True
     per_image = {"labels": arrays["labels"]} if scores is None else {"labels": arrays["labels"], "score": scores}

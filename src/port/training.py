@@ -206,6 +206,15 @@ class TrainStep:
         return torch.stack([loss, loss_real, loss_syn, correct]).detach().float()
 
 
+def removed_test_duplicates(synthetic_path) -> int | None:
+    """How many near-duplicates of test images the selection left out of the synthetic set (0
+    without one; None for a set that does not say, one not written by port.selection)."""
+    if synthetic_path is None:
+        return 0
+    removed = read_attrs(synthetic_path).get("test_duplicates_removed")
+    return None if removed is None else int(removed)
+
+
 def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict:
     """Clean and robust accuracy on the held-out split (robust: PGD, or one smoothing-noise draw)."""
     model.eval()
@@ -373,6 +382,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
                    best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
                    n_synthetic_used=synthetic.images_used(cfg.epochs * len(real)) if synthetic is not None else 0,
+                   test_duplicates_removed=removed_test_duplicates(synthetic_path),
                    selected=cfg.model_selection, val_score=state["best_score"],
                    init_model=None if init_model is None else str(init_model))
     if rank == 0:
