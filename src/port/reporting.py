@@ -57,7 +57,9 @@ def seed_table(runs: pd.DataFrame, metrics: list[str], setting: list[str]) -> pd
     run = [paths.run_name(None if method == paths.BASELINE else selection)
            for method, selection in zip(runs["method"], runs["selection"])]
     runs = runs.assign(run=run)
-    identity = [*setting, "architecture", "method", "selection"]
+    # a mixture's runs name it and its members' shares (port.mixture); the baseline's are empty
+    identity = [*setting, "architecture", "method", "selection",
+                *[key for key in ("generator", "generator_shares") if key in runs.columns]]
     summary = seed_summary(runs, metrics, [*identity, "run"])
     differences = paired_differences(runs, metrics, method="run", baseline=paths.BASELINE,
                                      pair_on=(*setting, "architecture", "seed"), by=(*setting, "architecture"))
