@@ -284,3 +284,44 @@ def test_cifar10_and_the_wang_preset_plan_with_a_ddpm_stylegan_mixture(tmp_path)
         assert f"results/{dataset}/mixtures/ddpm+stylegan/selected/adaptive.h5" in result.stdout
         assert f"results/{dataset}/arc_summary.csv" in result.stdout  # weights arc: ARC decides the shares
         assert f"results/{dataset}/synthetic/stylegan/scores.h5" in result.stdout  # each member's own scores
+
+
+@pytest.mark.integration
+def test_the_selection_rule_merges_the_members_and_training_records_the_mixture(tmp_path):
+    """Rule select_mixture on members whose files are already there (a finished run's), then PORT
+    training on its output: the model's metadata and table row name the mixture and its shares."""
+    from conftest import run_snakemake
+
+    from port.training import train
+
+    rng = np.random.default_rng(0)
+    for member in ("ddpm", "ddpm-cond"):
+        folder = tmp_path / "results" / "digits" / "synthetic" / member
+        folder.mkdir(parents=True)
+        n = 300
+        labels = rng.integers(0, 10, n)
+        write_images(folder / "images.h5", rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
+                     provenance("sample", {}, 0, dataset="digits"))
+        write_arrays(folder / "filter.h5", provenance("filter", {}, dataset="digits"), keep=rng.random(n) < 0.9,
+                     labels=labels)
+        write_arrays(folder / "scores.h5", provenance("score", {}, dataset="digits"), score=rng.random(n))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"datasets": {"digits": {"selection": {"k": 101}}}}))
+    target = paths.MIXTURE_SELECTED.format(dataset="digits", mixture="ddpm+ddpm-cond", selection="adaptive")
+    result = run_snakemake(tmp_path, "--cores", "1", target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rule select_mixture" in result.stdout + result.stderr and "rule merge_shards" not in result.stdout
+    merged = read_arrays(tmp_path / target, "generator")["generator"]
+    assert np.bincount(merged).tolist() == [51, 50]  # 50.5 each: the first member takes the spare image
+    summary = read_csv(tmp_path / target.replace(".h5", ".csv"))
+    assert summary["generator"].tolist() == ["ddpm", "ddpm-cond"]
+
+    images, labels = rng.integers(0, 256, (120, 8, 8, 1), dtype=np.uint8), np.arange(120) % 10
+    write_images(tmp_path / "train.h5", images, provenance("prepare_data", {}, 0, dataset="digits", num_classes=10,
+                                                           channel_mean=[0.5], channel_std=[0.25]), labels=labels)
+    summary = train(train_path=tmp_path / "train.h5", model_out=tmp_path / "model.pt",
+                    history_out=tmp_path / "history.csv", checkpoint_path=tmp_path / "checkpoint.pt",
+                    settings={"arch": "small_cnn", "epochs": 1, "batch_size": 32, "lr": 0.05, "gamma": 0.4,
+                              "val_fraction": 0.1, "threat": None, "model_selection": "last"},
+                    seed=0, synthetic_path=tmp_path / target, progress=False)
+    assert training_record(summary)["generator"] == "ddpm+ddpm-cond"
+    assert training_record(summary)["generator_shares"] == "ddpm:51,ddpm-cond:50"
