@@ -39,9 +39,14 @@ def generator_source(wc):
 
 
 def selected_images(dataset, selection):
-    """The training generator's images of one selection."""
-    generator = config["datasets"][dataset]["training"]["generator"]
-    return paths.SELECTED.format(dataset=dataset, generator=generator, selection=selection)
+    """The training generator's (or mixture's) images of one selection."""
+    return port_config.selected_path(config, dataset, config["datasets"][dataset]["training"]["generator"], selection)
+
+
+def mixture_member_files(pattern, when=lambda wc: True):
+    """Input function: `pattern` (a paths.SYNTHETIC file) of every member of the mixture, if `when`."""
+    return lambda wc: [pattern.format(dataset=wc.dataset, generator=member)
+                       for member in port_config.mixture_members(config, wc.dataset, wc.mixture)] if when(wc) else []
 
 
 def synthetic_input(wc):

@@ -117,3 +117,35 @@ rule select_synthetic:
         ENV
     script:
         "../workflow/scripts/select_synthetic.py"
+
+
+# A mixture's selection: each member's share of k from its own filtered images (port.mixture).
+rule select_mixture:
+    input:
+        images_paths=mixture_member_files(paths.IMAGES),
+        filter_paths=mixture_member_files(paths.FILTER_MASK),
+        scores_paths=mixture_member_files(paths.SCORES, lambda wc: paths.needs_scores(wc.selection)),
+        arc_summary=lambda wc: (
+            [] if port_config.mixture_fractions(config, wc.dataset, wc.mixture) else paths.ARC_SUMMARY
+        ),
+    output:
+        out_path=paths.MIXTURE_SELECTED,
+        out_csv=paths.MIXTURE_SELECTION_SUMMARY,
+    params:
+        members=lambda wc: port_config.mixture_members(config, wc.dataset, wc.mixture),
+        fractions=lambda wc: port_config.mixture_fractions(config, wc.dataset, wc.mixture),
+        # weights arc: the grid bounds the largest possible ARC (port.mixture)
+        eps_grid=lambda wc: (
+            None if port_config.mixture_fractions(config, wc.dataset, wc.mixture) else dataset_cfg(wc)["discrimination"]["eps"]
+        ),
+        k=lambda wc: dataset_cfg(wc)["selection"]["k"],
+        seed=lambda wc: derive_seed(config["seed"], "selection", wc.selection),
+    priority: 10
+    log:
+        "logs/select_mixture/{dataset}/{mixture}/{selection}.log",
+    benchmark:
+        "benchmarks/select_mixture/{dataset}/{mixture}/{selection}.tsv"
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/select_mixture.py"

@@ -270,6 +270,22 @@ rule nonrobust_discriminator_study:
         "../workflow/scripts/nonrobust_discriminator_study.py"
 
 
+# The mixture's runs and its members' are training variants (`on-<generator>`) of rules/recipe.smk.
+rule mixture_study:
+    input:
+        eval_csvs=lambda wc: port_config.mixture_study_runs(config, wc.dataset, paths.RECIPE_EVAL),
+    output:
+        out_csv=paths.MIXTURE_STUDY_TABLE,
+    params:
+        mixture=lambda wc: study_cfg(wc, "mixture")["mixture"],
+    log:
+        "logs/mixture_study/{dataset}.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/mixture_study.py"
+
+
 rule theorem1:
     output:
         out_csv=paths.THEOREM1_TABLE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from pathlib import Path
 
 from . import paths
@@ -66,8 +67,8 @@ def check_config(config: dict) -> None:
     for name in config.get("default_datasets", []):
         if name not in config["datasets"]:
             raise ConfigError(f"default_datasets: '{name}' is not a key of datasets")
-    for name, ds in config["datasets"].items():
-        where = f"datasets.{name}"
+    for ds_name, ds in config["datasets"].items():
+        where = f"datasets.{ds_name}"
         source = ds["source"]
         if source["kind"] == "npz" and not (source.get("train") and source.get("test")):
             raise ConfigError(f"{where}.source: kind npz needs `train` and `test` npz paths")
@@ -75,6 +76,13 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{where}.source: kind {source['kind']} needs `root`")
         for gen_name, gen in ds["generators"].items():
             at = f"{where}.generators.{gen_name}"
+            if gen["kind"] == "mixture":
+                _check_mixture(ds, gen_name, gen, at)
+                continue
+            if re.fullmatch(paths.NAME, gen_name) is None:
+                raise ConfigError(f"{at}: only a kind mixture may have '+' in its name (its files are named by it)")
+            if "of" in gen or "weights" in gen:
+                raise ConfigError(f"{at}: `of` and `weights` only apply to kind mixture")
             if gen["kind"] == "diffusers":
                 for key in ("model", "n_images"):
                     if key not in gen:
@@ -110,9 +118,13 @@ def check_config(config: dict) -> None:
         if ds["training"]["generator"] not in ds["generators"]:
             raise ConfigError(f"{where}.training.generator: '{ds['training']['generator']}' "
                               f"is not a key of {where}.generators")
-        for generator in ds["generator_ranking"]["generators"]:
-            if generator not in ds["generators"]:
-                raise ConfigError(f"{where}.generator_ranking.generators: '{generator}' is not a key of {where}.generators")
+        for name in ds["generator_ranking"]["generators"]:
+            if name not in ds["generators"]:
+                raise ConfigError(f"{where}.generator_ranking.generators: '{name}' is not a key of {where}.generators")
+            if is_mixture(config, ds_name, name):
+                raise ConfigError(f"{where}.generator_ranking.generators: '{name}' is a mixture: it has no images of "
+                                  f"its own to discriminate (rank its members)")
+        _check_mixture_uses(config, ds_name)
         for block in ("generator_ranking", "score_groups"):
             if ds[block]["threat"] not in ds["threats"]:
                 raise ConfigError(f"{where}.{block}.threat: '{ds[block]['threat']}' is not a key of {where}.threats")
@@ -176,6 +188,92 @@ def _check_schedule(settings: dict, key: str, epochs_key: str) -> None:
         if settings.get(name, 0) >= settings["epochs"]:
             raise ConfigError(f"{key}.{name}: {settings[name]} leaves no epoch at the full {what} out of the "
                               f"{settings['epochs']} epochs ({epochs_key})")
+
+
+def _check_mixture(ds: dict, name: str, gen: dict, at: str) -> None:
+    """A mixture names two or more generators that sample images (no mixture of mixtures), with
+    fractions summing to 1, or `weights: arc` and its members listed."""
+    members = gen.get("of")
+    if not members or len(members) < 2:
+        raise ConfigError(f"{at}: kind mixture needs `of`, two or more generators")
+    for member in members:
+        if member not in ds["generators"]:
+            raise ConfigError(f"{at}.of: '{member}' is not a key of generators")
+        if ds["generators"][member]["kind"] == "mixture":
+            raise ConfigError(f"{at}.of: '{member}' is a mixture itself; list its members instead")
+    extra = sorted(set(gen) - {"kind", "of", "weights"} - set(schema_defaults("generator")))  # the schema fills those
+    if extra:
+        raise ConfigError(f"{at}: {', '.join(extra)} do not apply to kind mixture (it samples nothing)")
+    if gen.get("weights") == "arc":
+        if isinstance(members, dict):
+            raise ConfigError(f"{at}: with `weights: arc` list the members (`of: [a, b]`); ARC gives the fractions")
+        missing = [m for m in members if m not in ds["generator_ranking"]["generators"]]
+        if missing:
+            raise ConfigError(f"{at}: weights arc needs each member's ARC; add {missing} to "
+                              f"generator_ranking.generators")
+    elif not isinstance(members, dict):
+        raise ConfigError(f"{at}.of: give each member's fraction of the selected images ({{a: 0.6, b: 0.4}}) "
+                          f"or set `weights: arc`")
+    elif not math.isclose(sum(members.values()), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"{at}.of: fractions sum to {sum(members.values()):g}, not 1")
+
+
+def _check_mixture_uses(config: dict, dataset: str) -> None:
+    """A mixture trains (its selections split k), but it has no images, labels, scores or
+    discriminators of its own: refuse the stages that would need them."""
+    ds, where = config["datasets"][dataset], f"datasets.{dataset}"
+    training = ds["training"]["generator"]
+    if is_mixture(config, dataset, training):
+        from .mixture import MIXTURE_SELECTIONS
+
+        uses = {"selection.methods": ds["selection"]["methods"],
+                "recipe_study.selection": [ds.get("recipe_study", {}).get("selection", "adaptive")],
+                "studies.gamma.selection": [ds.get("studies", {}).get("gamma", {}).get("selection", "adaptive")]}
+        for key, methods in uses.items():
+            other = [m for m in methods if m not in MIXTURE_SELECTIONS]
+            if other:
+                raise ConfigError(f"{where}.{key}: {other} on mixture '{training}' (training.generator); a mixture "
+                                  f"splits k and takes {', '.join(MIXTURE_SELECTIONS)}")
+        if ds["selection"]["k"] is None:
+            raise ConfigError(f"{where}.selection.k: mixture '{training}' (training.generator) needs a k to split")
+        if ds["score_groups"]["enabled"]:
+            raise ConfigError(f"{where}.score_groups.enabled: score groups sort one generator's scores; mixture "
+                              f"'{training}' (training.generator) has one scale per member. Disable them or train "
+                              f"on one generator")
+    for study_name in ("sample_complexity", "filter"):
+        generator = study_generator(config, dataset, study_name) if study_name in ds.get("studies", {}) else None
+        if generator is not None and is_mixture(config, dataset, generator):
+            raise ConfigError(f"{where}.studies.{study_name}.generator: '{generator}' is a mixture; the study reads "
+                              f"one generator's images (set its `generator`)")
+    block = ds.get("studies", {}).get("mixture")
+    if block is not None:
+        if block["mixture"] not in ds["generators"] or not is_mixture(config, dataset, block["mixture"]):
+            raise ConfigError(f"{where}.studies.mixture.mixture: '{block['mixture']}' is not a kind mixture generator")
+        if block["threat"] not in ds["threats"]:
+            raise ConfigError(f"{where}.studies.mixture.threat: '{block['threat']}' is not a key of {where}.threats")
+        if ds["selection"]["k"] is None:
+            raise ConfigError(f"{where}.selection.k: the mixture study needs a k to split")
+
+
+def is_mixture(config: dict, dataset: str, generator: str) -> bool:
+    return config["datasets"][dataset]["generators"][generator]["kind"] == "mixture"
+
+
+def mixture_members(config: dict, dataset: str, mixture: str) -> list[str]:
+    return list(config["datasets"][dataset]["generators"][mixture]["of"])
+
+
+def mixture_fractions(config: dict, dataset: str, mixture: str) -> dict | None:
+    """Each member's fraction of the selected images; None under `weights: arc` (from ARC at run time)."""
+    gen = config["datasets"][dataset]["generators"][mixture]
+    return None if gen.get("weights") == "arc" else canonical(dict(gen["of"]))
+
+
+def selected_path(config: dict, dataset: str, generator: str, selection: str) -> str:
+    """The selected images of a generator, or of a mixture (its members' images merged)."""
+    if is_mixture(config, dataset, generator):
+        return paths.MIXTURE_SELECTED.format(dataset=dataset, mixture=generator, selection=selection)
+    return paths.SELECTED.format(dataset=dataset, generator=generator, selection=selection)
 
 
 def _check_trades(training: dict, where: str) -> None:
@@ -374,7 +472,10 @@ def run_config(config: dict, dataset: str, threat: str, arch: str, method: str) 
     selection = paths.selection_of(method)
     if selection is not None:
         generator = ds["training"]["generator"]
-        record.update(generator={"name": generator, **ds["generators"][generator]},
+        block = ds["generators"][generator]
+        if block["kind"] == "mixture":  # its members and fractions (or weights arc), not the schema's sampler defaults
+            block = {key: block[key] for key in ("kind", "of", "weights") if key in block}
+        record.update(generator={"name": generator, **block},
                       selection={"method": selection, **ds["selection"]}, filter=ds["filter"], audit=ds["audit"])
     return canonical(record)
 
@@ -402,10 +503,10 @@ def recipe_paths(config: dict, dataset: str, pattern: str) -> list[str]:
 def recipe_synthetic(config: dict, dataset: str, name: str) -> str | list:
     """The selection a training variant trains on ([] for a real-data-only variant). A path, not
     a one-item list: Snakemake hands a list input to the script as a Namedlist, not a path."""
-    ds, chosen = config["datasets"][dataset], variant(config, dataset, name)
+    chosen = variant(config, dataset, name)
     if not chosen["synthetic"]:
         return []
-    return paths.SELECTED.format(dataset=dataset, generator=ds["training"]["generator"], selection=chosen["selection"])
+    return selected_path(config, dataset, chosen["generator"], chosen["selection"])
 
 
 def recipe_settings(config: dict, dataset: str, name: str, arch: str) -> dict:
@@ -421,7 +522,9 @@ def recipe_row(config: dict, dataset: str, name: str, arch: str, seed: int) -> d
     settings = recipe_settings(config, dataset, name, arch)
     chosen = variant(config, dataset, name)
     keys = ("loss", "trades_beta", "ema_decay", "label_smoothing", "synthetic_fraction", "gamma", "epochs")
-    return {"variant": name, "architecture": arch, "seed": seed,
+    # only the mixture study's variants name their generator: the others' rows (and params) stay as they were
+    generator = {"generator": chosen["generator"]} if paths.generator_of_variant(name) else {}
+    return {"variant": name, "architecture": arch, "seed": seed, **generator,
             "selection": chosen["selection"] if chosen["synthetic"] else "none",
             **{key: settings.get(key) for key in keys}}
 
@@ -506,7 +609,9 @@ def audited_generators(config: dict, dataset: str) -> list[str]:
     """The generators whose audit the default target reports: the training generator and the ranked ones
     (the generators it samples anyway)."""
     ds = config["datasets"][dataset]
-    return list(dict.fromkeys([ds["training"]["generator"], *ranked_generators(config, dataset)]))
+    training = ds["training"]["generator"]
+    trained_on = mixture_members(config, dataset, training) if is_mixture(config, dataset, training) else [training]
+    return list(dict.fromkeys([*trained_on, *ranked_generators(config, dataset)]))
 
 
 def final_targets(config: dict, datasets=None) -> list[str]:
@@ -520,7 +625,9 @@ def final_targets(config: dict, datasets=None) -> list[str]:
         if "smoothing" in ds:
             targets += [paths.CERTIFIED_TABLE.format(dataset=name), paths.CERTIFIED_SUMMARY.format(dataset=name)]
         targets += [paths.TRAINING_CURVES.format(dataset=name, threat=threat) for threat in ds["threats"]]
-        targets.append(paths.SAMPLES_PER_CLASS.format(dataset=name, generator=ds["training"]["generator"]))
+        training = ds["training"]["generator"]
+        shown = mixture_members(config, name, training) if is_mixture(config, name, training) else [training]
+        targets += [paths.SAMPLES_PER_CLASS.format(dataset=name, generator=generator) for generator in shown]
         targets += [pattern.format(dataset=name, generator=generator) for generator in audited_generators(config, name)
                     for pattern in (paths.AUDIT_TABLE, paths.AUDIT_PLOT)]
         if len(ranked_generators(config, name)) >= 2:
@@ -549,24 +656,48 @@ def study(config: dict, dataset: str, name: str) -> dict:
 
 
 def variant(config: dict, dataset: str, name: str) -> dict:
-    """A training variant: a recipe_study variant, or a gamma-sweep run (`gamma-<value>`); what it
-    overrides in the training block (`training`), whether it trains on synthetic images, its
-    threat model, selection, evaluation overrides and config key (for error messages)."""
+    """A training variant: a recipe_study variant, a gamma-sweep run (`gamma-<value>`) or a mixture
+    study run (`on-<generator>`); what it overrides in the training block (`training`), whether it
+    trains on synthetic images, of which generator, its threat model, selection, evaluation
+    overrides and config key (for error messages)."""
     ds = config["datasets"][dataset]
     if name in ds.get("recipe_study", {}).get("variants", {}):
         study_block = ds["recipe_study"]
         block = study_block["variants"][name]
         return {"training": block.get("training", {}), "synthetic": block.get("synthetic", True),
-                "threat": study_block["threat"], "selection": study_block["selection"], "evaluation": {},
+                "generator": ds["training"]["generator"], "threat": study_block["threat"],
+                "selection": study_block["selection"], "evaluation": {},
                 "key": f"datasets.{dataset}.recipe_study.variants.{name}.training"}
+    generator = paths.generator_of_variant(name)
+    if generator is not None and generator in mixture_study_generators(config, dataset):
+        block = ds["studies"]["mixture"]
+        return {"training": block["training"], "synthetic": True, "generator": generator, "threat": block["threat"],
+                "selection": block["selection"], "evaluation": {"autoattack": block["autoattack"]},
+                "key": f"datasets.{dataset}.studies.mixture"}
     gamma = paths.gamma_of(name)
     sweep = ds.get("studies", {}).get("gamma")
     if gamma is None or sweep is None or gamma not in [float(v) for v in sweep["values"]]:
         raise ConfigError(f"training variant '{name}': neither a key of datasets.{dataset}.recipe_study.variants nor "
-                          f"gamma-<v> for a v in datasets.{dataset}.studies.gamma.values")
-    return {"training": {**sweep["training"], "gamma": gamma}, "synthetic": True, "threat": sweep["threat"],
+                          f"gamma-<v> for a v in datasets.{dataset}.studies.gamma.values nor on-<g> for g the "
+                          f"mixture of datasets.{dataset}.studies.mixture or one of its members")
+    return {"training": {**sweep["training"], "gamma": gamma}, "synthetic": True,
+            "generator": ds["training"]["generator"], "threat": sweep["threat"],
             "selection": sweep["selection"], "evaluation": {"autoattack": sweep["autoattack"]},
             "key": f"datasets.{dataset}.studies.gamma"}
+
+
+def mixture_study_generators(config: dict, dataset: str) -> list[str]:
+    """What the mixture study trains on, one generator at a time: each member, then the mixture."""
+    block = config["datasets"][dataset].get("studies", {}).get("mixture")
+    return [] if block is None else [*mixture_members(config, dataset, block["mixture"]), block["mixture"]]
+
+
+def mixture_study_runs(config: dict, dataset: str, pattern: str) -> list[str]:
+    """`pattern` (a paths.RECIPE_* file) for every run of the mixture study."""
+    block = study(config, dataset, "mixture")
+    return [pattern.format(dataset=dataset, variant=paths.mixture_variant(generator), arch=arch, seed=seed)
+            for generator in mixture_study_generators(config, dataset)
+            for arch in config["datasets"][dataset]["training"]["architectures"] for seed in block["seeds"]]
 
 
 def variant_threat(config: dict, dataset: str, name: str) -> dict:
@@ -679,4 +810,6 @@ def study_targets(config: dict, datasets=None) -> list[str]:
             paths.GAMMA_STUDY_TABLE, paths.SAMPLE_COMPLEXITY_TABLE, paths.FILTER_STUDY_TABLE, paths.THEOREM1_TABLE)]
         if len(ranked_generators(config, name)) >= 2:
             targets.append(paths.NONROBUST_DISCRIMINATOR_TABLE.format(dataset=name))
+        if "mixture" in config["datasets"][name]["studies"]:
+            targets.append(paths.MIXTURE_STUDY_TABLE.format(dataset=name))
     return targets

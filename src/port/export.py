@@ -36,6 +36,8 @@ def export_robustbench(*, model_path, eval_path, info_out, weights_out, run: str
         "additional_data": int(metadata.get("n_synthetic", 0)) > 0, "n_synthetic": int(metadata.get("n_synthetic", 0)),
         "n_test_duplicates_removed": metadata.get("test_duplicates_removed"),
         "number_forward_passes": 1, "config": run_config,
+        # a mixture's members and their image counts (port.mixture), as the trained model recorded them
+        **({"generator_shares": metadata["generator_shares"]} if "generator_shares" in metadata else {}),
     }
     # A plain state dict, without the pipeline's checksum key, so that load_state_dict takes it as is.
     with atomic_path(weights_out) as tmp:

@@ -182,9 +182,10 @@ def save_model(model: nn.Module, spec: dict, path, **metadata) -> None:
 
 def training_record(metadata: dict) -> dict:
     """How a saved model was trained, as the summary tables report it: from its own metadata."""
+    mixture = {key: metadata[key] for key in ("generator", "generator_shares") if key in metadata}  # mixtures only
     return {"gamma": metadata.get("gamma"), "epochs": metadata.get("epochs"),
             "n_synthetic": metadata.get("n_synthetic", 0), "n_synthetic_used": metadata.get("n_synthetic_used", 0),
-            "n_test_duplicates_removed": metadata.get("test_duplicates_removed")}
+            "n_test_duplicates_removed": metadata.get("test_duplicates_removed"), **mixture}
 
 
 def checkpoint_spec(path) -> tuple[dict, dict]:

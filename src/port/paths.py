@@ -22,6 +22,12 @@ _GROUP = re.compile(r"group(\d+)")
 _PORT_RUN = re.compile(rf"port-({SELECTION})")
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+# A mixture of generators (port.mixture) may also use `+` in its name (`ddpm+stylegan`); the other
+# generators may not: their files are named by the {generator} wildcard (NAME).
+MIXTURE_NAME = r"[A-Za-z0-9][A-Za-z0-9_+-]*"
+# The mixture study's training variants: `on-<generator>`, PORT on one generator or mixture alone.
+MIXTURE_VARIANT = rf"on-({MIXTURE_NAME})"
+_MIXTURE_VARIANT = re.compile(MIXTURE_VARIANT)
 # Training variants (the recipe-study rules train both): a recipe_study variant, or `gamma-<value>`, a PORT
 # run of the gamma sweep (studies.gamma).
 GAMMA_VARIANT = r"gamma-(\d+(?:\.\d+)?)"
@@ -31,7 +37,8 @@ ALL_IMAGES = "all"  # the sample-complexity point that trains on every available
 WILDCARD_CONSTRAINTS = {"dataset": NAME, "generator": NAME, "model": NAME, "threat": NAME, "arch": NAME,
                         "method": RUN_NAME, "selection": SELECTION, "eps_index": r"\d+", "fold": r"\d+",
                         "slot": "lanet|splitnet", "shard": r"\d+", "seed": r"\d+",
-                        "variant": rf"{NAME}|gamma-\d+(?:\.\d+)?", "regime": "|".join(REGIMES),
+                        "variant": rf"{NAME}|gamma-\d+(?:\.\d+)?|on-{MIXTURE_NAME}", "mixture": MIXTURE_NAME,
+                        "regime": "|".join(REGIMES),
                         "size": rf"\d+|{ALL_IMAGES}", "split": "synthetic|real", "threshold": r"\d+(?:\.\d+)?"}
 
 
@@ -59,6 +66,17 @@ def gamma_of(variant: str) -> float | None:
     """The gamma of a `gamma-<value>` variant, None for any other name."""
     match = _GAMMA_VARIANT.fullmatch(variant)
     return float(match.group(1)) if match else None
+
+
+def mixture_variant(generator: str) -> str:
+    """The mixture study's training variant that trains on `generator` (a generator or a mixture)."""
+    return f"on-{generator}"
+
+
+def generator_of_variant(variant: str) -> str | None:
+    """The generator of an `on-<generator>` variant, None for any other name."""
+    match = _MIXTURE_VARIANT.fullmatch(variant)
+    return match.group(1) if match else None
 
 
 def group_selection(group: int) -> str:
@@ -113,6 +131,11 @@ TRANSFER_SET = SYNTHETIC + "/transfer.h5"
 DISTRIBUTION_METRICS = SYNTHETIC + "/distribution_metrics.csv"
 SAMPLES_PER_CLASS = SYNTHETIC + "/samples_per_class.png"
 DISCARDED = SYNTHETIC + "/discarded.png"
+
+# A mixture has no images of its own: its selections copy its members' chosen images into one set.
+MIXTURE = RESULTS + "/mixtures/{mixture}"
+MIXTURE_SELECTED = MIXTURE + "/selected/{selection}.h5"
+MIXTURE_SELECTION_SUMMARY = MIXTURE + "/selected/{selection}.csv"  # one row per member
 
 DISCRIMINATION = RESULTS + "/discriminators/{generator}"
 DISCRIMINATION_REAL = DISCRIMINATION + "/data/real.h5"
@@ -202,6 +225,7 @@ NONROBUST_DISCRIMINATOR_MODEL = NONROBUST_DISCRIMINATOR + "/model.pt"
 NONROBUST_DISCRIMINATOR_HISTORY = NONROBUST_DISCRIMINATOR + "/history.csv"
 NONROBUST_DISCRIMINATOR_METRICS = NONROBUST_DISCRIMINATOR + "/metrics.csv"
 NONROBUST_DISCRIMINATOR_TABLE = STUDIES + "/nonrobust_discriminators.csv"
+MIXTURE_STUDY_TABLE = STUDIES + "/mixture.csv"
 THEOREM1_TABLE = STUDIES + "/theorem1.csv"
 THEOREM1_PLOT = STUDIES + "/theorem1.png"
 

@@ -1,6 +1,7 @@
 """The paper's studies as tables and plots (Sehwag et al. 2022): the gamma sweep (Figure 7 /
 Table 12), sample complexity on synthetic images alone (Appendix D.1), the filter-threshold
-ablation (Appendix D.2) and non-robust discriminators next to ARC (Appendix C.1, Table 9).
+ablation (Appendix D.2), non-robust discriminators next to ARC (Appendix C.1, Table 9), and
+(beyond the paper) PORT on a mixture of generators against each of its members.
 Theorem 1's check on Gaussians lives in port.theory.
 
 The runs themselves are the pipeline's own stages (trainer, evaluation, filter, discriminators)
@@ -19,7 +20,7 @@ from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_o
 from .config import SettingsError
 from .paths import ALL_IMAGES
 from .seeds import rng
-from .statistics import seed_summary
+from .statistics import paired_differences, seed_summary, with_differences
 
 log = logging.getLogger(__name__)
 ACCURACY_METRICS = ["clean_acc", "pgd_acc"]
@@ -183,5 +184,31 @@ def nonrobust_discriminator_study(*, metric_csvs, arc_summary, out_csv) -> pd.Da
     table = wide.join(arc, how="left").reset_index()
     table["n_eval"] = runs.groupby("generator")["n_eval"].first().reindex(table["generator"]).to_numpy()
     table = table.sort_values("arc", kind="stable")
+    write_csv(table, out_csv)
+    return table
+
+
+# ---- a mixture of generators against its members ------------------------------------------------
+def mixture_study(*, eval_csvs, mixture: str, out_csv) -> pd.DataFrame:
+    """Per generator (each member alone, then the mixture) and architecture: mean, sd and 95%
+    t-interval over seeds of clean and PGD accuracy; the mixture's rows carry its paired
+    difference (same architecture and seed) from each member in turn (`compared_to`) and the
+    members' image counts (`generator_shares`). An interval covering zero is no difference."""
+    runs = pd.concat([read_csv(path) for path in eval_csvs], ignore_index=True)
+    order = list(dict.fromkeys(runs["generator"]))
+    if mixture not in order:
+        raise ArtifactError(f"no run of mixture '{mixture}' among {order}")
+    summary = seed_summary(runs, ACCURACY_METRICS, ["architecture", "generator"])
+    members = [name for name in order if name != mixture]
+    differences = pd.concat([paired_differences(runs[runs["generator"].isin([member, mixture])], ACCURACY_METRICS,
+                                                method="generator", baseline=member) for member in members],
+                            ignore_index=True)
+    table = with_differences(summary, differences, ["architecture", "generator", "metric"])
+    if "generator_shares" in runs.columns:
+        shares = runs.dropna(subset=["generator_shares"]).groupby("generator")["generator_shares"].first()
+        table["generator_shares"] = table["generator"].map(shares)
+    position = {name: i for i, name in enumerate(order)}
+    table = table.sort_values(["architecture", "generator", "metric"], kind="stable",
+                              key=lambda c: c.map(position) if c.name == "generator" else c)
     write_csv(table, out_csv)
     return table

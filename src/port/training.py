@@ -250,6 +250,13 @@ def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict
     return summary if summary is not None else load_torch(model_out)["metadata"]
 
 
+def mixture_record(synthetic_path) -> dict:
+    """The mixture a synthetic set was merged from and its members' image counts (port.mixture),
+    for the run tables; {} for one generator's selection."""
+    attrs = read_attrs(synthetic_path)
+    return {key: str(attrs[key]) for key in ("generator", "generator_shares") if "generator_shares" in attrs}
+
+
 def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int, synthetic_path,
            init_model, progress: bool, settings_key: str) -> dict:
     """One training process: every rank sees every global batch and trains on its rows; rank 0
@@ -384,7 +391,8 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
                    n_synthetic_used=synthetic.images_used(cfg.epochs * len(real)) if synthetic is not None else 0,
                    test_duplicates_removed=removed_test_duplicates(synthetic_path),
                    selected=cfg.model_selection, val_score=state["best_score"],
-                   init_model=None if init_model is None else str(init_model))
+                   init_model=None if init_model is None else str(init_model),
+                   **(mixture_record(synthetic_path) if synthetic_path is not None else {}))
     if rank == 0:
         save_model(evaluated, spec, model_out, **summary)
         write_csv(pd.DataFrame(state["history"]), history_out)
