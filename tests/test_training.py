@@ -389,3 +389,55 @@ def test_batch_size_must_split_over_the_processes(toy_data, tmp_path, monkeypatc
     with pytest.raises(SettingsError, match="batch_size 32 does not split over 3 training processes"):
         _run(toy_data, tmp_path, DDP_SETTINGS)
     assert not list(tmp_path.iterdir())
+
+
+def _scripted_validation(monkeypatch, robust_scores):
+    """Validation that reports `robust_scores` epoch by epoch (the model's real accuracy aside)."""
+    scores = iter(robust_scores)
+    monkeypatch.setattr(training, "validate", lambda *args: dict(val_clean_acc=1.0, val_robust_acc=next(scores)))
+
+
+@pytest.mark.parametrize("warmup, expected_epochs", [(0, 4), (3.5, 6)])
+def test_patience_stops_training_epochs_after_the_best_validation_score(toy_data, tmp_path, monkeypatch, warmup,
+                                                                        expected_epochs):
+    """Best at epoch 2, patience 2: the run stops after epoch 4, or 2 epochs after the eps warm-up
+    (3.5 epochs) is over; the best epoch's weights are kept and the epochs reached are recorded."""
+    _scripted_validation(monkeypatch, [0.5, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])
+    settings = {**SETTINGS, "epochs": 8, "patience": 2, "model_selection": "best", "eps_warmup_epochs": warmup}
+    summary = _run(toy_data, tmp_path, settings)
+    assert (summary["epochs_run"], summary["best_epoch"], summary["epochs"]) == (expected_epochs, 2, 8)
+    assert len(pd.read_csv(tmp_path / "history.csv")) == expected_epochs
+    assert load_model(tmp_path / "model.pt")[1]["metadata"]["epochs_run"] == expected_epochs
+
+
+def test_without_patience_every_epoch_trains(toy_data, tmp_path, monkeypatch):
+    _scripted_validation(monkeypatch, [0.7, 0.5, 0.5])
+    assert _run(toy_data, tmp_path, {**SETTINGS, "epochs": 3})["epochs_run"] == 3
+
+
+def test_a_run_resumed_after_patience_ran_out_stops_where_it_would_have(toy_data, tmp_path, monkeypatch):
+    """A job killed after its last epoch but before it saved the model stops again at once."""
+    settings = {**SETTINGS, "epochs": 8, "patience": 1, "model_selection": "best"}
+    _scripted_validation(monkeypatch, [0.7, 0.5, 0.5])
+    monkeypatch.setattr(training, "save_model", lambda *args, **kwargs: (_ for _ in ()).throw(Killed("killed")))
+    with pytest.raises(Killed):
+        _run(toy_data, tmp_path, settings)
+    monkeypatch.undo()
+    assert load_torch(tmp_path / "checkpoint.pt")["state"]["epoch"] == 2
+    _scripted_validation(monkeypatch, [])  # validating again would raise StopIteration
+    assert _run(toy_data, tmp_path, settings)["epochs_run"] == 2
+
+
+def test_the_validation_set_takes_the_labelled_images_it_is_given(toy_data, tmp_path, monkeypatch):
+    """A discriminator validates on its real split plus as many synthetic images (label 1)."""
+    seen = []
+    real_validate = training.validate
+    monkeypatch.setattr(training, "validate", lambda model, x, y, *rest: seen.append(y.clone())
+                        or real_validate(model, x, y, *rest))
+    extra = np.full(20, 3, np.int64)
+    write_images(tmp_path / "val.h5", np.zeros((20, 8, 8, 1), np.uint8), provenance("x", {}), labels=extra)
+    train(train_path=toy_data / "train.h5", model_out=tmp_path / "model.pt", history_out=tmp_path / "history.csv",
+          checkpoint_path=None, settings={**SETTINGS, "epochs": 1}, seed=0, synthetic_path=toy_data / "synthetic.h5",
+          val_synthetic_path=tmp_path / "val.h5", progress=False)
+    n_real = training.validation_size(200, SETTINGS["val_fraction"])
+    assert len(seen[0]) == n_real + 20 and (seen[0][n_real:] == 3).all()

@@ -6,7 +6,9 @@ official code's concatenation amounts to gamma = 0.5). L is cross-entropy on PGD
 TRADES, or CE + beta * KL(f(x) || f(x + noise)) for smoothing (the paper's stability training).
 SGD with momentum, cosine learning rate per step, weight decay. The recipe options of Wang et
 al. (2023) (TRADES, weight averaging, label smoothing, warm-up, ...) live in port.recipe.
-Model selection uses a held-out split of the real training images, never the test set. A
+Model selection uses a held-out split of the real training images, never the test set; with
+`patience`, training stops once that split's score has not improved for so many epochs (how long a
+robust discriminator needs depends on a margin nobody knows in advance). A
 checkpoint is written atomically after every epoch; a rerun with the same settings resumes
 from it and gives the same final model.
 With several GPUs, one process per GPU trains on its share of every global batch (DDP, see
@@ -78,6 +80,9 @@ class TrainSettings:
     eps_warmup_epochs: float
     eps_warmup_from: float = 0.0  # the eps the warm-up starts from (a discriminator curriculum's previous eps)
     ema_decay: float | None = None  # none: no weight averaging
+    # none: all `epochs`; else stop after this many epochs without a better validation score (and
+    # at the full eps: counted from the end of the eps warm-up at the earliest), `epochs` the maximum
+    patience: int | None = None
     threat: dict | None = None  # none: standard training
     smoothing: dict | None = None  # none: no stability training
     compute: dict | None = None  # none: the compute block's defaults (port.compute)
@@ -111,10 +116,16 @@ class TrainSettings:
         return synthetic_batch_size(self.batch_size, self.synthetic_fraction)
 
 
+def validation_size(n: int, fraction: float) -> int:
+    """How many of n real training images validation_split holds out (so a stage can add as many
+    synthetic ones: a discriminator's balanced validation set)."""
+    return max(1, int(round(n * fraction)))
+
+
 def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation) of a seeded random split of the real training set."""
     order = rng(seed, "validation").permutation(n)
-    n_val = max(1, int(round(n * fraction)))
+    n_val = validation_size(n, fraction)
     if n_val >= n:
         raise SettingsError(f"val_fraction {fraction} leaves no training images out of {n}")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
@@ -230,13 +241,14 @@ def validate(model, x_val, y_val, attack, cfg: TrainSettings, seed: int) -> dict
 
 
 def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int,
-          synthetic_path=None, init_model=None, progress: bool = True,
+          synthetic_path=None, init_model=None, val_synthetic_path=None, progress: bool = True,
           settings_key: str = "the trainer settings") -> dict:
     """Train one classifier on all the GPUs the job was given, one process each (see
     port.distributed), or in this process with one GPU or none; returns a summary (train
     seconds, best epoch, val accuracies). The result is the same up to floating-point order.
     `init_model`: a saved model of the same spec to start from instead of random weights (the
-    discriminator curriculum). `settings_key` names the config block of `settings` in error messages."""
+    discriminator curriculum). `val_synthetic_path`: labelled images added to the validation split
+    (a discriminator's synthetic half, never trained on). `settings_key` names the config block of `settings` in error messages."""
     cfg, processes = TrainSettings.from_dict(settings), distributed.processes()
     parts = {"batch_size": cfg.batch_size}
     if synthetic_path is not None:
@@ -246,7 +258,7 @@ def train(*, train_path, model_out, history_out, checkpoint_path, settings: dict
             raise SettingsError(f"{name} {size} does not split over {processes} training processes (one per GPU): "
                                 f"use a multiple of {processes}, or give the job a number of GPUs that divides it")
     summary = distributed.launch(_train, train_path, model_out, history_out, checkpoint_path, settings, seed,
-                                 synthetic_path, init_model, progress, settings_key)
+                                 synthetic_path, init_model, val_synthetic_path, progress, settings_key)
     return summary if summary is not None else load_torch(model_out)["metadata"]
 
 
@@ -258,7 +270,7 @@ def mixture_record(synthetic_path) -> dict:
 
 
 def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, seed: int, synthetic_path,
-           init_model, progress: bool, settings_key: str) -> dict:
+           init_model, val_synthetic_path, progress: bool, settings_key: str) -> dict:
     """One training process: every rank sees every global batch and trains on its rows; rank 0
     validates and writes the checkpoint, history and model."""
     cfg = TrainSettings.from_dict(settings)
@@ -279,7 +291,12 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         # the stream runs on across epochs: a large selected set is covered, not restarted every epoch
         synthetic = ChunkShuffleStream(synthetic_path, cfg.synthetic_batch_size, derive_seed(seed, "syn"),
                                        cfg.buffer_chunks, steps_per_epoch=len(real), pin_memory=device.type == "cuda")
-    x_val, y_val = to_tensor(images[val_idx]).to(device), torch.from_numpy(labels[val_idx]).to(device)
+    val_images, val_labels = images[val_idx], labels[val_idx]
+    if val_synthetic_path is not None:
+        validate_image_set(val_synthetic_path, num_classes, image_shape=images.shape[1:])
+        extra_images, extra_labels = read_image_set(val_synthetic_path, num_classes)
+        val_images, val_labels = np.concatenate([val_images, extra_images]), np.concatenate([val_labels, extra_labels])
+    x_val, y_val = to_tensor(val_images).to(device), torch.from_numpy(val_labels).to(device)
     blocks = [cfg.batch_size] if synthetic is None else [cfg.batch_size, cfg.synthetic_batch_size]
     rows = rank_rows(blocks, rank, world).to(device)
 
@@ -302,7 +319,7 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     evaluated = model if average is None else average.model
 
-    checkpoint = ResumeCheckpoint(checkpoint_path, settings, seed, (train_path, synthetic_path, init_model))
+    checkpoint = ResumeCheckpoint(checkpoint_path, settings, seed, (train_path, synthetic_path, init_model, val_synthetic_path))
     state = {"epoch": 0, "history": [], "best_score": -1.0, "best_state": None, "seconds": 0.0}
     if (saved := checkpoint.load()) is not None:
         for part, module in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
@@ -317,6 +334,10 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
         model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
     train_step = TrainStep(model, optimizer, cfg, forward=ddp)
     for epoch in range(state["epoch"], cfg.epochs):
+        # the patience clock starts at the best epoch, and not before the eps warm-up is over
+        if cfg.patience and epoch - max(state.get("best_epoch", 0), cfg.eps_warmup_epochs) >= cfg.patience:
+            log.info("stopping after epoch %d: no better validation score since epoch %d", epoch, state["best_epoch"])
+            break
         started = time.time()
         torch.manual_seed(derive_seed(seed, "epoch", epoch))
         aug_gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
@@ -385,10 +406,10 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
 
     if cfg.model_selection == "best" and state["best_state"] is not None:
         evaluated.load_state_dict(state["best_state"])
-    summary = dict(train_seconds=state["seconds"], epochs=cfg.epochs, gamma=cfg.gamma,
+    summary = dict(train_seconds=state["seconds"], epochs=cfg.epochs, epochs_run=state["epoch"], gamma=cfg.gamma,
                    best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
-                   n_synthetic_used=synthetic.images_used(cfg.epochs * len(real)) if synthetic is not None else 0,
+                   n_synthetic_used=synthetic.images_used(state["epoch"] * len(real)) if synthetic is not None else 0,
                    test_duplicates_removed=removed_test_duplicates(synthetic_path),
                    selected=cfg.model_selection, val_score=state["best_score"],
                    init_model=None if init_model is None else str(init_model),
