@@ -39,6 +39,7 @@ include: "rules/smooth.smk"
 include: "rules/report.smk"
 include: "rules/recipe.smk"
 include: "rules/studies.smk"
+include: "rules/scarcity.smk"
 
 
 rule all:
