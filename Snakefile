@@ -43,6 +43,7 @@ include: "rules/report.smk"
 include: "rules/recipe.smk"
 include: "rules/studies.smk"
 include: "rules/plan.smk"
+include: "rules/scarcity.smk"
 
 
 localrules:

@@ -441,3 +441,19 @@ def test_the_validation_set_takes_the_labelled_images_it_is_given(toy_data, tmp_
           val_synthetic_path=tmp_path / "val.h5", progress=False)
     n_real = training.validation_size(200, SETTINGS["val_fraction"])
     assert len(seen[0]) == n_real + 20 and (seen[0][n_real:] == 3).all()
+
+
+def test_min_steps_adds_whole_epochs_and_stretches_the_eps_warmup(toy_data, tmp_path, monkeypatch):
+    """180 training images in batches of 32: 5 steps an epoch. min_steps 18 turns 2 epochs into 4
+    (20 steps), and the 1-epoch eps warm-up into 2 epochs: its share of the run stays a half."""
+    fractions = []
+    step = training.TrainStep.__call__
+    monkeypatch.setattr(training.TrainStep, "__call__",
+                        lambda self, *args, eps_fraction=1.0, **kw: fractions.append(eps_fraction) or
+                        step(self, *args, eps_fraction=eps_fraction, **kw))
+    summary = _run(toy_data, tmp_path, {**SETTINGS, "eps_warmup_epochs": 1, "min_steps": 18}, synthetic=False)
+    assert (summary["epochs"], summary["steps"]) == (4, 20) and len(fractions) == 20
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 4
+    assert fractions[5] == pytest.approx(0.5) and fractions.index(1.0) == 10
+    again = _run(toy_data, tmp_path / "short", {**SETTINGS, "min_steps": 7}, synthetic=False)  # 2 epochs: 10 >= 7
+    assert (again["epochs"], again["steps"]) == (2, 10)

@@ -22,7 +22,8 @@ SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"  # the p
 TRAINER_BLOCKS = {"train_robust": "training", "train_smooth": "training", "train_transfer": "training",
                   "train_discriminator": "discrimination", "train_scorer": "discrimination",
                   "train_nonrobust_discriminator": "discrimination",
-                  "train_sample_complexity": "studies.sample_complexity", "train_filter_study": "studies.filter"}
+                  "train_sample_complexity": "studies.sample_complexity", "train_filter_study": "studies.filter",
+                  "train_scarcity_scorer": "discrimination", "train_scarcity": "training"}
 # Defaults of generator keys that only one kind reads; kept out of the schema so that adding a
 # kind does not change (and rerun) the other kinds' sampling settings.
 KIND_DEFAULTS = {"stylegan": {"truncation_psi": 1.0, "noise_mode": "const", "class_labels": None}}
@@ -283,17 +284,24 @@ def _check_trades(training: dict, where: str) -> None:
                           f"set attack_batchnorm: eval")
 
 
-def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
-    """Path of the model a generator samples from when the pipeline trains it (a DDPM
-    directory or a GAN checkpoint); None for hub ids, outside directories and npz sets."""
+def pipeline_model_pattern(config: dict, dataset: str, generator: str) -> str | None:
+    """The paths pattern (`{dataset}` left open) of the model a generator samples from when the
+    pipeline trains it (a DDPM directory or a GAN checkpoint); None for hub ids, outside
+    directories and npz sets."""
     ds = config["datasets"][dataset]
     gen = ds["generators"][generator]
     model = gen.get("model")
     if gen["kind"] == "diffusers" and model in ds.get("diffusion_models", {}):
-        return paths.DIFFUSION_MODEL.format(dataset=dataset, model=model)
+        return paths.fill(paths.DIFFUSION_MODEL, model=model)
     if gen["kind"] == "gan":
-        return paths.GAN_MODEL.format(dataset=dataset, model=model)
+        return paths.fill(paths.GAN_MODEL, model=model)
     return None
+
+
+def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
+    """pipeline_model_pattern's path for the dataset."""
+    pattern = pipeline_model_pattern(config, dataset, generator)
+    return None if pattern is None else pattern.format(dataset=dataset)
 
 
 def source_files(config: dict, dataset: str) -> dict[str, str]:
@@ -644,6 +652,73 @@ def run_row(method: str, arch: str, seed: int) -> dict:
     selection = paths.selection_of(method)
     return {"method": paths.BASELINE if selection is None else "port", "selection": selection or "none",
             "architecture": arch, "seed": seed}
+
+
+# ---- the data-scarcity study (rules/scarcity.smk) ------------------------------------------
+def scarcity_sizes(config: dict, dataset: str) -> list[str]:
+    """The study's n_real values as wildcards: each cut's size, then `all` (the whole training set)."""
+    block = study(config, dataset, "data_scarcity")
+    return [str(n) for n in block["sizes"]] + ([paths.ALL_IMAGES] if block["all"] else [])
+
+
+def scarcity_runs(config: dict, dataset: str) -> list[dict]:
+    """Wildcards of every run of the study: each n_real, the baseline and PORT on each selection,
+    each training architecture and seed, at the study's threat."""
+    block = study(config, dataset, "data_scarcity")
+    if block["threat"] not in config["datasets"][dataset]["threats"]:
+        raise ConfigError(f"datasets.{dataset}.studies.data_scarcity.threat: '{block['threat']}' is not a key of "
+                          f"datasets.{dataset}.threats")
+    return [{"dataset": dataset, "n_real": n_real, "threat": block["threat"], "method": method, "arch": arch,
+             "seed": seed} for n_real in scarcity_sizes(config, dataset)
+            for method, arch, seed in training_runs(config, dataset, seeds=block["seeds"])]
+
+
+def scarcity_file(pattern: str, **values) -> str:
+    """What a run of cut `values["n_real"]` reads for `pattern` (a path of the dataset's layout):
+    the cut's own file, or for `all` the dataset's (the default run's training set, generator,
+    labelers and selections: trained on all of it)."""
+    return (pattern if values["n_real"] == paths.ALL_IMAGES else paths.scarce(pattern)).format(**values)
+
+
+def scarcity_generator_model(config: dict, dataset: str, n_real: str) -> str:
+    """The training generator's model trained on cut n_real; ConfigError when the pipeline does not
+    train that generator (a hub id or an imported set cannot be retrained on a cut)."""
+    generator = config["datasets"][dataset]["training"]["generator"]
+    pattern = pipeline_model_pattern(config, dataset, generator)
+    if pattern is None:
+        raise ConfigError(f"datasets.{dataset}.studies.data_scarcity: the training generator '{generator}' is not "
+                          f"trained by the pipeline (a diffusion_models or gan_models entry), so no cut can train it")
+    return scarcity_file(pattern, dataset=dataset, n_real=n_real)
+
+
+def scarcity_training_settings(config: dict, dataset: str, threat: str, method: str, arch: str) -> dict:
+    """A run of the study: the training block at `threat`, `steps` optimizer steps at any n_real
+    (epochs 1, raised by min_steps to whole epochs), and the last weights: model selection on a
+    validation split of ten images (at n_real 100) would pick an epoch by noise."""
+    ds = config["datasets"][dataset]
+    return canonical({**_run_settings(ds, method), "arch": arch, "epochs": 1, "model_selection": "last",
+                      "min_steps": study(config, dataset, "data_scarcity")["steps"], "threat": ds["threats"][threat]})
+
+
+def scarcity_labeler_settings(config: dict, dataset: str, slot: str) -> dict:
+    """A cut's labeler: the dataset's, for at least the study's min_steps optimizer steps."""
+    if labeler_checkpoint(config, dataset, slot):
+        raise ConfigError(f"datasets.{dataset}.labelers.{slot}.checkpoint: a given labeler was not trained on a "
+                          f"cut; the data-scarcity study trains its labelers")
+    return canonical({**labeler_settings(config, dataset, slot),
+                      "min_steps": study(config, dataset, "data_scarcity")["min_steps"]})
+
+
+def scarcity_scorer_settings(config: dict, dataset: str) -> dict:
+    """A cut's scorer (the adaptive selection's discriminator): the dataset's, for at least min_steps steps."""
+    eps = config["datasets"][dataset]["scores"]["discriminator_eps"]
+    return canonical({**discriminator_settings(config, dataset, eps),
+                      "min_steps": study(config, dataset, "data_scarcity")["min_steps"]})
+
+
+def scarcity_row(method: str, arch: str, seed: int, n_real: str) -> dict:
+    """A run's identity columns and its cut (`all` or the cut's size: the n_real wildcard)."""
+    return {**run_row(method, arch, seed), "cut": n_real}
 
 
 # ---- the paper's studies (rules/studies.smk) -------------------------------------------------

@@ -88,7 +88,10 @@ def evenly_spaced(n: int, count: int | None) -> np.ndarray:
 
 
 def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, seed: int, row: dict) -> dict:
-    """Evaluate one trained model and write a one-row CSV (row identity + metrics)."""
+    """Evaluate one trained model and write a one-row CSV (row identity + metrics). With
+    `settings["trained_on"]` (the run's val_fraction and seed), `test_path` is the run's training
+    set and only the images it trained on are evaluated, not its validation split (robust training
+    accuracy)."""
     from .devices import default_device
     from .models import load_model, training_record
 
@@ -96,7 +99,13 @@ def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, se
     device = default_device()
     model.to(device)
     images, labels = read_image_set(test_path, spec["num_classes"])
-    idx = evenly_spaced(len(images), settings.get("n_test"))
+    trained_on = settings.get("trained_on")  # {val_fraction, seed} of the run: its own training images
+    if trained_on:
+        from .training import validation_split
+
+        idx = validation_split(len(images), trained_on["val_fraction"], trained_on["seed"])[0]
+    else:
+        idx = evenly_spaced(len(images), settings.get("n_test"))
     x, y = to_tensor(images[idx]).to(device), torch.from_numpy(labels[idx]).to(device)
     attack = Attack.from_settings({**threat, "steps": settings["pgd_steps"],
                                    "step_size": settings["pgd_step_factor"] * threat["eps"] / settings["pgd_steps"]})

@@ -39,7 +39,8 @@ WILDCARD_CONSTRAINTS = {"dataset": NAME, "generator": NAME, "model": NAME, "thre
                         "slot": "lanet|splitnet", "shard": r"\d+", "seed": r"\d+",
                         "variant": rf"{NAME}|gamma-\d+(?:\.\d+)?|on-{MIXTURE_NAME}", "mixture": MIXTURE_NAME,
                         "regime": "|".join(REGIMES),
-                        "size": rf"\d+|{ALL_IMAGES}", "split": "synthetic|real", "threshold": r"\d+(?:\.\d+)?"}
+                        "size": rf"\d+|{ALL_IMAGES}", "split": "synthetic|real", "threshold": r"\d+(?:\.\d+)?",
+                        "n_real": rf"\d+|{ALL_IMAGES}"}
 
 
 def run_name(selection: str | None) -> str:
@@ -229,6 +230,12 @@ MIXTURE_STUDY_TABLE = STUDIES + "/mixture.csv"
 THEOREM1_TABLE = STUDIES + "/theorem1.csv"
 THEOREM1_PLOT = STUDIES + "/theorem1.png"
 
+# The data-scarcity study (rules/scarcity.smk): the real training set cut to n_real images, and under
+# n{n_real}/ the dataset's own layout (synthetic/, labelers/, discriminators/, runs/, ...) for that cut.
+DATA_SCARCITY = STUDIES + "/data_scarcity/n{n_real}"
+DATA_SCARCITY_TABLE = STUDIES + "/data_scarcity.csv"
+DATA_SCARCITY_PLOT = STUDIES + "/data_scarcity.png"
+
 # Resumable state of long jobs, deleted when the job finishes.
 CHECKPOINTS = RESULTS + "/checkpoints"
 LABELER_CHECKPOINT = CHECKPOINTS + "/labelers/{slot}.pt"
@@ -242,3 +249,17 @@ RECIPE_CHECKPOINT = CHECKPOINTS + "/recipe/{variant}/{arch}/seed{seed}.pt"
 SAMPLE_COMPLEXITY_CHECKPOINT = CHECKPOINTS + "/studies/sample_complexity/{regime}/n{size}/seed{seed}.pt"
 FILTER_STUDY_CHECKPOINT = CHECKPOINTS + "/studies/filter/t{threshold}/seed{seed}.pt"
 NONROBUST_DISCRIMINATOR_CHECKPOINT = CHECKPOINTS + "/discriminators/{generator}/nonrobust/{arch}.pt"
+DATA_SCARCITY_CHECKPOINTS = CHECKPOINTS + "/studies/data_scarcity/n{n_real}"
+
+
+def scarce(pattern: str) -> str:
+    """`pattern` (a path of the dataset's layout) for the data-scarcity cut `n{n_real}`: the same
+    file under results/{dataset}/studies/data_scarcity/n{n_real}/ (checkpoints under checkpoints/)."""
+    for root, cut_root in ((CHECKPOINTS, DATA_SCARCITY_CHECKPOINTS), (RESULTS, DATA_SCARCITY)):
+        if pattern.startswith(root + "/"):
+            return cut_root + pattern[len(root):]
+    raise ValueError(f"{pattern}: not a path under {RESULTS}")
+
+
+DATA_SCARCITY_TRAIN = scarce(TRAIN)  # the cut itself
+DATA_SCARCITY_TRAIN_EVAL = scarce(RUN) + "/eval_train.csv"  # robust accuracy on the run's own training images

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -79,6 +79,9 @@ class TrainSettings:
     warmup_epochs: int
     eps_warmup_epochs: float
     eps_warmup_from: float = 0.0  # the eps the warm-up starts from (a discriminator curriculum's previous eps)
+    # More epochs on a small set: at least this many optimizer steps, in whole epochs (the data-scarcity study).
+    # Not in the schema's training block, so the settings (and jobs) of the stages that leave it out stay as they were.
+    min_steps: int = 0
     ema_decay: float | None = None  # none: no weight averaging
     # none: all `epochs`; else stop after this many epochs without a better validation score (and
     # at the full eps: counted from the end of the eps warm-up at the earliest), `epochs` the maximum
@@ -285,6 +288,10 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
                             f"training images after the val_fraction={cfg.val_fraction} hold-out, fewer than one batch")
     device = default_device()
     real = ArrayBatches(images[train_idx], labels[train_idx], cfg.batch_size, derive_seed(seed, "real"), device)
+    if cfg.min_steps > cfg.epochs * len(real):  # the warm-ups keep their share of the longer run
+        epochs = -(-cfg.min_steps // len(real))
+        cfg = replace(cfg, epochs=epochs, eps_warmup_epochs=cfg.eps_warmup_epochs * epochs / cfg.epochs,
+                      warmup_epochs=round(cfg.warmup_epochs * epochs / cfg.epochs))
     synthetic = None
     if synthetic_path is not None:
         validate_image_set(synthetic_path, num_classes, image_shape=images.shape[1:])
@@ -406,7 +413,8 @@ def _train(train_path, model_out, history_out, checkpoint_path, settings: dict, 
 
     if cfg.model_selection == "best" and state["best_state"] is not None:
         evaluated.load_state_dict(state["best_state"])
-    summary = dict(train_seconds=state["seconds"], epochs=cfg.epochs, epochs_run=state["epoch"], gamma=cfg.gamma,
+    summary = dict(train_seconds=state["seconds"], epochs=cfg.epochs, epochs_run=state["epoch"],
+                   steps=state["epoch"] * len(real), gamma=cfg.gamma,
                    best_epoch=state.get("best_epoch", cfg.epochs),
                    n_synthetic=synthetic.length if synthetic is not None else 0,
                    n_synthetic_used=synthetic.images_used(state["epoch"] * len(real)) if synthetic is not None else 0,
