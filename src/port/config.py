@@ -119,11 +119,11 @@ def check_config(config: dict) -> None:
         if ds["training"]["generator"] not in ds["generators"]:
             raise ConfigError(f"{where}.training.generator: '{ds['training']['generator']}' "
                               f"is not a key of {where}.generators")
-        for name in ds["generator_ranking"]["generators"]:
-            if name not in ds["generators"]:
-                raise ConfigError(f"{where}.generator_ranking.generators: '{name}' is not a key of {where}.generators")
-            if is_mixture(config, ds_name, name):
-                raise ConfigError(f"{where}.generator_ranking.generators: '{name}' is a mixture: it has no images of "
+        for generator in ds["generator_ranking"]["generators"]:
+            if generator not in ds["generators"]:
+                raise ConfigError(f"{where}.generator_ranking.generators: '{generator}' is not a key of {where}.generators")
+            if is_mixture(config, ds_name, generator):
+                raise ConfigError(f"{where}.generator_ranking.generators: '{generator}' is a mixture: it has no images of "
                                   f"its own to discriminate (rank its members)")
         _check_mixture_uses(config, ds_name)
         for block in ("generator_ranking", "score_groups"):
@@ -143,7 +143,7 @@ def check_config(config: dict) -> None:
             if threat["eps"] > 0 and threat["step_size"] == 0:
                 raise ConfigError(f"{where}.threats.{threat_name}.step_size: must be > 0 when eps > 0")
         _check_trades(ds["training"], f"{where}.training")
-        for settings, key, epochs_key in trainer_schedules(config, name):
+        for settings, key, epochs_key in trainer_schedules(config, ds_name):
             _check_schedule(settings, key, epochs_key)
         if "recipe_study" in ds:
             study = ds["recipe_study"]
