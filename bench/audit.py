@@ -46,7 +46,7 @@ def main():
     device = torch.device(args.device)
     if args.small:
         n_synthetic, n_test, n_plain = 2048, 1000, 256
-        timing = {"warmup": 0, "repeats": 2}
+        timing = {"warmup": 0, "repeats": 3}
     else:
         n_synthetic, n_test, n_plain = 1_000_000, 10_000, 2000
         timing = {"warmup": 1, "repeats": 2}

@@ -27,6 +27,7 @@ rule audit_synthetic:
         train_threshold=lambda wc: dataset_cfg(wc)["audit"]["train_threshold"],
     resources:
         gpu=1,
+    priority: 10  # the training generator's selection waits for it: the synthetic-data chain
     log:
         "logs/audit_synthetic/{dataset}/{generator}.log",
     benchmark:

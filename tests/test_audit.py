@@ -127,6 +127,16 @@ def test_selection_leaves_the_test_duplicates_out_and_records_how_many(planted, 
     assert read_attrs(tmp_path / "all.h5")["test_duplicates_removed"] == 0
 
 
+def test_training_records_the_removed_count_of_its_synthetic_set(tmp_path):
+    from port.training import removed_test_duplicates
+
+    write_images(tmp_path / "selected.h5", _random_images(3, 4), provenance("select", test_duplicates_removed=3))
+    write_images(tmp_path / "foreign.h5", _random_images(3, 4), provenance("sample"))
+    assert removed_test_duplicates(tmp_path / "selected.h5") == 3
+    assert removed_test_duplicates(tmp_path / "foreign.h5") is None  # a set that does not say
+    assert removed_test_duplicates(None) == 0  # the baseline trains on real images only
+
+
 def test_selection_refuses_an_audit_of_another_set(planted):
     names, _, outputs, _ = planted
     with pytest.raises(ArtifactError, match="audit covers"):

@@ -362,7 +362,9 @@ def _synthetic_workdir(tmp_path: Path, **selection) -> Path:
     target.mkdir(parents=True)
     for name in ("images.h5", "filter.h5"):
         shutil.copy2(ws.path(name), target / name)
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"datasets": {"digits": {"selection": selection}}}))
+    # no audit input: these hand-made upstream files are the selection's only inputs
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"datasets": {"digits": {"selection": selection,
+                                                                              "audit": {"drop": False}}}}))
     return target
 
 

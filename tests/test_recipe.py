@@ -223,6 +223,7 @@ def test_robustbench_export_loads_with_torch_load_and_the_architecture(toy_data,
     assert json.loads((tmp_path / "rb.json").read_text()) == info
     assert info["threat_model"] == "Linf" and info["autoattack_acc"] == 40.0 and info["n_synthetic"] == 200
     assert info["autoattack_attacks"] == "standard"  # RobustBench takes standard AutoAttack results only
+    assert info["n_test_duplicates_removed"] is None  # the toy synthetic set does not come from port.selection
     model = build_model(**info["model_spec"])
     model.load_state_dict(torch.load(tmp_path / "rb.pt", weights_only=True))
     reference, _ = load_model(tmp_path / "model.pt")

@@ -27,8 +27,8 @@ TARGET = "results/digits/port_linf.csv"
 # discriminator and scoring chain: more of the same, at ~20 s of SLURM polling per job wave).
 SELECTION = {"methods": ["random"]}
 EXPECTED_JOBS = {"prepare_data": 1, "train_ddpm": 1, "sample_shard": 2, "merge_shards": 1, "train_labeler": 2,
-                 "pseudo_label": 2, "merge_labels": 1, "filter_synthetic": 1, "select_synthetic": 1,
-                 "train_robust": 2, "evaluate": 2, "summarize": 1}
+                 "pseudo_label": 2, "merge_labels": 1, "filter_synthetic": 1, "audit_synthetic": 1,
+                 "select_synthetic": 1, "train_robust": 2, "evaluate": 2, "summarize": 1}
 TIMINGS = {"train_seconds", "eval_seconds"}
 
 pytestmark = [
