@@ -60,6 +60,13 @@ def source_test_set(workdir):
     return "datasets.mine.source: test4.npz: images are 4x4x1 (HxWxC), but train.npz holds 8x8x1"
 
 
+def class_only_in_test(workdir):
+    """Found inside prepare_data before: the job deleted the previous train.h5 and test.h5 first."""
+    np.savez(workdir / "test5.npz", image=np.zeros((16, 8, 8, 1), np.uint8), label=np.arange(16) % 5)
+    _edit_config(workdir, lambda ds, c: ds["source"].update(test="test5.npz"))
+    return "datasets.mine.source: test5.npz: class(es) [4] appear in test but never in train.npz"
+
+
 def generator_path_with_another_edit(workdir):
     """The issue's second symptom: with a rerun due anyway (a labeler edit), the wrong file was ignored."""
     message = generator_path(workdir)
@@ -74,8 +81,9 @@ def default_target(workdir):
     return message
 
 
-# one case per config-named file: the imported set's path, a labeler checkpoint, the test set
-CASES = [generator_path_with_another_edit, labeler_checkpoint, default_target]
+# one case per config-named file (the imported set's path, a labeler checkpoint, the test set),
+# and a problem prepare_data found only after Snakemake had deleted the earlier outputs
+CASES = [generator_path_with_another_edit, labeler_checkpoint, default_target, class_only_in_test]
 
 
 @pytest.mark.integration

@@ -117,3 +117,15 @@ def test_an_npz_import_takes_only_the_settings_it_reads(shipped):
     assert settings(batch_size=7, steps=3, scheduler="ddpm") == settings() == \
         {"kind": "npz", "path": "imp.npz", "image_key": "image", "label_key": "label", "n_shards": 1, "num_classes": 10}
     assert settings(n_images=100) != settings()
+
+
+def test_an_empty_npz_archive_is_named_as_such(tmp_path):
+    """np.savez() of nothing writes a zip without members: not 'not written by numpy.savez'."""
+    import numpy as np
+
+    from port.artifacts import ArtifactError
+    from port.data import npz_image_shape
+
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(ArtifactError, match=r"empty.npz: no key 'image' \(keys: none: an empty archive\)"):
+        npz_image_shape(tmp_path / "empty.npz")

@@ -6,8 +6,8 @@ read the files: while Snakemake builds the DAG, before any job, and only for the
 run builds. Snakemake discards an input function's error when the job's outputs already exist,
 so the Snakefile also runs them all when the workflow starts (`check_finished_datasets`) for
 the requested datasets that hold results. They read headers only (npz array headers, a
-checkpoint's spec): existence, kind, readable header, image geometry against the dataset's, a
-checkpoint's architecture and classes. Each error names the config key and the file. The Snakefile imports this module, so it loads
+checkpoint's spec) and an npz source's labels: existence, kind, readable header, image geometry
+against the dataset's, labels and classes, a checkpoint's architecture and classes. Each error names the config key and the file. The Snakefile imports this module, so it loads
 h5py, numpy and torch only once the config names a file to check (DAG parsing stays light).
 """
 
@@ -73,7 +73,22 @@ def source_inputs(config: dict, dataset: str) -> list[str]:
     files = source_files(config, dataset)
     if files:
         source_geometry(config, dataset)
+        source_class_count(config, dataset)
     return list(files.values())
+
+
+def source_class_count(config: dict, dataset: str) -> int:
+    """An npz source's classes, from its labels alone: labels within `num_classes`, and without
+    it no test class that the training labels never show (what prepare_data would refuse)."""
+    from .data import npz_class_count, npz_labels
+
+    source = config["datasets"][dataset]["source"]
+    labels = {}
+    for split, path in source_files(config, dataset).items():
+        with _named(f"datasets.{dataset}.source.{split}"):
+            labels[split] = npz_labels(path, source.get("label_key", "label"), source.get("num_classes"))
+    with _named(f"datasets.{dataset}.source"):
+        return source.get("num_classes") or npz_class_count(dataset, source, labels["train"], labels["test"])
 
 
 def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
