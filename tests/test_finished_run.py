@@ -22,10 +22,8 @@ TARGET = "results/mine/synthetic/imp/labels.h5"  # downstream of the source, the
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A tiny npz dataset labelled to TARGET: every config-named file has a finished consumer."""
-    workdir = _npz_dataset(tmp_path_factory.mktemp("finished"), epochs=1, batch_size=16)
-    config = yaml.safe_load((workdir / "mine.yaml").read_text())
-    config["datasets"]["mine"]["labelers"]["splitnet"].update(epochs=1, batch_size=16)
-    (workdir / "mine.yaml").write_text(yaml.safe_dump(config))
+    workdir = _npz_dataset(tmp_path_factory.mktemp("finished"), epochs=1)
+    _edit_config(workdir, lambda ds, c: ds["labelers"]["splitnet"].update(epochs=1))
     result = _snakemake(workdir, TARGET, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
@@ -67,6 +65,13 @@ def class_only_in_test(workdir):
     return "datasets.mine.source: test5.npz: class(es) [4] appear in test but never in train.npz"
 
 
+def batch_larger_than_the_training_set(workdir):
+    """Found inside train_labeler before: the job deleted the previous model, history and metrics."""
+    _edit_config(workdir, lambda ds, c: ds["labelers"]["splitnet"].update(batch_size=128))
+    return ("datasets.mine.labelers.splitnet.batch_size=128: train.npz holds 48 images, 43 after the "
+            "val_fraction=0.1 hold-out: fewer than one batch")
+
+
 def generator_path_with_another_edit(workdir):
     """The issue's second symptom: with a rerun due anyway (a labeler edit), the wrong file was ignored."""
     message = generator_path(workdir)
@@ -82,8 +87,9 @@ def default_target(workdir):
 
 
 # one case per config-named file (the imported set's path, a labeler checkpoint, the test set),
-# and a problem prepare_data found only after Snakemake had deleted the earlier outputs
-CASES = [generator_path_with_another_edit, labeler_checkpoint, default_target, class_only_in_test]
+# and problems a job found only after Snakemake had deleted the earlier outputs
+CASES = [generator_path_with_another_edit, labeler_checkpoint, default_target, class_only_in_test,
+         batch_larger_than_the_training_set]
 
 
 @pytest.mark.integration

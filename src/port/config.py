@@ -185,6 +185,11 @@ def _check_trades(training: dict, where: str) -> None:
                           f"set attack_batchnorm: eval")
 
 
+def validation_count(n: int, fraction: float) -> int:
+    """How many of `n` real training images a trainer holds out for validation (at least one)."""
+    return max(1, int(round(n * fraction)))
+
+
 def pipeline_model(config: dict, dataset: str, generator: str) -> str | None:
     """Path of the model a generator samples from when the pipeline trains it (a DDPM
     directory or a GAN checkpoint); None for hub ids, outside directories and npz sets."""

@@ -77,6 +77,26 @@ def source_inputs(config: dict, dataset: str) -> list[str]:
     return list(files.values())
 
 
+def check_batch_fits(config: dict, dataset: str, slot: str) -> None:
+    """A labeler of an npz dataset needs one batch of the real training set after its validation
+    hold-out; found when the run is planned, not inside the job (which would first cost the last
+    good model). Built-in datasets are large enough for any batch."""
+    from .config import SettingsError, validation_count
+    from .data import npz_image_shape
+
+    ds = config["datasets"][dataset]
+    source, block = ds["source"], ds["labelers"][slot]
+    if not source_files(config, dataset):
+        return
+    with _named(f"datasets.{dataset}.source.train"):
+        n = npz_image_shape(_file(source["train"], "an npz"), source.get("image_key", "image"))[0]
+    left = n - validation_count(n, block["val_fraction"])
+    if left < block["batch_size"]:
+        raise SettingsError(f"datasets.{dataset}.labelers.{slot}.batch_size={block['batch_size']}: {source['train']} "
+                            f"holds {n} images, {left} after the val_fraction={block['val_fraction']} hold-out: "
+                            f"fewer than one batch")
+
+
 def source_class_count(config: dict, dataset: str) -> int:
     """An npz source's classes, from its labels alone: labels within `num_classes`, and without
     it no test class that the training labels never show (what prepare_data would refuse)."""
@@ -115,9 +135,11 @@ def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
 
 def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
     """The checkpoint a labeler slot takes instead of training (train_labeler's input), checked:
-    a model.pt of this pipeline for the configured architecture, classes and image geometry."""
+    a model.pt of this pipeline for the configured architecture, classes and image geometry;
+    without one, the slot's batch against the training set."""
     path = labeler_checkpoint(config, dataset, slot)
     if not path:
+        check_batch_fits(config, dataset, slot)
         return []
     ds = config["datasets"][dataset]
     num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
