@@ -129,3 +129,31 @@ def test_an_empty_npz_archive_is_named_as_such(tmp_path):
     np.savez(tmp_path / "empty.npz")
     with pytest.raises(ArtifactError, match=r"empty.npz: no key 'image' \(keys: none: an empty archive\)"):
         npz_image_shape(tmp_path / "empty.npz")
+
+
+@pytest.mark.parametrize("c_dim, resolution, message", [
+    (3, 8, "sg.pkl: a generator of 3 classes, but labels_from generator needs the dataset's 10 classes"),
+    (0, 8, "sg.pkl: an unconditional generator, but labels_from generator needs the dataset's 10 classes"),
+    (10, 16, "sg.pkl: images are 16x16x1 (HxWxC), but datasets.digits.source (digits) holds 8x8x1"),
+])
+def test_a_stylegan_pickle_that_does_not_fit_the_dataset_is_refused_before_sampling(shipped, tmp_path, c_dim,
+                                                                                    resolution, message):
+    """Item 3 and the late problems: a local pickle's classes and image size are read from its
+    record when the run is planned, not found after every shard is sampled."""
+    from port.artifacts import ArtifactError
+    from port.inputs import generator_inputs
+    from stylegan_pickles import tiny_generator, write_network_pickle
+
+    path = write_network_pickle(tmp_path / "sg.pkl", tiny_generator(c_dim=c_dim, img_resolution=resolution,
+                                                                     img_channels=1))
+    config = copy.deepcopy(shipped)
+    config["datasets"]["digits"]["generators"]["sg"] = {"kind": "stylegan", "model": str(path), "n_images": 10,
+                                                        "labels_from": "generator"}
+    validate(config, SCHEMA)
+    check_config(config)
+    with pytest.raises(ArtifactError) as info:
+        generator_inputs(config, "digits", "sg")
+    assert "datasets.digits.generators.sg.model: " in str(info.value) and message in str(info.value)
+    config["datasets"]["digits"]["generators"]["sg"]["labels_from"] = "lanet"
+    if resolution == 8:  # lanet labels the images: the generator's classes do not matter
+        assert generator_inputs(config, "digits", "sg") == [str(path)]

@@ -14,6 +14,7 @@ h5py, numpy and torch only once the config names a file to check (DAG parsing st
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from pathlib import Path
 
@@ -130,7 +131,42 @@ def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
     elif files:
         with _named(f"datasets.{dataset}.generators.{generator}.model"):
             _check_model(files[0], gen["kind"])
+            if gen["kind"] == "stylegan":
+                _check_stylegan(config, dataset, generator, files[0])
     return files
+
+
+def _check_stylegan(config: dict, dataset: str, generator: str, path: str) -> None:
+    """A local StyleGAN pickle must make the dataset's images and, under labels_from generator,
+    its classes (otherwise classes past the generator's get no image)."""
+    from .artifacts import ArtifactError
+    from .config import labels_from
+    from .data import check_same_geometry
+
+    stat = Path(path).stat()
+    classes, shape = _recorded_stylegan(path, stat.st_mtime_ns, stat.st_size)
+    reference, geometry = source_geometry(config, dataset)
+    if geometry is not None:
+        check_same_geometry(reference, geometry, path, shape)
+    if labels_from(config, dataset, generator) == "generator":
+        wanted = dataset_classes(config, dataset)
+        if classes != wanted:
+            what = "an unconditional generator" if classes == 0 else f"a generator of {classes} classes"
+            raise ArtifactError(f"{path}: {what}, but labels_from generator needs the dataset's {wanted} classes")
+
+
+@functools.lru_cache(maxsize=8)
+def _recorded_stylegan(path: str, mtime_ns: int, size: int) -> tuple[int, tuple]:
+    """recorded_output, read once per file version (the input function runs once per shard)."""
+    from .stylegan import recorded_output  # torch: only when a local StyleGAN pickle is named
+
+    return recorded_output(path)
+
+
+def dataset_classes(config: dict, dataset: str) -> int:
+    """The dataset's class count: `source.num_classes`, the built-in kind's, or an npz source's labels'."""
+    source = config["datasets"][dataset]["source"]
+    return source.get("num_classes") or NUM_CLASSES.get(source["kind"]) or source_class_count(config, dataset)
 
 
 def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
