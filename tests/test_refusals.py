@@ -157,3 +157,37 @@ def test_a_stylegan_pickle_that_does_not_fit_the_dataset_is_refused_before_sampl
     config["datasets"]["digits"]["generators"]["sg"]["labels_from"] = "lanet"
     if resolution == 8:  # lanet labels the images: the generator's classes do not matter
         assert generator_inputs(config, "digits", "sg") == [str(path)]
+
+
+@pytest.mark.parametrize("failure, reason", [
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 5312 vs 5208"), "unexpected pos"),
+])
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch, failure, reason):
+    """A full disk during torch.save: one message naming the checkpoint, the old file untouched."""
+    import torch
+
+    from port.artifacts import ArtifactError, save_torch
+
+    path = tmp_path / "ckpt.pt"
+    save_torch({"epoch": 1}, path)
+    before = path.read_bytes()
+
+    def fail(obj, target):
+        Path(target).write_bytes(b"partial")
+        raise failure
+
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.raises(ArtifactError, match=rf"ckpt.pt: cannot write the checkpoint \(.*{reason}.* MB free on its"):
+        save_torch({"epoch": 2}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_an_unwritable_results_folder_names_the_file(tmp_path):
+    """A file where the results folder should be (as a read-only folder, refused by the OS)."""
+    from port.artifacts import ArtifactError, write_csv
+    import pandas as pd
+
+    (tmp_path / "results").write_text("not a folder\n")
+    with pytest.raises(ArtifactError, match=r"results/mine/x.csv: cannot write in .*results/mine \("):
+        write_csv(pd.DataFrame({"a": [1]}), tmp_path / "results" / "mine" / "x.csv")
