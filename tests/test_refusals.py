@@ -191,3 +191,24 @@ def test_an_unwritable_results_folder_names_the_file(tmp_path):
     (tmp_path / "results").write_text("not a folder\n")
     with pytest.raises(ArtifactError, match=r"results/mine/x.csv: cannot write in .*results/mine \("):
         write_csv(pd.DataFrame({"a": [1]}), tmp_path / "results" / "mine" / "x.csv")
+
+
+def test_a_checkpoint_with_the_right_spec_and_other_weights_is_refused_when_planned(shipped, tmp_path):
+    """Found inside train_labeler before (after Snakemake had deleted the previous model)."""
+    import torch
+
+    from port.artifacts import ArtifactError, save_torch
+    from port.inputs import labeler_inputs
+    from port.models import build_model, model_spec
+
+    spec = model_spec("small_cnn", 1, 10, 8, [0.5], [0.25])
+    wide = model_spec("small_cnn", 1, 4, 8, [0.5], [0.25])  # weights of a 4-class network under a 10-class spec
+    save_torch({"spec": spec, "state_dict": build_model(**wide).state_dict()}, tmp_path / "lanet.pt")
+    config = copy.deepcopy(shipped)
+    config["datasets"]["digits"]["labelers"]["lanet"]["checkpoint"] = str(tmp_path / "lanet.pt")
+    with pytest.raises(ArtifactError, match=r"datasets.digits.labelers.lanet.checkpoint: .*lanet.pt: weights do "
+                                            r"not fit a 'small_cnn' \("):
+        labeler_inputs(config, "digits", "lanet")
+    torch.manual_seed(0)
+    save_torch({"spec": spec, "state_dict": build_model(**spec).state_dict()}, tmp_path / "lanet.pt")
+    assert labeler_inputs(config, "digits", "lanet") == [str(tmp_path / "lanet.pt")]

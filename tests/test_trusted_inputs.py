@@ -278,6 +278,7 @@ def test_the_config_check_accepts_good_named_files(tmp_path, shipped_config):
     ds["source"] = {**_source(_npz(ws, "train.npz"), _npz(ws, "test.npz")), "num_classes": 4}
     ds["generators"]["imp"] = {"kind": "npz", "path": _npz(ws, "imp.npz")}
     ds["labelers"]["lanet"]["checkpoint"] = str(ws.lanet)
+    ds["labelers"]["splitnet"]["batch_size"] = 8  # a batch the 12 - 1 training images hold
     validate(config, SCHEMA)
     check_config(config)
     check_named_files(config, "digits")

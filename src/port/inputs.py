@@ -171,8 +171,8 @@ def dataset_classes(config: dict, dataset: str) -> int:
 
 def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
     """The checkpoint a labeler slot takes instead of training (train_labeler's input), checked:
-    a model.pt of this pipeline for the configured architecture, classes and image geometry;
-    without one, the slot's batch against the training set."""
+    a model.pt of this pipeline for the configured architecture, classes and image geometry, with
+    weights that fit it; without one, the slot's batch against the training set."""
     path = labeler_checkpoint(config, dataset, slot)
     if not path:
         check_batch_fits(config, dataset, slot)
@@ -181,10 +181,11 @@ def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
     num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
     reference, geometry = source_geometry(config, dataset)
     with _named(f"datasets.{dataset}.labelers.{slot}.checkpoint"):
-        from .models import check_spec, checkpoint_spec  # torch: only when a checkpoint is named
+        from .models import check_spec, checkpoint_spec, model_from_checkpoint  # torch: only when one is named
 
-        _, spec = checkpoint_spec(_file(path, "a checkpoint"))
+        checkpoint, spec = checkpoint_spec(_file(path, "a checkpoint"))
         check_spec(spec, path, ds["labelers"][slot]["arch"], num_classes, geometry, reference)
+        model_from_checkpoint(checkpoint, spec, path)  # the right spec with weights of another network
     return [path]
 
 
