@@ -14,7 +14,7 @@ import yaml
 from port.artifacts import ArtifactError
 from port.inputs import check_finished_datasets, requested_datasets
 from test_bad_input import _snapshot
-from test_trusted_inputs import _npz_dataset, _rgb32_model, _snakemake
+from test_trusted_inputs import REPO, _npz_dataset, _rgb32_model, _snakemake
 
 TARGET = "results/mine/synthetic/imp/labels.h5"  # downstream of the source, the imported set and both labelers
 
@@ -151,3 +151,19 @@ def test_a_sampler_setting_of_an_imported_set_reruns_nothing(finished, tmp_path)
     _edit_config(workdir, lambda ds, c: ds["generators"]["imp"].update(batch_size=7, steps=3))
     plan = _snakemake(workdir, TARGET, "-n")
     assert plan.returncode == 0 and "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]
+
+
+def test_checking_a_finished_dataset_that_names_no_file_imports_no_torch(tmp_path):
+    """The digits default names no file: its start-time check loads neither torch nor h5py
+    (pandas comes with snakemake.cli, which the snakemake command has loaded already)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "results" / "digits").mkdir(parents=True)
+    code = ("import sys, yaml; from snakemake.utils import validate; import port.inputs as inputs; "
+            f"config = yaml.safe_load(open({str(REPO / 'config' / 'config.yaml')!r})); "
+            f"validate(config, {str(REPO / 'config' / 'schema.yaml')!r}); "
+            "print(inputs.check_finished_datasets(config, [], {'all': ['results/digits/port_linf.csv']}), "
+            "sorted(m for m in ('torch', 'h5py') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert result.stdout.strip() == "['digits'] []"

@@ -82,13 +82,13 @@ def check_batch_fits(config: dict, dataset: str, slot: str) -> None:
     """A labeler of an npz dataset needs one batch of the real training set after its validation
     hold-out; found when the run is planned, not inside the job (which would first cost the last
     good model). Built-in datasets are large enough for any batch."""
-    from .config import SettingsError, validation_count
-    from .data import npz_image_shape
-
     ds = config["datasets"][dataset]
     source, block = ds["source"], ds["labelers"][slot]
     if not source_files(config, dataset):
         return
+    from .config import SettingsError, validation_count
+    from .data import npz_image_shape  # h5py: only for an npz source
+
     with _named(f"datasets.{dataset}.source.train"):
         n = npz_image_shape(_file(source["train"], "an npz"), source.get("image_key", "image"))[0]
     left = n - validation_count(n, block["val_fraction"])
