@@ -212,3 +212,10 @@ def test_a_checkpoint_with_the_right_spec_and_other_weights_is_refused_when_plan
     torch.manual_seed(0)
     save_torch({"spec": spec, "state_dict": build_model(**spec).state_dict()}, tmp_path / "lanet.pt")
     assert labeler_inputs(config, "digits", "lanet") == [str(tmp_path / "lanet.pt")]
+
+
+def test_a_study_threat_that_is_not_a_threat_is_named(shipped):
+    bad = copy.deepcopy(shipped)
+    _set(bad, D + "studies.gamma.threat", "l1")
+    with pytest.raises(ConfigError, match="datasets.digits.studies.gamma.threat: 'l1' is not a key of"):
+        check_config(bad)
