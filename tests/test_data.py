@@ -274,7 +274,7 @@ def test_npz_without_num_classes(tmp_path):
     with pytest.raises(ArtifactError, match=r"test.npz: class\(es\) \[6\] appear in test but never in .*train.npz"):
         prepare(tmp_path, "mine", source, tag="wide")
     _one(tmp_path, "test.npz", image=IMAGES, label=np.array([0, -1, 2, 0, 1]))
-    with pytest.raises(ArtifactError, match=r"mine/test: labels must lie in \[0, 2\], found -1..2"):
+    with pytest.raises(ArtifactError, match=r"/test.npz: labels must lie in \[0, 2\], found -1..2"):
         prepare(tmp_path, "mine", source, tag="negative")
 
 

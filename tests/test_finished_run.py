@@ -14,7 +14,7 @@ import yaml
 from port.artifacts import ArtifactError
 from port.inputs import check_finished_datasets, requested_datasets
 from test_bad_input import _snapshot
-from test_trusted_inputs import _npz_dataset, _rgb32_model, _snakemake
+from test_trusted_inputs import REPO, _npz_dataset, _rgb32_model, _snakemake
 
 TARGET = "results/mine/synthetic/imp/labels.h5"  # downstream of the source, the imported set and both labelers
 
@@ -22,10 +22,8 @@ TARGET = "results/mine/synthetic/imp/labels.h5"  # downstream of the source, the
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A tiny npz dataset labelled to TARGET: every config-named file has a finished consumer."""
-    workdir = _npz_dataset(tmp_path_factory.mktemp("finished"), epochs=1, batch_size=16)
-    config = yaml.safe_load((workdir / "mine.yaml").read_text())
-    config["datasets"]["mine"]["labelers"]["splitnet"].update(epochs=1, batch_size=16)
-    (workdir / "mine.yaml").write_text(yaml.safe_dump(config))
+    workdir = _npz_dataset(tmp_path_factory.mktemp("finished"), epochs=1)
+    _edit_config(workdir, lambda ds, c: ds["labelers"]["splitnet"].update(epochs=1))
     result = _snakemake(workdir, TARGET, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
@@ -60,6 +58,20 @@ def source_test_set(workdir):
     return "datasets.mine.source: test4.npz: images are 4x4x1 (HxWxC), but train.npz holds 8x8x1"
 
 
+def class_only_in_test(workdir):
+    """Found inside prepare_data before: the job deleted the previous train.h5 and test.h5 first."""
+    np.savez(workdir / "test5.npz", image=np.zeros((16, 8, 8, 1), np.uint8), label=np.arange(16) % 5)
+    _edit_config(workdir, lambda ds, c: ds["source"].update(test="test5.npz"))
+    return "datasets.mine.source: test5.npz: class(es) [4] appear in test but never in train.npz"
+
+
+def batch_larger_than_the_training_set(workdir):
+    """Found inside train_labeler before: the job deleted the previous model, history and metrics."""
+    _edit_config(workdir, lambda ds, c: ds["labelers"]["splitnet"].update(batch_size=128))
+    return ("datasets.mine.labelers.splitnet.batch_size=128: train.npz holds 48 images, 43 after the "
+            "val_fraction=0.1 hold-out: fewer than one batch")
+
+
 def generator_path_with_another_edit(workdir):
     """The issue's second symptom: with a rerun due anyway (a labeler edit), the wrong file was ignored."""
     message = generator_path(workdir)
@@ -74,8 +86,10 @@ def default_target(workdir):
     return message
 
 
-# one case per config-named file: the imported set's path, a labeler checkpoint, the test set
-CASES = [generator_path_with_another_edit, labeler_checkpoint, default_target]
+# one case per config-named file (the imported set's path, a labeler checkpoint, the test set),
+# and problems a job found only after Snakemake had deleted the earlier outputs
+CASES = [generator_path_with_another_edit, labeler_checkpoint, default_target, class_only_in_test,
+         batch_larger_than_the_training_set]
 
 
 @pytest.mark.integration
@@ -137,3 +151,19 @@ def test_a_sampler_setting_of_an_imported_set_reruns_nothing(finished, tmp_path)
     _edit_config(workdir, lambda ds, c: ds["generators"]["imp"].update(batch_size=7, steps=3))
     plan = _snakemake(workdir, TARGET, "-n")
     assert plan.returncode == 0 and "Nothing to be done" in plan.stdout + plan.stderr, plan.stdout[-3000:]
+
+
+def test_checking_a_finished_dataset_that_names_no_file_imports_no_torch(tmp_path):
+    """The digits default names no file: its start-time check loads neither torch nor h5py
+    (pandas comes with snakemake.cli, which the snakemake command has loaded already)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "results" / "digits").mkdir(parents=True)
+    code = ("import sys, yaml; from snakemake.utils import validate; import port.inputs as inputs; "
+            f"config = yaml.safe_load(open({str(REPO / 'config' / 'config.yaml')!r})); "
+            f"validate(config, {str(REPO / 'config' / 'schema.yaml')!r}); "
+            "print(inputs.check_finished_datasets(config, [], {'all': ['results/digits/port_linf.csv']}), "
+            "sorted(m for m in ('torch', 'h5py') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert result.stdout.strip() == "['digits'] []"

@@ -117,3 +117,105 @@ def test_an_npz_import_takes_only_the_settings_it_reads(shipped):
     assert settings(batch_size=7, steps=3, scheduler="ddpm") == settings() == \
         {"kind": "npz", "path": "imp.npz", "image_key": "image", "label_key": "label", "n_shards": 1, "num_classes": 10}
     assert settings(n_images=100) != settings()
+
+
+def test_an_empty_npz_archive_is_named_as_such(tmp_path):
+    """np.savez() of nothing writes a zip without members: not 'not written by numpy.savez'."""
+    import numpy as np
+
+    from port.artifacts import ArtifactError
+    from port.data import npz_image_shape
+
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(ArtifactError, match=r"empty.npz: no key 'image' \(keys: none: an empty archive\)"):
+        npz_image_shape(tmp_path / "empty.npz")
+
+
+@pytest.mark.parametrize("c_dim, resolution, message", [
+    (3, 8, "sg.pkl: a generator of 3 classes, but labels_from generator needs the dataset's 10 classes"),
+    (0, 8, "sg.pkl: an unconditional generator, but labels_from generator needs the dataset's 10 classes"),
+    (10, 16, "sg.pkl: images are 16x16x1 (HxWxC), but datasets.digits.source (digits) holds 8x8x1"),
+])
+def test_a_stylegan_pickle_that_does_not_fit_the_dataset_is_refused_before_sampling(shipped, tmp_path, c_dim,
+                                                                                    resolution, message):
+    """Item 3 and the late problems: a local pickle's classes and image size are read from its
+    record when the run is planned, not found after every shard is sampled."""
+    from port.artifacts import ArtifactError
+    from port.inputs import generator_inputs
+    from stylegan_pickles import tiny_generator, write_network_pickle
+
+    path = write_network_pickle(tmp_path / "sg.pkl", tiny_generator(c_dim=c_dim, img_resolution=resolution,
+                                                                     img_channels=1))
+    config = copy.deepcopy(shipped)
+    config["datasets"]["digits"]["generators"]["sg"] = {"kind": "stylegan", "model": str(path), "n_images": 10,
+                                                        "labels_from": "generator"}
+    validate(config, SCHEMA)
+    check_config(config)
+    with pytest.raises(ArtifactError) as info:
+        generator_inputs(config, "digits", "sg")
+    assert "datasets.digits.generators.sg.model: " in str(info.value) and message in str(info.value)
+    config["datasets"]["digits"]["generators"]["sg"]["labels_from"] = "lanet"
+    if resolution == 8:  # lanet labels the images: the generator's classes do not matter
+        assert generator_inputs(config, "digits", "sg") == [str(path)]
+
+
+@pytest.mark.parametrize("failure, reason", [
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 5312 vs 5208"), "unexpected pos"),
+])
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch, failure, reason):
+    """A full disk during torch.save: one message naming the checkpoint, the old file untouched."""
+    import torch
+
+    from port.artifacts import ArtifactError, save_torch
+
+    path = tmp_path / "ckpt.pt"
+    save_torch({"epoch": 1}, path)
+    before = path.read_bytes()
+
+    def fail(obj, target):
+        Path(target).write_bytes(b"partial")
+        raise failure
+
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.raises(ArtifactError, match=rf"ckpt.pt: cannot write the checkpoint \(.*{reason}.* MB free on its"):
+        save_torch({"epoch": 2}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_an_unwritable_results_folder_names_the_file(tmp_path):
+    """A file where the results folder should be (as a read-only folder, refused by the OS)."""
+    from port.artifacts import ArtifactError, write_csv
+    import pandas as pd
+
+    (tmp_path / "results").write_text("not a folder\n")
+    with pytest.raises(ArtifactError, match=r"results/mine/x.csv: cannot write in .*results/mine \("):
+        write_csv(pd.DataFrame({"a": [1]}), tmp_path / "results" / "mine" / "x.csv")
+
+
+def test_a_checkpoint_with_the_right_spec_and_other_weights_is_refused_when_planned(shipped, tmp_path):
+    """Found inside train_labeler before (after Snakemake had deleted the previous model)."""
+    import torch
+
+    from port.artifacts import ArtifactError, save_torch
+    from port.inputs import labeler_inputs
+    from port.models import build_model, model_spec
+
+    spec = model_spec("small_cnn", 1, 10, 8, [0.5], [0.25])
+    wide = model_spec("small_cnn", 1, 4, 8, [0.5], [0.25])  # weights of a 4-class network under a 10-class spec
+    save_torch({"spec": spec, "state_dict": build_model(**wide).state_dict()}, tmp_path / "lanet.pt")
+    config = copy.deepcopy(shipped)
+    config["datasets"]["digits"]["labelers"]["lanet"]["checkpoint"] = str(tmp_path / "lanet.pt")
+    with pytest.raises(ArtifactError, match=r"datasets.digits.labelers.lanet.checkpoint: .*lanet.pt: weights do "
+                                            r"not fit a 'small_cnn' \("):
+        labeler_inputs(config, "digits", "lanet")
+    torch.manual_seed(0)
+    save_torch({"spec": spec, "state_dict": build_model(**spec).state_dict()}, tmp_path / "lanet.pt")
+    assert labeler_inputs(config, "digits", "lanet") == [str(tmp_path / "lanet.pt")]
+
+
+def test_a_study_threat_that_is_not_a_threat_is_named(shipped):
+    bad = copy.deepcopy(shipped)
+    _set(bad, D + "studies.gamma.threat", "l1")
+    with pytest.raises(ConfigError, match="datasets.digits.studies.gamma.threat: 'l1' is not a key of"):
+        check_config(bad)

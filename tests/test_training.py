@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import port.training as training
 from port.artifacts import ArtifactError, ImageWriter, load_torch, provenance, write_images
-from port.config import SettingsError
+from port.config import SettingsError, validation_count
 from port.models import build_model, load_model, model_spec, save_model, training_record
 from port.recipe import ce_plus_kl
 from port.training import TrainSettings, mix_batches, port_loss, train, validation_split
@@ -439,7 +439,7 @@ def test_the_validation_set_takes_the_labelled_images_it_is_given(toy_data, tmp_
     train(train_path=toy_data / "train.h5", model_out=tmp_path / "model.pt", history_out=tmp_path / "history.csv",
           checkpoint_path=None, settings={**SETTINGS, "epochs": 1}, seed=0, synthetic_path=toy_data / "synthetic.h5",
           val_synthetic_path=tmp_path / "val.h5", progress=False)
-    n_real = training.validation_size(200, SETTINGS["val_fraction"])
+    n_real = validation_count(200, SETTINGS["val_fraction"])
     assert len(seen[0]) == n_real + 20 and (seen[0][n_real:] == 3).all()
 
 

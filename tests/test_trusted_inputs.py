@@ -278,6 +278,7 @@ def test_the_config_check_accepts_good_named_files(tmp_path, shipped_config):
     ds["source"] = {**_source(_npz(ws, "train.npz"), _npz(ws, "test.npz")), "num_classes": 4}
     ds["generators"]["imp"] = {"kind": "npz", "path": _npz(ws, "imp.npz")}
     ds["labelers"]["lanet"]["checkpoint"] = str(ws.lanet)
+    ds["labelers"]["splitnet"]["batch_size"] = 8  # a batch the 12 - 1 training images hold
     validate(config, SCHEMA)
     check_config(config)
     check_named_files(config, "digits")
@@ -302,7 +303,9 @@ def _npz_dataset(workdir: Path, **labelers) -> Path:
                  label=np.arange(n) % 4)
     mine = {"source": {"kind": "npz", "train": "train.npz", "test": "test.npz"},
             "generators": {"imp": {"kind": "npz", "path": "imported.npz", "label_key": None}},
-            "labelers": {"lanet": {"arch": "small_cnn", **labelers}, "splitnet": {"arch": "mlp"}},
+            # batches that fit 48 - 5 images (a larger one is refused when the run is planned)
+            "labelers": {"lanet": {"arch": "small_cnn", "batch_size": 16, **labelers},
+                         "splitnet": {"arch": "mlp", "batch_size": 16}},
             "discrimination": {"eps": [0.0, 0.05]}, "scores": {"discriminator_eps": 0.05},
             "generator_ranking": {"generators": ["imp"]},
             "threats": {"linf": {"norm": "linf", "eps": 0.1, "step_size": 0.025, "steps": 2}},

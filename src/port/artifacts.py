@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -320,12 +321,15 @@ def object_digest(obj) -> str:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only on success."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # A job killed with SIGKILL leaves its temporary file behind; it never looks finished (a
-    # hidden .tmp name) and the rerun (Snakemake never runs two jobs for one output) removes it.
-    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # A job killed with SIGKILL leaves its temporary file behind; it never looks finished (a
+        # hidden .tmp name) and the rerun (Snakemake never runs two jobs for one output) removes it.
+        for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as err:  # a read-only results folder, a file where a folder should be
+        raise ArtifactError(f"{final}: cannot write in {final.parent} ({err.strerror or err})") from err
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -376,7 +380,13 @@ def save_torch(obj, path: str | os.PathLike) -> None:
             obj[INPUTS_KEY] = dict(inputs)
         obj[CHECKSUM_KEY] = object_digest(obj)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except (OSError, RuntimeError) as err:  # a full disk reaches torch's zip writer as "unexpected pos"
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+            free = shutil.disk_usage(tmp.parent).free / 1e6
+            raise ArtifactError(f"{path}: cannot write the checkpoint ({reason}; {free:.1f} MB free on its "
+                                f"file system)") from err
 
 
 def load_torch(path: str | os.PathLike) -> dict:

@@ -143,14 +143,14 @@ def check_config(config: dict) -> None:
             if threat["eps"] > 0 and threat["step_size"] == 0:
                 raise ConfigError(f"{where}.threats.{threat_name}.step_size: must be > 0 when eps > 0")
         _check_trades(ds["training"], f"{where}.training")
-        for settings, key, epochs_key in trainer_schedules(config, ds_name):
-            _check_schedule(settings, key, epochs_key)
         if "recipe_study" in ds:
             study = ds["recipe_study"]
             if study["threat"] not in ds["threats"]:
                 raise ConfigError(f"{where}.recipe_study.threat: '{study['threat']}' is not a key of {where}.threats")
             for variant, overrides in study["variants"].items():
                 _check_trades({**ds["training"], **overrides.get("training", {})}, f"{where}.recipe_study.variants.{variant}")
+        for settings, key, epochs_key in trainer_schedules(config, ds_name):  # after the threat names are checked
+            _check_schedule(settings, key, epochs_key)
 
 
 def trainer_schedules(config: dict, dataset: str):
@@ -170,6 +170,10 @@ def trainer_schedules(config: dict, dataset: str):
         key = variant(config, dataset, name)["key"]
         yield recipe_settings(config, dataset, name, arch), key, f"{key}.epochs"
     studies = ds.get("studies", {})
+    for name in ("gamma", "sample_complexity"):
+        if studies.get(name, {}).get("threat", next(iter(ds["threats"]))) not in ds["threats"]:
+            raise ConfigError(f"{where}.studies.{name}.threat: '{studies[name]['threat']}' is not a key of "
+                              f"{where}.threats")
     if "gamma" in studies:
         name = paths.gamma_variant(studies["gamma"]["values"][0])
         yield recipe_settings(config, dataset, name, arch), f"{where}.studies.gamma.training", \
@@ -282,6 +286,11 @@ def _check_trades(training: dict, where: str) -> None:
     if training.get("loss") == "trades" and training.get("attack_batchnorm") != "eval":
         raise ConfigError(f"{where}.attack_batchnorm: loss trades crafts its attack with BatchNorm frozen, "
                           f"set attack_batchnorm: eval")
+
+
+def validation_count(n: int, fraction: float) -> int:
+    """How many of `n` real training images a trainer holds out for validation (at least one)."""
+    return max(1, int(round(n * fraction)))
 
 
 def pipeline_model_pattern(config: dict, dataset: str, generator: str) -> str | None:

@@ -76,7 +76,7 @@ def load_npz_images(path, image_key: str = "image", label_key: str | None = "lab
     return images, labels
 
 
-_ZIP_SIGNATURE = b"PK\x03\x04"
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a member first; an empty archive (np.savez() of nothing)
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -89,7 +89,7 @@ def open_npz(path) -> np.lib.npyio.NpzFile:
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
     with open(path, "rb") as stream:
-        is_zip = stream.read(len(_ZIP_SIGNATURE)) == _ZIP_SIGNATURE
+        is_zip = stream.read(4) in _ZIP_SIGNATURES
     if not is_zip:
         raise ArtifactError(f"{path}: not an npz of arrays (no zip archive, as numpy.savez writes)")
     try:
@@ -98,9 +98,14 @@ def open_npz(path) -> np.lib.npyio.NpzFile:
         raise ArtifactError(f"{path}: not an npz of arrays (unreadable zip archive: {type(err).__name__})") from err
 
 
+def _missing_key(archive, key: str, path) -> ArtifactError:
+    keys = ", ".join(archive.files) or "none: an empty archive"
+    return ArtifactError(f"{path}: no key '{key}' (keys: {keys})")
+
+
 def _npz_array(archive, key: str, path) -> np.ndarray:
     if key not in archive.files:
-        raise ArtifactError(f"{path}: no key '{key}' (keys: {', '.join(archive.files)})")
+        raise _missing_key(archive, key, path)
     try:
         return archive[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # object arrays need pickle: refused
@@ -114,7 +119,7 @@ def npz_image_shape(path, image_key: str = "image", label_key: str | None = None
     with open_npz(path) as archive:
         for key in (image_key, label_key):
             if key is not None and key not in archive.files:
-                raise ArtifactError(f"{path}: no key '{key}' (keys: {', '.join(archive.files)})")
+                raise _missing_key(archive, key, path)
         try:
             with archive.zip.open(f"{image_key}.npy") as member:
                 read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(member))
@@ -154,6 +159,28 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(0).tolist(), np.maximum(pixels.std(0), 1e-3).tolist()
 
 
+def npz_class_count(name: str, source: dict, train_labels: np.ndarray, test_labels: np.ndarray) -> int:
+    """The classes of an npz dataset without `num_classes` (optional in the schema): as many as
+    the training labels use. A test class that training never shows is a label mix-up, not a
+    class: refused (prepare_data, and when the workflow plans the run: see port.inputs)."""
+    num_classes = int(train_labels.max()) + 1
+    check_labels(train_labels, num_classes, source["train"])  # still rejects negative labels
+    unseen = np.setdiff1d(test_labels[test_labels >= 0], train_labels)
+    if len(unseen):
+        raise ArtifactError(f"{source['test']}: class(es) {unseen.tolist()} appear in test but never in "
+                            f"{source['train']}; set datasets.{name}.source.num_classes if that is intended")
+    check_labels(test_labels, num_classes, source["test"])
+    return num_classes
+
+
+def npz_labels(path, label_key: str, num_classes: int | None) -> np.ndarray:
+    """An npz's labels alone (no images read), checked against the class count when known."""
+    with open_npz(path) as archive:
+        labels = _npz_array(archive, label_key, path)
+    check_labels(labels, num_classes, path)
+    return labels
+
+
 def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) -> None:
     """Materialise one configured dataset as train/test HDF5 image sets."""
     kind = source["kind"]
@@ -174,14 +201,8 @@ def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) 
         check_labels(labels, num_classes, f"{name}/{split}")
     check_same_geometry(source.get("train", f"{name}/train"), train[0].shape,
                         source.get("test", f"{name}/test"), test[0].shape)
-    if num_classes is None:  # npz without `num_classes` (optional in the schema): as many as train uses
-        num_classes = int(train[1].max()) + 1
-        check_labels(train[1], num_classes, f"{name}/train")  # still rejects negative labels
-        unseen = np.setdiff1d(test[1][test[1] >= 0], train[1])
-        if len(unseen):  # a test class the models never see in training: a label mix-up, not a class
-            raise ArtifactError(f"{source['test']}: class(es) {unseen.tolist()} appear in test but never in "
-                                f"{source['train']}; set datasets.{name}.source.num_classes if that is intended")
-        check_labels(test[1], num_classes, f"{name}/test")
+    if num_classes is None:
+        num_classes = npz_class_count(name, source, train[1], test[1])
     mean, std = channel_stats(train[0])
     for (images, labels), out in ((train, train_out), (test, test_out)):
         attrs = provenance("prepare_data", source, seed, dataset=name, num_classes=int(num_classes),

@@ -6,14 +6,15 @@ read the files: while Snakemake builds the DAG, before any job, and only for the
 run builds. Snakemake discards an input function's error when the job's outputs already exist,
 so the Snakefile also runs them all when the workflow starts (`check_finished_datasets`) for
 the requested datasets that hold results. They read headers only (npz array headers, a
-checkpoint's spec): existence, kind, readable header, image geometry against the dataset's, a
-checkpoint's architecture and classes. Each error names the config key and the file. The Snakefile imports this module, so it loads
+checkpoint's spec) and an npz source's labels: existence, kind, readable header, image geometry
+against the dataset's, labels and classes, a checkpoint's architecture and classes. Each error names the config key and the file. The Snakefile imports this module, so it loads
 h5py, numpy and torch only once the config names a file to check (DAG parsing stays light).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from pathlib import Path
 
@@ -73,7 +74,42 @@ def source_inputs(config: dict, dataset: str) -> list[str]:
     files = source_files(config, dataset)
     if files:
         source_geometry(config, dataset)
+        source_class_count(config, dataset)
     return list(files.values())
+
+
+def check_batch_fits(config: dict, dataset: str, slot: str) -> None:
+    """A labeler of an npz dataset needs one batch of the real training set after its validation
+    hold-out; found when the run is planned, not inside the job (which would first cost the last
+    good model). Built-in datasets are large enough for any batch."""
+    ds = config["datasets"][dataset]
+    source, block = ds["source"], ds["labelers"][slot]
+    if not source_files(config, dataset):
+        return
+    from .config import SettingsError, validation_count
+    from .data import npz_image_shape  # h5py: only for an npz source
+
+    with _named(f"datasets.{dataset}.source.train"):
+        n = npz_image_shape(_file(source["train"], "an npz"), source.get("image_key", "image"))[0]
+    left = n - validation_count(n, block["val_fraction"])
+    if left < block["batch_size"]:
+        raise SettingsError(f"datasets.{dataset}.labelers.{slot}.batch_size={block['batch_size']}: {source['train']} "
+                            f"holds {n} images, {left} after the val_fraction={block['val_fraction']} hold-out: "
+                            f"fewer than one batch")
+
+
+def source_class_count(config: dict, dataset: str) -> int:
+    """An npz source's classes, from its labels alone: labels within `num_classes`, and without
+    it no test class that the training labels never show (what prepare_data would refuse)."""
+    from .data import npz_class_count, npz_labels
+
+    source = config["datasets"][dataset]["source"]
+    labels = {}
+    for split, path in source_files(config, dataset).items():
+        with _named(f"datasets.{dataset}.source.{split}"):
+            labels[split] = npz_labels(path, source.get("label_key", "label"), source.get("num_classes"))
+    with _named(f"datasets.{dataset}.source"):
+        return source.get("num_classes") or npz_class_count(dataset, source, labels["train"], labels["test"])
 
 
 def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
@@ -95,23 +131,61 @@ def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
     elif files:
         with _named(f"datasets.{dataset}.generators.{generator}.model"):
             _check_model(files[0], gen["kind"])
+            if gen["kind"] == "stylegan":
+                _check_stylegan(config, dataset, generator, files[0])
     return files
+
+
+def _check_stylegan(config: dict, dataset: str, generator: str, path: str) -> None:
+    """A local StyleGAN pickle must make the dataset's images and, under labels_from generator,
+    its classes (otherwise classes past the generator's get no image)."""
+    from .artifacts import ArtifactError
+    from .config import labels_from
+    from .data import check_same_geometry
+
+    stat = Path(path).stat()
+    classes, shape = _recorded_stylegan(path, stat.st_mtime_ns, stat.st_size)
+    reference, geometry = source_geometry(config, dataset)
+    if geometry is not None:
+        check_same_geometry(reference, geometry, path, shape)
+    if labels_from(config, dataset, generator) == "generator":
+        wanted = dataset_classes(config, dataset)
+        if classes != wanted:
+            what = "an unconditional generator" if classes == 0 else f"a generator of {classes} classes"
+            raise ArtifactError(f"{path}: {what}, but labels_from generator needs the dataset's {wanted} classes")
+
+
+@functools.lru_cache(maxsize=8)
+def _recorded_stylegan(path: str, mtime_ns: int, size: int) -> tuple[int, tuple]:
+    """recorded_output, read once per file version (the input function runs once per shard)."""
+    from .stylegan import recorded_output  # torch: only when a local StyleGAN pickle is named
+
+    return recorded_output(path)
+
+
+def dataset_classes(config: dict, dataset: str) -> int:
+    """The dataset's class count: `source.num_classes`, the built-in kind's, or an npz source's labels'."""
+    source = config["datasets"][dataset]["source"]
+    return source.get("num_classes") or NUM_CLASSES.get(source["kind"]) or source_class_count(config, dataset)
 
 
 def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
     """The checkpoint a labeler slot takes instead of training (train_labeler's input), checked:
-    a model.pt of this pipeline for the configured architecture, classes and image geometry."""
+    a model.pt of this pipeline for the configured architecture, classes and image geometry, with
+    weights that fit it; without one, the slot's batch against the training set."""
     path = labeler_checkpoint(config, dataset, slot)
     if not path:
+        check_batch_fits(config, dataset, slot)
         return []
     ds = config["datasets"][dataset]
     num_classes = ds["source"].get("num_classes") or NUM_CLASSES.get(ds["source"]["kind"])
     reference, geometry = source_geometry(config, dataset)
     with _named(f"datasets.{dataset}.labelers.{slot}.checkpoint"):
-        from .models import check_spec, checkpoint_spec  # torch: only when a checkpoint is named
+        from .models import check_spec, checkpoint_spec, model_from_checkpoint  # torch: only when one is named
 
-        _, spec = checkpoint_spec(_file(path, "a checkpoint"))
+        checkpoint, spec = checkpoint_spec(_file(path, "a checkpoint"))
         check_spec(spec, path, ds["labelers"][slot]["arch"], num_classes, geometry, reference)
+        model_from_checkpoint(checkpoint, spec, path)  # the right spec with weights of another network
     return [path]
 
 

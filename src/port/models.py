@@ -236,12 +236,17 @@ def load_model(path, expect_arch: str | None = None, expect_classes: int | None 
     checkpoint, spec = checkpoint_spec(path)
     check_spec(spec, path, expect_arch, expect_classes,
                None if expect_images is None else image_set_shape(expect_images), expect_images)
+    return model_from_checkpoint(checkpoint, spec, path).eval(), {**spec, "metadata": checkpoint.get("metadata", {})}
+
+
+def model_from_checkpoint(checkpoint: dict, spec: dict, path) -> nn.Module:
+    """The network `spec` describes with the checkpoint's weights; refuses weights of other shapes."""
     model = build_model(**{k: spec[k] for k in SPEC_KEYS})
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
-        raise ArtifactError(f"{path}: weights do not fit a '{spec['arch']}' ({err})") from err
-    return model.eval(), {**spec, "metadata": checkpoint.get("metadata", {})}
+        raise ArtifactError(f"{path}: weights do not fit a '{spec['arch']}' ({str(err).splitlines()[0]})") from err
+    return model
 
 
 def penultimate_features(model: nn.Module, images: np.ndarray, batch: int = 1024) -> np.ndarray:

@@ -390,6 +390,20 @@ def load_stylegan(path) -> StyleGAN2Generator:
     return generator.eval()
 
 
+def recorded_output(path) -> tuple[int, tuple[int, int, int]]:
+    """The classes (0: unconditional) and the H x W x C images that G_ema of a local network
+    pickle was built for, from its record (no network is built), so that a pickle that does not
+    fit the dataset is refused before any shard is sampled."""
+    record = load_network_pickle(path).get("G_ema")
+    if not isinstance(record, PersistentRecord):
+        raise StyleGANError(f"{path}: no recorded G_ema network")
+    try:
+        c_dim, resolution, channels = (int(_attr(record, k)) for k in ("c_dim", "img_resolution", "img_channels"))
+    except (StyleGANError, TypeError, ValueError) as err:
+        raise StyleGANError(f"{path}: G_ema's record has no usable c_dim, img_resolution, img_channels ({err})") from None
+    return c_dim, (resolution, resolution, channels)
+
+
 def image_labels(indices: np.ndarray, num_classes: int, class_labels: list[int] | None) -> np.ndarray:
     """Balanced classes: image i gets class i mod C, or class_labels[i mod len] when configured."""
     if class_labels:

@@ -32,7 +32,7 @@ from . import distributed
 from .artifacts import ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set, write_csv
 from .attacks import Attack, batchnorm_mode, random_start
 from .compute import Compute, channels_last
-from .config import SettingsError, schema_defaults
+from .config import SettingsError, schema_defaults, validation_count
 from .devices import default_device
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
@@ -119,16 +119,10 @@ class TrainSettings:
         return synthetic_batch_size(self.batch_size, self.synthetic_fraction)
 
 
-def validation_size(n: int, fraction: float) -> int:
-    """How many of n real training images validation_split holds out (so a stage can add as many
-    synthetic ones: a discriminator's balanced validation set)."""
-    return max(1, int(round(n * fraction)))
-
-
 def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation) of a seeded random split of the real training set."""
     order = rng(seed, "validation").permutation(n)
-    n_val = validation_size(n, fraction)
+    n_val = validation_count(n, fraction)
     if n_val >= n:
         raise SettingsError(f"val_fraction {fraction} leaves no training images out of {n}")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
