@@ -76,7 +76,10 @@ def verify_fetched(folder) -> None:
 
 
 def verify_if_fetched(source) -> None:
-    """Verify a shard's model against its manifest when it is (inside) a fetched folder."""
+    """Verify a shard's model against its manifest when it is (inside) a fetched folder (an
+    imported npz set's `source` is a list or mapping of parts: never fetched)."""
+    if not isinstance(source, (str, Path)):
+        return
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
     if (folder / MANIFEST).is_file():
         verify_fetched(folder)
