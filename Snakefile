@@ -10,6 +10,7 @@ from port import config as port_config
 from port import inputs as port_inputs
 from port import paths
 from port import plan as port_plan
+from port import site as port_site
 from port.seeds import derive_seed
 
 min_version("9.0")
@@ -47,8 +48,13 @@ include: "rules/scarcity.smk"
 
 
 localrules:
+    fetch_model,
     plan_dataset,
     plan,
+
+
+onstart:
+    port_site.check_site_values(workflow.resource_settings)  # before any sbatch: no SET_ME_* left in the profile
 
 
 rule all:

@@ -19,10 +19,17 @@ def trained_generator_model(wc):
     return [path] if path else []
 
 
+def fetched_generator_model(wc):
+    """The folder rule fetch_model downloads a hub id or URL into (none for models on disk)."""
+    remote = port_config.remote_model(config, wc.dataset, wc.generator)
+    return [paths.FETCHED_MODEL.format(dataset=wc.dataset, generator=wc.generator)] if remote else []
+
+
 def generator_files(wc):
-    """What a shard's `source` names on disk: the pipeline-trained model, or a local model or an
-    imported npz set's parts named in config (checked); none for hub ids."""
-    return trained_generator_model(wc) or port_inputs.generator_inputs(config, wc.dataset, wc.generator)
+    """What a shard's `source` names on disk: the pipeline-trained model, the fetched copy of a hub
+    id or URL, or a local model or an imported npz set's parts named in config (checked)."""
+    return (trained_generator_model(wc) or fetched_generator_model(wc)
+            or port_inputs.generator_inputs(config, wc.dataset, wc.generator))
 
 
 def npz_reference(wc):
@@ -32,9 +39,12 @@ def npz_reference(wc):
 
 
 def generator_source(wc):
-    """What the shard reads: a pipeline-trained model, a hub id or directory, or an npz file."""
+    """What the shard reads: a pipeline-trained model, the fetched copy of a hub id or URL, a local
+    directory or pickle, or an npz file."""
     gen = dataset_cfg(wc)["generators"][wc.generator]
-    trained = trained_generator_model(wc)
+    trained, fetched = trained_generator_model(wc), fetched_generator_model(wc)
+    if fetched:
+        return port_config.fetched_source(fetched[0], gen["model"])
     return trained[0] if trained else gen.get("model", gen.get("path"))
 
 

@@ -40,6 +40,19 @@ rule train_gan:
         "../workflow/scripts/train_gan.py"
 
 
+rule fetch_model:  # local (Snakefile localrules): the submitting host has the network
+    output:
+        out_dir=directory(paths.FETCHED_MODEL),
+    params:
+        model=lambda wc: port_config.remote_model(config, wc.dataset, wc.generator),
+    log:
+        "logs/fetch_model/{dataset}/{generator}.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/fetch_model.py"
+
+
 rule sample_shard:
     input:
         generator_files,

@@ -5,6 +5,7 @@
 rule plan_dataset:
     input:
         rate_files=lambda wc: port_plan.rate_files(config["plan"]["device"]),
+        imported_sets=lambda wc: port_plan.imported_sets(config, wc.dataset),
     output:
         out_csv=report(
             paths.PLAN,

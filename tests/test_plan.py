@@ -8,6 +8,7 @@ import pytest
 from conftest import REPO, run_snakemake
 
 from port import plan
+from port.artifacts import ArtifactError
 from port.config import ConfigError
 
 H200 = "gpu-h200-2026-11-27"
@@ -99,3 +100,10 @@ def test_plan_target_runs_and_reruns_when_the_config_changes(tmp_path):
     (tmp_path / "tiny.yaml").write_text("datasets: {cifar10: {generators: {ddpm: {steps: 500}}}}\n")
     rerun = run_snakemake(tmp_path, "-n", "results/cifar10/plan.csv")
     assert rerun.returncode == 0 and "plan_dataset" in rerun.stdout, rerun.stderr[-2000:]
+
+
+def test_an_imported_set_is_an_input_of_its_plan_and_named_when_missing(shipped_config):
+    parts = ["data/cifar10/edm/20m_part1.npz", "data/cifar10/edm/20m_part2.npz"]
+    assert plan.imported_sets(shipped_config, "cifar10-wang2023") == parts  # Snakemake: missing input, before the job
+    with pytest.raises(ArtifactError, match=r"datasets\.cifar10-wang2023\.generators\.edm-20m\.path: .*20m_part1"):
+        plan.dataset_facts(shipped_config, "cifar10-wang2023")

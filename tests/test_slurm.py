@@ -1,6 +1,7 @@
 """The SLURM profile for real: a one-node SLURM cluster on 127.0.0.1 (tests/slurm_cluster.py,
-conf files in tests/slurm/) runs the tiny digits DAG through `profiles/slurm` unchanged, plus a
-test layer (tests/slurm/profile) that only shortens the status polling. Skipped where the SLURM
+conf files in tests/slurm/) runs the tiny digits DAG through `profiles/slurm` with its three site
+values set (as a user does; SITE_VALUES), plus a test layer (tests/slurm/profile) that only
+shortens the status polling. The shipped profile, placeholders left, submits nothing. Skipped where the SLURM
 and munge binaries are missing; .ci/run installs them (Debian: slurm-wlm munge)."""
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import yaml
 from conftest import REPO, TINY, declared_gpu_rules
 from slurm_cluster import Cluster, missing_tools
 
-PROFILE = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+SHIPPED = (REPO / "profiles/slurm/config.yaml").read_text()
+# The profile's three site values, as the walkthrough (docs/cifar10-cluster.md) has a user set them.
+SITE_VALUES = {"SET_ME_account": "port", "SET_ME_cpu_partition": "cpu", "SET_ME_gpu_partition": "gpu"}
+SITE_PROFILE = SHIPPED
+for placeholder, value in SITE_VALUES.items():
+    SITE_PROFILE = SITE_PROFILE.replace(placeholder, value)
+PROFILE = yaml.safe_load(SITE_PROFILE)
 TEST_LAYER = REPO / "tests/slurm/profile"
 TARGET = "results/digits/port_linf.csv"
 # The tiny DAG behind port_linf.csv with random selection only (adaptive selection would add the
@@ -59,15 +66,49 @@ def cluster(tmp_path_factory):
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
-    """`snakemake --profile <repo>/slurm --profile tests/slurm/profile results/digits/port_linf.csv`."""
-    workdir = tmp_path_factory.mktemp("digits_slurm")
+def snakemake_command(profile: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml",
+            "--profile", str(profile), "--profile", str(TEST_LAYER), *args]
+
+
+def tiny_workdir(workdir: Path) -> Path:
     config = copy.deepcopy(TINY)
     config["datasets"]["digits"]["selection"].update(SELECTION)
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", "tiny.yaml",
-               "--profile", str(REPO / "slurm"), "--profile", str(TEST_LAYER), TARGET]
+    return workdir
+
+
+def submitted(cluster) -> list[str]:
+    return cluster.run("squeue", "--states=all", "--noheader", "--format=%i").stdout.split()
+
+
+def check_nothing_submitted_with_placeholders(cluster, workdir: Path) -> None:
+    """The shipped profile (SET_ME_* left) stops the run before any sbatch, with one message naming each key."""
+    before = submitted(cluster)
+    result = subprocess.run(snakemake_command(REPO / "slurm", TARGET), cwd=workdir, env=cluster.env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "profiles/slurm/config.yaml" in line]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for key in ("default-resources.slurm_account", "default-resources.slurm_partition",
+                "set-resources.train_ddpm.slurm_partition"):
+        assert key in errors[0]
+    assert submitted(cluster) == before
+
+
+def test_placeholders_stop_the_run_before_any_sbatch(cluster, tmp_path):
+    check_nothing_submitted_with_placeholders(cluster, tiny_workdir(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    """`snakemake --profile <site>/slurm --profile tests/slurm/profile results/digits/port_linf.csv`,
+    <site>/slurm being profiles/slurm with SITE_VALUES set."""
+    workdir = tiny_workdir(tmp_path_factory.mktemp("digits_slurm"))
+    profile = tmp_path_factory.mktemp("site") / "slurm"
+    profile.mkdir()
+    (profile / "config.yaml").write_text(SITE_PROFILE)
+    command = snakemake_command(profile, TARGET)
     start = time.monotonic()
     result = subprocess.run(command, cwd=workdir, env=cluster.env, capture_output=True, text=True, timeout=1500)
     seconds = time.monotonic() - start
@@ -103,6 +144,15 @@ def test_jobs_went_through_sbatch_with_the_profiles_resources(cluster, slurm_run
         assert (f"TresPerJob=gres:gpu:{gpus}" in detail) == bool(gpus), (rule, detail)
         if gpus:  # cpus_per_gpu reached sbatch (not the rule's threads)
             assert f"CpusPerTres=gres:gpu:{wanted['cpus_per_gpu']}" in detail, (rule, detail)
+
+
+def test_placeholders_stop_a_rerun_in_a_finished_folder(cluster, slurm_run):
+    workdir, _ = slurm_run
+    (workdir / "tiny.yaml").write_text((workdir / "tiny.yaml").read_text().replace("epochs: 2", "epochs: 3"))
+    try:  # a config edit gives the finished folder jobs to submit; the placeholders still stop it first
+        check_nothing_submitted_with_placeholders(cluster, workdir)
+    finally:
+        tiny_workdir(workdir)
 
 
 def test_gpu_jobs_use_the_gpu_slurm_gave_them(slurm_run):

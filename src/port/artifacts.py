@@ -54,6 +54,7 @@ INPUTS_KEY = "inputs_sha256"  # HDF5 attribute / checkpoint key: {input path: di
 _MAX_INPUTS_ATTR = 48_000  # HDF5 attributes stop at 64 KiB; beyond this only a digest is kept
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MODEL_DIRECTORY_MARKER = "model_index.json"  # what save_pretrained writes: the only directory a stage reads
+FETCHED_MARKER = "manifest.json"  # a folder fetched by rule fetch_model (port.fetch): the other one
 SEAL_BYTES = 512  # the HDF5 user block (ignored by HDF5) that holds the file's seal
 _SEAL_PREFIX = b"port-pipeline seal sha256 "
 _input_checksums: contextvars.ContextVar[dict | None] = contextvars.ContextVar("port_input_checksums",
@@ -250,9 +251,9 @@ def verify_hdf5(path) -> str:
 def artifact_digest(path) -> str:
     """The checksum of one stage input: HDF5 content (verified against its seal), else the
     file's sha256 (checkpoints are verified when loaded), or a saved model directory's files in
-    sorted order. Any other directory is refused here, before the stage runs."""
+    sorted order (or a fetched folder's). Any other directory is refused here, before the stage runs."""
     path = Path(path)
-    if path.is_dir() and not (path / MODEL_DIRECTORY_MARKER).is_file():
+    if path.is_dir() and not any((path / marker).is_file() for marker in (MODEL_DIRECTORY_MARKER, FETCHED_MARKER)):
         raise ArtifactError(f"{path}: is a directory, expected a file (or a saved model directory with "
                             f"{MODEL_DIRECTORY_MARKER})")
     if path.is_dir():

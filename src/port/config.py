@@ -12,6 +12,7 @@ import math
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 from . import paths
 
@@ -317,6 +318,32 @@ def source_files(config: dict, dataset: str) -> dict[str, str]:
     """The npz files a dataset is read from ({} for built-in datasets), by split."""
     source = config["datasets"][dataset]["source"]
     return {split: source[split] for split in ("train", "test")} if source["kind"] == "npz" else {}
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # `google/ddpm-cifar10-32`: one slash at most
+
+
+def is_url(model: str) -> bool:
+    return urlparse(str(model)).scheme in ("http", "https")
+
+
+def remote_model(config: dict, dataset: str, generator: str) -> str | None:
+    """The hub id (kind diffusers) or URL (kind stylegan) a generator's model is fetched from by
+    the local rule fetch_model; None for a model on disk, a pipeline-trained one, or npz sets."""
+    gen = config["datasets"][dataset]["generators"][generator]
+    model = gen.get("model")
+    if not model or pipeline_model(config, dataset, generator) is not None or os.path.exists(model):
+        return None
+    if gen["kind"] == "stylegan" and is_url(model):
+        return model
+    if gen["kind"] == "diffusers" and HUB_ID.fullmatch(model):
+        return model
+    return None
+
+
+def fetched_source(folder: str, model: str) -> str:
+    """What a shard reads from a fetched folder: a URL's network pickle, or the hub snapshot itself."""
+    return f"{folder}/network.pkl" if is_url(model) else folder
 
 
 def generator_files(config: dict, dataset: str, generator: str) -> list[str]:

@@ -340,6 +340,9 @@ def sample_shard(*, source: str, out_path, shard: int, settings: dict, seed: int
                  dataset: str | None = None, reference=None) -> None:
     """One shard of a generator's images, whatever its kind (the rule sample_shard); `reference`:
     the real image set an imported npz set must match."""
+    from .fetch import verify_if_fetched
+
+    verify_if_fetched(source)  # a hub snapshot or URL file fetched by rule fetch_model: unchanged since
     if settings["kind"] == "diffusers":
         sample_diffusers_shard(source, out_path, shard, settings, seed, dataset=dataset)
     elif settings["kind"] == "npz":

@@ -24,10 +24,14 @@ def use_threads(threads: int) -> None:
 
 
 @contextlib.contextmanager
-def logged_job(smk):
+def logged_job(smk, offline: bool = True):
     """Send stdout, stderr and logging to `smk.log[0]`, use the job's thread count and, for a
     job with `resources.gpu >= 1` that no scheduler placed, claim free GPUs (port.devices). Every
-    input is verified against its recorded checksum first, and the outputs record the inputs' checksums."""
+    input is verified against its recorded checksum first, and the outputs record the inputs' checksums.
+    Jobs are `offline` (HF_HUB_OFFLINE=1: compute nodes may have no network; they read what the
+    local rule fetch_model fetched); only that rule is not."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub at import, which comes later
     use_threads(max(1, int(getattr(smk, "threads", 1))))
     log_path = smk.log[0] if len(smk.log) else None
     if log_path is None:

@@ -114,6 +114,7 @@ LABELER_MODEL = LABELER + "/model.pt"
 LABELER_HISTORY = LABELER + "/history.csv"
 LABELER_METRICS = LABELER + "/metrics.csv"
 
+FETCHED_MODEL = RESULTS + "/fetched/{generator}"  # a hub snapshot or URL file, fetched on the submitting host
 SYNTHETIC = RESULTS + "/synthetic/{generator}"
 SAMPLE_SHARD = SYNTHETIC + "/shard_{shard}.h5"
 IMAGES = SYNTHETIC + "/images.h5"

@@ -102,6 +102,15 @@ def device_folder(device: str | None, bench_results: str | Path = BENCH) -> Path
     return Path(bench_results) / device
 
 
+def imported_sets(config: dict, dataset: str) -> list[str]:
+    """The npz files of the dataset's imported generators: the plan counts their images."""
+    from .config import generator_files
+
+    generators = config["datasets"][dataset]["generators"]
+    return [path for name, gen in generators.items() if gen["kind"] == "npz"
+            for path in generator_files(config, dataset, name)]
+
+
 def rate_files(device: str | None) -> list[str]:
     return sorted(str(p) for p in device_folder(device).glob("*.json"))
 
@@ -146,9 +155,14 @@ def _generator_images(config: dict, dataset: str, generator: str) -> int:
     gen = config["datasets"][dataset]["generators"][generator]
     if gen["kind"] != "npz":
         return gen["n_images"]
+    from .artifacts import ArtifactError
     from .presampled import PresampledSet
 
-    return len(PresampledSet.open(gen["path"], gen.get("image_key", "image"), gen.get("label_key")))
+    try:  # the count is the imported set's: its files must be on disk before the plan
+        return len(PresampledSet.open(gen["path"], gen.get("image_key", "image"), gen.get("label_key")))
+    except ArtifactError as err:
+        raise ArtifactError(f"datasets.{dataset}.generators.{generator}.path: {err} (the plan counts the "
+                            f"imported set's images: put its files in place first)") from err
 
 
 # ---- work per job ----------------------------------------------------------------------------

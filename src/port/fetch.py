@@ -1,0 +1,85 @@
+"""Models a job would fetch from the network, fetched once on the submitting host.
+
+Compute nodes often have no internet. A generator whose `model` is a Hugging Face hub id (kind
+diffusers) or a URL (kind stylegan) is fetched by the local rule `fetch_model` into
+`results/{dataset}/fetched/{generator}/` with a manifest of SHA-256 digests; the sampling shards
+read only that copy, and every job runs with HF_HUB_OFFLINE=1 (port.logs). A model already on disk
+(a save_pretrained directory, a .pkl file) is read in place and never fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.request import urlopen
+
+from .artifacts import FETCHED_MARKER as MANIFEST
+from .artifacts import ArtifactError
+from .config import is_url
+
+NETWORK_PICKLE = "network.pkl"  # a URL's file, under this name (port.config.fetched_source)
+
+
+def _digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def fetch_model(*, model: str, out_dir) -> dict:
+    """Download `model` (a URL, or a hub id through huggingface_hub) into `out_dir`, whole or not at
+    all (a temporary folder renamed at the end), with the manifest {file: sha256}."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        if is_url(model):
+            try:
+                with urlopen(model) as response, open(tmp / NETWORK_PICKLE, "wb") as handle:
+                    shutil.copyfileobj(response, handle)
+            except OSError as err:
+                raise ArtifactError(f"{model}: cannot fetch ({err})") from err
+        else:
+            from huggingface_hub import snapshot_download
+
+            try:  # through the hub cache (a copy already there is reused), then copied out whole
+                snapshot = snapshot_download(repo_id=model)
+            except Exception as err:  # the hub raises its own error types (offline, not found, HTTP)
+                raise ArtifactError(f"{model}: cannot fetch from the Hugging Face hub ({err})") from err
+            shutil.copytree(snapshot, tmp, dirs_exist_ok=True)  # the cache's symlinks become files
+        files = {str(p.relative_to(tmp)): _digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = {"model": model, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def verify_fetched(folder) -> None:
+    """Check every file of a fetched folder against its manifest (ArtifactError naming the file)."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise ArtifactError(f"{folder}: no {MANIFEST}; fetch it again (delete the folder, rerun)")
+    for name, digest in json.loads(manifest.read_text())["files"].items():
+        path = folder / name
+        if not path.is_file() or _digest(path) != digest:
+            raise ArtifactError(f"{path}: missing or changed since it was fetched (manifest {manifest})")
+
+
+def verify_if_fetched(source) -> None:
+    """Verify a shard's model against its manifest when it is (inside) a fetched folder (an
+    imported npz set's `source` is a list or mapping of parts: never fetched)."""
+    if not isinstance(source, (str, Path)):
+        return
+    folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    if (folder / MANIFEST).is_file():
+        verify_fetched(folder)
