@@ -125,6 +125,8 @@ rule select_mixture:
         images_paths=mixture_member_files(paths.IMAGES),
         filter_paths=mixture_member_files(paths.FILTER_MASK),
         scores_paths=mixture_member_files(paths.SCORES, lambda wc: paths.needs_scores(wc.selection)),
+        # with audit.drop, each member's near-duplicates of test images are left out
+        audit_paths=mixture_member_files(paths.AUDIT, lambda wc: dataset_cfg(wc)["audit"]["drop"]),
         arc_summary=lambda wc: (
             [] if port_config.mixture_fractions(config, wc.dataset, wc.mixture) else paths.ARC_SUMMARY
         ),

@@ -137,6 +137,29 @@ def test_random_samples_each_share_among_the_members_filtered_images(two_members
     np.testing.assert_array_equal(read_arrays(tmp_path / "mixed.h5", "source_index")["source_index"], first)
 
 
+def test_each_members_test_duplicates_are_left_out_and_counted(two_members):
+    """With the members' audits (audit.drop), a flagged image is never chosen, even among the
+    lowest scores, and the merged set and its summary count what left."""
+    tmp_path, folders = two_members
+    flagged = {}
+    for name, folder in folders.items():
+        keep = read_arrays(folder / "filter.h5", "keep")["keep"]
+        scores = read_arrays(folder / "scores.h5", "score")["score"]
+        candidates = np.flatnonzero(keep)
+        lowest = candidates[np.argsort(scores[candidates], kind="stable")[:7]]  # ones adaptive would take
+        mask = np.zeros(len(keep), bool)
+        mask[lowest] = True
+        mask[np.flatnonzero(~keep)[:3]] = True  # flagged but filtered out anyway: not counted
+        write_arrays(folder / "audit.h5", provenance("audit", {}, dataset="toy"), test_duplicate=mask)
+        flagged[name] = mask
+    _select(tmp_path, folders, audit_paths=[folders[m] / "audit.h5" for m in folders])
+    merged = read_arrays(tmp_path / "mixed.h5", "generator", "source_index")
+    for code, name in enumerate(folders):
+        assert not flagged[name][merged["source_index"][merged["generator"] == code]].any()
+    assert read_attrs(tmp_path / "mixed.h5")["test_duplicates_removed"] == 14
+    assert read_csv(tmp_path / "mixed.csv")["n_test_duplicates_removed"].tolist() == [7, 7]
+
+
 def test_a_member_with_too_few_filtered_images_is_named_with_the_numbers(two_members):
     tmp_path, folders = two_members
     n_gan = int(read_arrays(folders["gan"] / "filter.h5", "keep")["keep"].sum())

@@ -29,7 +29,7 @@ from .artifacts import (ArtifactError, ImageWriter, dataset_of, image_set_length
 from .config import SettingsError
 from .paths import needs_scores
 from .seeds import derive_seed
-from .selection import choose
+from .selection import choose, without_test_duplicates
 
 log = logging.getLogger(__name__)
 MIXTURE_SELECTIONS = ("random", "adaptive")  # the selections with a k to split
@@ -102,10 +102,12 @@ class _ChosenImages:
 
 def select_mixture(*, images_paths, filter_paths, out_path, out_csv, mixture: str, members: list[str], method: str,
                    k: int, seed: int, fractions: dict | None = None, scores_paths=None, arc_summary=None,
-                   eps_grid: list[float] | None = None) -> dict[str, int]:
+                   eps_grid: list[float] | None = None, audit_paths=None) -> dict[str, int]:
     """Merge each member's share of k chosen images (with pseudo-labels, scores when the method
     ranks by them, and the member index per image) into `out_path`; `out_csv` has a row per
-    member. `fractions` (by member) or, when None, ARC from `arc_summary` with the eps grid."""
+    member. `fractions` (by member) or, when None, ARC from `arc_summary` with the eps grid.
+    With `audit_paths` (one per member), each member's near-duplicates of test images are not
+    candidates (port.selection.without_test_duplicates); the set records how many left in all."""
     if method not in MIXTURE_SELECTIONS:
         raise SettingsError(f"mixture '{mixture}': selection '{method}' does not split k among generators "
                             f"(a mixture takes {', '.join(MIXTURE_SELECTIONS)})")
@@ -117,17 +119,19 @@ def select_mixture(*, images_paths, filter_paths, out_path, out_csv, mixture: st
         fractions = arc_fractions(member_arc(arc_summary, members), 0.5 * (max(eps_grid) - min(eps_grid)) / EPS_UNIT)
     shares = largest_remainder_shares(k, [fractions[name] for name in members])
     scores_paths = list(scores_paths) if needs_scores(method) else [None] * len(members)
+    audit_paths = list(audit_paths) if audit_paths else [None] * len(members)
     chosen, per_image, rows, shape = [], [], [], None
-    for name, share, images_path, filter_path, scores_path in zip(members, shares, images_paths, filter_paths,
-                                                                  scores_paths, strict=True):
+    for name, share, images_path, filter_path, scores_path, audit_path in zip(
+            members, shares, images_paths, filter_paths, scores_paths, audit_paths, strict=True):
         arrays = read_arrays(filter_path, "keep", "labels")
-        n_filtered = int(arrays["keep"].sum())
+        keep, removed = without_test_duplicates(arrays["keep"], audit_path) if audit_path else (arrays["keep"], 0)
+        n_filtered = int(keep.sum())
         if n_filtered < share:
             raise ArtifactError(f"mixture '{mixture}': member '{name}' has {share} of k={k} images to give "
                                 f"(fraction {fractions[name]:.4g}) but only {n_filtered} passed the filter "
-                                f"({filter_path})")
+                                f"({filter_path}{f', less {removed} near-duplicates of test images' if removed else ''})")
         scores = read_arrays(scores_path, "score")["score"] if scores_path is not None else None
-        picked = choose(arrays["keep"], method, share, derive_seed(seed, name), scores)
+        picked = choose(keep, method, share, derive_seed(seed, name), scores)
         block = next(iter_image_blocks(images_path, block=1))[1]
         if shape is not None and block.shape[1:] != shape:
             raise ArtifactError(f"mixture '{mixture}': {images_path} holds images of shape {block.shape[1:]}, "
@@ -136,12 +140,13 @@ def select_mixture(*, images_paths, filter_paths, out_path, out_csv, mixture: st
         chosen.append(picked)
         per_image.append({"labels": arrays["labels"], **({} if scores is None else {"score": scores})})
         rows.append({"mixture": mixture, "selection": method, "generator": name, "fraction": fractions[name],
-                     "n_selected": share, "n_filtered": n_filtered,
+                     "n_selected": share, "n_filtered": n_filtered, "n_test_duplicates_removed": removed,
                      "score_mean": float(scores[picked].mean()) if scores is not None and share else np.nan,
                      "score_max": float(scores[picked].max()) if scores is not None and share else np.nan})
     described = ",".join(f"{name}:{share}" for name, share in zip(members, shares))
     attrs = provenance("select_mixture", {"method": method, "k": k, "fractions": fractions}, seed,
                        dataset=dataset_of(images_paths[0]), generator=mixture, generator_shares=described,
+                       test_duplicates_removed=sum(row["n_test_duplicates_removed"] for row in rows),
                        generator_names=json.dumps(members))
     order = interleaved_members(shares)
     readers = [_ChosenImages(path, picked) for path, picked in zip(images_paths, chosen)]

@@ -7,4 +7,5 @@ with logged_job(snakemake):
                    out_path=snakemake.output.out_path, out_csv=snakemake.output.out_csv,
                    mixture=snakemake.wildcards.mixture, members=snakemake.params.members,
                    method=snakemake.wildcards.selection, k=snakemake.params.k, seed=snakemake.params.seed,
-                   fractions=snakemake.params.fractions, eps_grid=snakemake.params.eps_grid)
+                   fractions=snakemake.params.fractions, eps_grid=snakemake.params.eps_grid,
+                   audit_paths=list(snakemake.input.audit_paths))
