@@ -37,6 +37,7 @@ rule scarcity_cut:
     params:
         n_real=lambda wc: int(wc.n_real),
         seed=derive_seed(config["seed"], "data_scarcity"),
+    priority: 10  # the head of each cut's synthetic-data chain, the critical path
     log:
         "logs/scarcity_cut/{dataset}/n{n_real}.log",
     conda:
@@ -70,6 +71,7 @@ use rule train_gan as train_scarcity_gan with:
 use rule sample_shard as sample_scarcity_shard with:
     input:
         lambda wc: port_config.scarcity_generator_model(config, wc.dataset, wc.n_real),
+        reference=[],
     output:
         out_path=paths.scarce(paths.SAMPLE_SHARD),
     params:

@@ -65,6 +65,8 @@ TINY = {
         "evaluation": {"n_test": 30, "pgd_steps": 3},
         "smoothing": {"epochs": 2, "radii": [0.0, 0.25, 0.5],
                       "certify": {"n0": 10, "n": 200, "batch_size": 200, "skip": 30}},
+        # one cut (72 training images: a batch of the shipped labelers' 64) and `all`; not a default target
+        "studies": {"data_scarcity": {"sizes": [80], "steps": 4, "min_steps": 20, "seeds": [0, 1]}},
     }},
 }
 

@@ -83,7 +83,7 @@ def _run_files(root, n_real, method, selection, seed, test, train, steps):
               run / "eval_train.csv")
     write_images(run / "train.h5", np.zeros((n_real, 8, 8, 1), np.uint8),
                  provenance("data_scarcity_cut", {}, 0, num_classes=10), labels=np.zeros(n_real, np.int64))
-    spec = model_spec("small_cnn", 8, 10, 1, [0.5], [0.3])
+    spec = model_spec("small_cnn", 1, 10, 8, [0.5], [0.3])
     save_model(build_model(**spec), spec, run / "model.pt", steps=steps)
     return [run / name for name in ("eval.csv", "eval_train.csv", "train.h5", "model.pt")]
 
@@ -178,3 +178,49 @@ def test_each_cut_trains_its_generator_labelers_and_scorers_on_the_cut_file(tmp_
             assert job["input"][1:] == [], job
     assert len(by_rule["train_scarcity"]) == len(port_config.scarcity_runs(shipped, "digits"))
     assert len(by_rule["data_scarcity_study"]) == 1 and "train_robust" not in by_rule  # no default run needed
+
+
+def test_training_set_evaluation_skips_the_runs_validation_split(tmp_path):
+    from port.evaluation import evaluate
+    from port.training import validation_split
+
+    labels = _labels()
+    images = np.random.default_rng(2).integers(0, 256, (len(labels), 8, 8, 1)).astype(np.uint8)
+    write_images(tmp_path / "train.h5", images, provenance("prepare_data", {}, 0, num_classes=4, channel_mean=[0.5],
+                                                           channel_std=[0.3]), labels=labels)
+    spec = model_spec("small_cnn", 1, 4, 8, [0.5], [0.3])
+    torch.manual_seed(0)
+    save_model(build_model(**spec), spec, tmp_path / "model.pt")
+    threat = {"norm": "linf", "eps": 0.1, "step_size": 0.05, "steps": 2}
+    settings = {"pgd_steps": 2, "pgd_step_factor": 2.5, "autoattack": False, "n_test": 10}
+    whole = evaluate(model_path=tmp_path / "model.pt", test_path=tmp_path / "train.h5", out_csv=tmp_path / "a.csv",
+                     threat=threat, settings=settings, seed=0, row={})
+    trained = evaluate(model_path=tmp_path / "model.pt", test_path=tmp_path / "train.h5", out_csv=tmp_path / "b.csv",
+                       threat=threat, settings={**settings, "trained_on": {"val_fraction": 0.25, "seed": 7}},
+                       seed=0, row={})
+    assert whole["n_test"] == 10  # n_test applies to a test set, not to the training images
+    assert trained["n_test"] == len(validation_split(len(labels), 0.25, 7)[0]) == 105
+
+
+@pytest.mark.integration
+def test_the_study_runs_on_top_of_a_finished_default_run(tiny_run):
+    """The tiny config's study (one cut of 80 and `all`, 2 seeds, 4 steps a run): `all` reuses the
+    default run's training set and selections, which stay as they were; a second call has nothing to do."""
+    reused = tiny_run / paths.SELECTED.format(dataset="digits", generator="ddpm", selection="adaptive")
+    before = reused.stat().st_mtime_ns
+    result = run_snakemake(tiny_run, "--cores", "2", STUDY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert reused.stat().st_mtime_ns == before
+    table = pd.read_csv(tiny_run / STUDY)
+    n_all = len(read_image_set(tiny_run / paths.TRAIN.format(dataset="digits"))[1])
+    assert sorted(table["n_real"].unique()) == [80, n_all]
+    assert set(table["metric"]) == {"clean_acc", "pgd_acc", "autoattack_acc", "clean_train_acc", "robust_train_acc",
+                                    "robust_gap"}
+    assert (table["n_seeds"] == 2).all() and table["min_steps"].ge(4).all()
+    port = table[table["method"] == "port"]
+    assert set(port["selection"]) == {"adaptive", "random"} and port["verdict"].notna().all()
+    assert (tiny_run / paths.DATA_SCARCITY_PLOT.format(dataset="digits")).stat().st_size > 0
+    cut = read_attrs(tiny_run / paths.DATA_SCARCITY_TRAIN.format(dataset="digits", n_real=80))
+    assert cut["stage"] == "data_scarcity_cut"
+    again = run_snakemake(tiny_run, "-n", STUDY)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
