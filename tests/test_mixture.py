@@ -201,6 +201,8 @@ G = "datasets.digits.generators"
     (lambda d: d["generators"].update({"a+b": dict(d["generators"]["ddpm"])}), "only a kind mixture may have"),
     (lambda d: d["training"].update(generator="ddpm+ddpm-cond") or d["selection"].update(methods=["confidence"]),
      "selection.methods: \\['confidence'\\] on mixture"),
+    (lambda d: d["training"].update(generator="ddpm+ddpm-cond") or d["recipe_study"].update(selection="confidence"),
+     "recipe_study.selection: \\['confidence'\\] on mixture"),
     (lambda d: d["training"].update(generator="ddpm+ddpm-cond") or d["score_groups"].update(enabled=True),
      "score_groups.enabled"),
     (lambda d: d["training"].update(generator="ddpm+ddpm-cond"), "studies.sample_complexity.generator"),
