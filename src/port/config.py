@@ -199,7 +199,7 @@ def _check_mixture_uses(config: dict, dataset: str) -> None:
                               f"on one generator")
     for study_name in ("sample_complexity", "filter"):
         generator = study_generator(config, dataset, study_name) if study_name in ds.get("studies", {}) else None
-        if generator is not None and is_mixture(config, dataset, generator):
+        if generator in ds["generators"] and is_mixture(config, dataset, generator):
             raise ConfigError(f"{where}.studies.{study_name}.generator: '{generator}' is a mixture; the study reads "
                               f"one generator's images (set its `generator`)")
     block = ds.get("studies", {}).get("mixture")
