@@ -327,3 +327,19 @@ def test_the_selection_rule_merges_the_members_and_training_records_the_mixture(
                     seed=0, synthetic_path=tmp_path / target, progress=False)
     assert training_record(summary)["generator"] == "ddpm+ddpm-cond"
     assert training_record(summary)["generator_shares"] == "ddpm:51,ddpm-cond:50"
+
+
+def test_seed_summaries_name_the_mixture_and_its_shares():
+    from port.reporting import SEED_METRICS, THREAT_KEYS, seed_table
+
+    runs = pd.DataFrame([{"method": method, "selection": selection, "architecture": "small_cnn", "seed": seed,
+                          "norm": "linf", "eps": 0.1, "clean_acc": 0.9 + 0.01 * seed + bump,
+                          "pgd_acc": 0.5 + 0.01 * seed + bump, "autoattack_acc": np.nan,
+                          **({"generator": "ddpm+gan", "generator_shares": "ddpm:6,gan:4"} if method == "port" else {})}
+                         for method, selection, bump in (("baseline", "none", 0.0), ("port", "adaptive", 0.02))
+                         for seed in range(3)])
+    table = seed_table(runs, SEED_METRICS, THREAT_KEYS)
+    port = table[table["method"] == "port"]
+    assert (port["generator_shares"] == "ddpm:6,gan:4").all() and (port["generator"] == "ddpm+gan").all()
+    assert port["mean_difference"].to_numpy() == pytest.approx([0.02, 0.02])
+    assert table[table["method"] == "baseline"]["generator"].isna().all()
