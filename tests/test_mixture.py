@@ -328,6 +328,16 @@ def test_the_selection_rule_merges_the_members_and_training_records_the_mixture(
     assert training_record(summary)["generator"] == "ddpm+ddpm-cond"
     assert training_record(summary)["generator_shares"] == "ddpm:51,ddpm-cond:50"
 
+    from port.export import export_robustbench
+
+    write_csv(pd.DataFrame([{"norm": "linf", "eps": 0.1, "clean_acc": 0.5, "pgd_acc": 0.2, "autoattack_acc": 0.1,
+                             "n_test": 10, "autoattack_attacks": "standard"}]), tmp_path / "eval.csv")
+    info = export_robustbench(model_path=tmp_path / "model.pt", eval_path=tmp_path / "eval.csv",
+                              info_out=tmp_path / "rb.json", weights_out=tmp_path / "rb.pt", run="linf/port-adaptive",
+                              dataset="digits", run_config={"generator": {"name": "ddpm+ddpm-cond"}})
+    assert json.loads((tmp_path / "rb.json").read_text())["generator_shares"] == "ddpm:51,ddpm-cond:50" == \
+        info["generator_shares"]
+
 
 def test_seed_summaries_name_the_mixture_and_its_shares():
     from port.reporting import SEED_METRICS, THREAT_KEYS, seed_table
