@@ -224,6 +224,8 @@ G = "datasets.digits.generators"
     (lambda d: d["generators"].update({"a+b": dict(d["generators"]["ddpm"])}), "only a kind mixture may have"),
     (lambda d: d["training"].update(generator="ddpm+ddpm-cond") or d["selection"].update(methods=["confidence"]),
      "selection.methods: \\['confidence'\\] on mixture"),
+    (lambda d: d["training"].update(generator="ddpm+ddpm-cond") or d["recipe_study"].update(selection="confidence"),
+     "recipe_study.selection: \\['confidence'\\] on mixture"),
     (lambda d: d["training"].update(generator="ddpm+ddpm-cond") or d["score_groups"].update(enabled=True),
      "score_groups.enabled"),
     (lambda d: d["training"].update(generator="ddpm+ddpm-cond"), "studies.sample_complexity.generator"),
@@ -348,3 +350,29 @@ def test_the_selection_rule_merges_the_members_and_training_records_the_mixture(
                     seed=0, synthetic_path=tmp_path / target, progress=False)
     assert training_record(summary)["generator"] == "ddpm+ddpm-cond"
     assert training_record(summary)["generator_shares"] == "ddpm:51,ddpm-cond:50"
+
+    from port.export import export_robustbench
+
+    write_csv(pd.DataFrame([{"norm": "linf", "eps": 0.1, "clean_acc": 0.5, "pgd_acc": 0.2, "autoattack_acc": 0.1,
+                             "n_test": 10, "autoattack_attacks": "standard"}]), tmp_path / "eval.csv")
+    info = export_robustbench(model_path=tmp_path / "model.pt", eval_path=tmp_path / "eval.csv",
+                              info_out=tmp_path / "rb.json", weights_out=tmp_path / "rb.pt", run="linf/port-adaptive",
+                              dataset="digits", run_config={"generator": {"name": "ddpm+ddpm-cond"}})
+    assert json.loads((tmp_path / "rb.json").read_text())["generator_shares"] == "ddpm:51,ddpm-cond:50" == \
+        info["generator_shares"]
+
+
+def test_seed_summaries_name_the_mixture_and_its_shares():
+    from port.reporting import SEED_METRICS, THREAT_KEYS, seed_table
+
+    runs = pd.DataFrame([{"method": method, "selection": selection, "architecture": "small_cnn", "seed": seed,
+                          "norm": "linf", "eps": 0.1, "clean_acc": 0.9 + 0.01 * seed + bump,
+                          "pgd_acc": 0.5 + 0.01 * seed + bump, "autoattack_acc": np.nan,
+                          **({"generator": "ddpm+gan", "generator_shares": "ddpm:6,gan:4"} if method == "port" else {})}
+                         for method, selection, bump in (("baseline", "none", 0.0), ("port", "adaptive", 0.02))
+                         for seed in range(3)])
+    table = seed_table(runs, SEED_METRICS, THREAT_KEYS)
+    port = table[table["method"] == "port"]
+    assert (port["generator_shares"] == "ddpm:6,gan:4").all() and (port["generator"] == "ddpm+gan").all()
+    assert port["mean_difference"].to_numpy() == pytest.approx([0.02, 0.02])
+    assert table[table["method"] == "baseline"]["generator"].isna().all()

@@ -230,16 +230,16 @@ def _check_mixture_uses(config: dict, dataset: str) -> None:
     ds, where = config["datasets"][dataset], f"datasets.{dataset}"
     training = ds["training"]["generator"]
     if is_mixture(config, dataset, training):
-        from .mixture import MIXTURE_SELECTIONS
-
-        uses = {"selection.methods": ds["selection"]["methods"],
-                "recipe_study.selection": [ds.get("recipe_study", {}).get("selection", "adaptive")],
-                "studies.gamma.selection": [ds.get("studies", {}).get("gamma", {}).get("selection", "adaptive")]}
+        uses = {"selection.methods": ds["selection"]["methods"]}
+        if "recipe_study" in ds:
+            uses["recipe_study.selection"] = [ds["recipe_study"]["selection"]]
+        if "gamma" in ds.get("studies", {}):
+            uses["studies.gamma.selection"] = [ds["studies"]["gamma"]["selection"]]
         for key, methods in uses.items():
-            other = [m for m in methods if m not in MIXTURE_SELECTIONS]
+            other = [m for m in methods if m not in paths.MIXTURE_SELECTIONS]
             if other:
                 raise ConfigError(f"{where}.{key}: {other} on mixture '{training}' (training.generator); a mixture "
-                                  f"splits k and takes {', '.join(MIXTURE_SELECTIONS)}")
+                                  f"splits k and takes {', '.join(paths.MIXTURE_SELECTIONS)}")
         if ds["selection"]["k"] is None:
             raise ConfigError(f"{where}.selection.k: mixture '{training}' (training.generator) needs a k to split")
         if ds["score_groups"]["enabled"]:
@@ -248,7 +248,7 @@ def _check_mixture_uses(config: dict, dataset: str) -> None:
                               f"on one generator")
     for study_name in ("sample_complexity", "filter"):
         generator = study_generator(config, dataset, study_name) if study_name in ds.get("studies", {}) else None
-        if generator is not None and is_mixture(config, dataset, generator):
+        if generator in ds["generators"] and is_mixture(config, dataset, generator):
             raise ConfigError(f"{where}.studies.{study_name}.generator: '{generator}' is a mixture; the study reads "
                               f"one generator's images (set its `generator`)")
     block = ds.get("studies", {}).get("mixture")

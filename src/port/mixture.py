@@ -27,12 +27,11 @@ import pandas as pd
 from .artifacts import (ArtifactError, ImageWriter, dataset_of, image_set_length, iter_image_blocks, provenance,
                         read_arrays, read_csv, write_csv)
 from .config import SettingsError
-from .paths import needs_scores
+from .paths import MIXTURE_SELECTIONS, needs_scores
 from .seeds import derive_seed
 from .selection import choose, without_test_duplicates
 
 log = logging.getLogger(__name__)
-MIXTURE_SELECTIONS = ("random", "adaptive")  # the selections with a k to split
 
 
 def largest_remainder_shares(k: int, fractions: list[float]) -> list[int]:

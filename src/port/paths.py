@@ -16,6 +16,7 @@ import re
 # ---- run names ---------------------------------------------------------------------------
 BASELINE = "baseline"
 SELECTIONS = ("random", "adaptive", "confidence")
+MIXTURE_SELECTIONS = ("random", "adaptive")  # the selections with a k that a mixture splits among its members
 SELECTION = r"random|adaptive|confidence|group\d+"
 RUN_NAME = rf"{BASELINE}|port-(?:{SELECTION})"
 _GROUP = re.compile(r"group(\d+)")
