@@ -10,6 +10,7 @@ rule discrimination_sets:
     output:
         out_real=paths.DISCRIMINATION_REAL,
         out_synthetic=paths.DISCRIMINATION_SYNTHETIC,
+        out_validation=paths.DISCRIMINATION_VALIDATION,
         out_heldout=paths.DISCRIMINATION_HELDOUT,
     params:
         settings=lambda wc: port_config.discrimination_data_settings(config, wc.dataset),
@@ -28,6 +29,7 @@ rule train_discriminator:
     input:
         train_path=paths.DISCRIMINATION_REAL,
         synthetic_path=paths.DISCRIMINATION_SYNTHETIC,
+        val_synthetic_path=paths.DISCRIMINATION_VALIDATION,
         init_model=discriminator_curriculum_parent,
     output:
         model_out=paths.DISCRIMINATOR_MODEL,
@@ -146,8 +148,7 @@ rule train_scorer:
         model_out=paths.SCORER_MODEL,
         history_out=paths.SCORER_HISTORY,
     params:
-        settings=lambda wc: port_config.discriminator_settings(
-            config, wc.dataset, dataset_cfg(wc)["scores"]["discriminator_eps"]),
+        settings=lambda wc: port_config.scorer_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "scorer", wc.generator, int(wc.fold)),
         checkpoint_path=paths.SCORER_CHECKPOINT,
     resources:

@@ -224,6 +224,7 @@ use rule train_discriminator as train_nonrobust_discriminator with:
     input:
         train_path=paths.DISCRIMINATION_REAL,
         synthetic_path=paths.DISCRIMINATION_SYNTHETIC,
+        val_synthetic_path=paths.DISCRIMINATION_VALIDATION,
     output:
         model_out=paths.NONROBUST_DISCRIMINATOR_MODEL,
         history_out=paths.NONROBUST_DISCRIMINATOR_HISTORY,

@@ -55,7 +55,7 @@ TINY = {
         "selection": {"k": 40},
         # two discrimination seeds: ARC per seed and its mean over seeds (the shipped digits config has one)
         "discrimination": {"eps": [0.0, 0.05], "seeds": [0, 1], "epochs": 1, "eps_warmup_epochs": 0.5, "steps": 2,
-                           "n_heldout": 60},
+                           "n_heldout": 60, "val_fraction": 0.05},  # 240 images: 60 held out, 67 validate
         "scores": {"discriminator_eps": 0.05, "eps": 0.01, "steps": 2, "n_shards": 2},
         "score_groups": {"enabled": True, "n_groups": 2},  # a study on digits; the tiny DAG covers it
         # the shipped ranking's three unconditional-path generators (ddpm-cond's path is unit-tested)

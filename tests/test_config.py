@@ -239,7 +239,8 @@ def test_run_rows_and_settings_of_the_new_stages(config):
     with pytest.raises(ValueError, match="port-<"):
         run_row("port", "small_cnn", 0)  # not a run name
     clean = discriminator_settings(config, "digits", 0.0)
-    assert clean["threat"] is None and clean["gamma"] == 0.5 and clean["model_selection"] == "last"
+    assert clean["threat"] is None and clean["gamma"] == 0.5 and clean["model_selection"] == "best"
+    assert clean["patience"] == config["datasets"]["digits"]["discrimination"]["patience"]
     robust = discriminator_settings(config, "digits", 0.05)
     steps = config["datasets"]["digits"]["discrimination"]["steps"]
     assert robust["threat"] == {"norm": "linf", "eps": 0.05, "step_size": 2.5 * 0.05 / steps, "steps": steps}

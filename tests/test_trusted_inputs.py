@@ -144,8 +144,8 @@ def input_is_a_directory(ws):
 def n_heldout_default_too_large(ws):
     """The schema's n_heldout (10000, the paper's) against a small synthetic set."""
     train = _train_set(ws.path("mine_train.h5"))
-    settings = {"n_heldout": 10000, "n_train_synthetic": None}
-    outs = {key: ws.path(f"{key}.h5") for key in ("out_real", "out_synthetic", "out_heldout")}
+    settings = {"n_heldout": 10000, "n_train_synthetic": None, "val_fraction": 0.1}
+    outs = {key: ws.path(f"{key}.h5") for key in ("out_real", "out_synthetic", "out_validation", "out_heldout")}
     return lambda: discrimination_sets(train_path=train, test_path=train, synthetic_path=ws.images, **outs,
                                        settings=settings, seed=0), \
         ["datasets.mine.discrimination.n_heldout=10000", "40 synthetic images"]

@@ -142,6 +142,7 @@ def test_dag_ranks_generators_by_arc(dag):
         assert list(zip(curve["seed"], curve["eps"])) == [(s, e) for s in seeds for e in (0.0, 0.05)]
         assert curve["robust_acc"].between(0, 1).all()
         assert (curve["n_eval"] == 2 * 60).all()  # n_heldout synthetic images and as many real test images
+        assert curve["epochs_run"].between(1, 1).all() and set(curve["robust_attack"]) <= {"none", "pgd", "apgd-ce"}
     ranking = pd.read_csv(base / "generators.csv")
     assert sorted(set(ranking["metric"])) == ["arc", "frechet_lanet", "nn_distance", "transfer_robust_acc"]
     assert len(ranking) == 4 * 3 and ranking["rank"].between(1, 3).all()

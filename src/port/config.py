@@ -581,8 +581,10 @@ def discriminator_settings(config: dict, dataset: str, eps: float, warmup_from: 
     """Trainer settings of the robust discriminator at one eps: balanced real-vs-synthetic
     batches (gamma 0.5), linf PGD at eps ramped up from `warmup_from` (0, or the curriculum's
     previous grid eps) over `eps_warmup_epochs` (a guard against collapse to a constant
-    prediction when PGD at the full eps starts on a network that does not separate yet), the
-    last epoch's weights. Both halves get the same crop and flip: augmenting one class only (a
+    prediction when PGD at the full eps starts on a network that does not separate yet), trained
+    until the robust accuracy on the balanced validation set (real split plus as many held-back
+    synthetic images) has not improved for `patience` epochs, at most `epochs`, and the weights
+    of its best epoch. Both halves get the same crop and flip: augmenting one class only (a
     zero border on real images alone) would be a feature that tells the classes apart."""
     ds = config["datasets"][dataset]
     disc = ds["discrimination"]
@@ -591,12 +593,21 @@ def discriminator_settings(config: dict, dataset: str, eps: float, warmup_from: 
         threat = {"norm": "linf", "eps": eps, "step_size": disc["step_factor"] * eps / disc["steps"],
                   "steps": disc["steps"]}
     keys = ("arch", "epochs", "batch_size", "lr", "momentum", "weight_decay", "crop_padding", "flip")
-    return canonical({**{k: disc[k] for k in keys}, "gamma": 0.5, "threat": threat, "model_selection": "last",
+    return canonical({**{k: disc[k] for k in keys}, "gamma": 0.5, "threat": threat, "model_selection": "best",
+                      "patience": disc["patience"],
                       "augment_synthetic": True, "eps_warmup_epochs": disc["eps_warmup_epochs"] if threat else 0.0,
                       # only under the curriculum: the settings (and jobs) without it stay as they were
                       **({"eps_warmup_from": warmup_from} if threat and warmup_from else {}),
                       "val_fraction": disc["val_fraction"], "val_attack_steps": disc["steps"],
                       "compute": compute_settings(config, dataset)})
+
+
+def scorer_settings(config: dict, dataset: str) -> dict:
+    """discriminator_settings at `scores.discriminator_eps` for the two cross-fitted scorers, trained
+    for the fixed `epochs` and kept at the last: their pools split all the synthetic images, so
+    none is left over for a validation set to stop on."""
+    settings = discriminator_settings(config, dataset, config["datasets"][dataset]["scores"]["discriminator_eps"])
+    return canonical({**{k: v for k, v in settings.items() if k != "patience"}, "model_selection": "last"})
 
 
 def curriculum_parent(config: dict, dataset: str, eps_index: int) -> int | None:
@@ -622,12 +633,12 @@ def arc_curve_inputs(config: dict, dataset: str, generator: str) -> list[str]:
 
 def discrimination_data_settings(config: dict, dataset: str) -> dict:
     disc = config["datasets"][dataset]["discrimination"]
-    return canonical({k: disc[k] for k in ("n_heldout", "n_train_synthetic")})
+    return canonical({k: disc[k] for k in ("n_heldout", "n_train_synthetic", "val_fraction")})
 
 
 def discriminator_eval_settings(config: dict, dataset: str) -> dict:
     disc = config["datasets"][dataset]["discrimination"]
-    return canonical({k: disc[k] for k in ("eval_steps", "step_factor")})
+    return canonical({k: disc[k] for k in ("eval_steps", "eval_restarts", "step_factor", "apgd")})
 
 
 def score_settings(config: dict, dataset: str) -> dict:

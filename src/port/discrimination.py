@@ -30,7 +30,7 @@ from .attacks import Attack
 from .compute import Compute, channels_last
 from .config import SettingsError
 from .devices import default_device
-from .evaluation import accuracy, evenly_spaced
+from .evaluation import accuracy, autoattack_accuracy, evenly_spaced, predict
 from .loaders import to_tensor
 from .models import load_model
 from .paths import SCORER_FOLDS
@@ -38,6 +38,7 @@ from .reporting import plot_arc_curves
 from .seeds import rng
 from .shards import shard_bounds
 from .statistics import seed_summary
+from .training import validation_size
 
 log = logging.getLogger(__name__)
 REAL, SYNTHETIC = 0, 1
@@ -64,20 +65,36 @@ def synthetic_heldout_split(n_synthetic: int, n_heldout: int, n_train: int | Non
     return pool, heldout
 
 
-def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_synthetic, out_heldout,
-                        settings: dict, seed: int) -> dict:
+def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_synthetic, out_validation,
+                        out_heldout, settings: dict, seed: int) -> dict:
     """The discriminator's data: real training images labelled 0, a pool of synthetic images
-    labelled 1, and a balanced held-out set (real test images + as many held-out synthetic)."""
+    labelled 1, the synthetic half of the validation set (as many images, never trained on, as the
+    trainer holds out of the real ones at `val_fraction`), and a balanced held-out set (real test
+    images + as many held-out synthetic)."""
     n_synthetic = image_set_length(synthetic_path)
-    pool, heldout = synthetic_heldout_split(n_synthetic, settings["n_heldout"], settings.get("n_train_synthetic"),
-                                            seed, key=f"datasets.{dataset_of(train_path)}.discrimination.n_heldout")
     images, _ = read_image_set(train_path)
+    n_validation = validation_size(len(images), settings["val_fraction"])
+    key = f"datasets.{dataset_of(train_path)}.discrimination.n_heldout"
+    if settings["n_heldout"] + n_validation >= n_synthetic:
+        raise SettingsError(f"{key}={settings['n_heldout']}: cannot hold out {settings['n_heldout']} of {n_synthetic} "
+                            f"synthetic images next to {n_validation} for validation (val_fraction "
+                            f"{settings['val_fraction']}) and still train")
+    pool, heldout = synthetic_heldout_split(n_synthetic, settings["n_heldout"] + n_validation,
+                                            settings.get("n_train_synthetic"), seed, key=key)
+    # the first n_validation of the images held out validate; the rest are the held-out set's
+    held_order = np.flatnonzero(heldout)[rng(seed, "discriminator-validation").permutation(int(heldout.sum()))]
+    validation = np.zeros(n_synthetic, bool)
+    validation[held_order[:n_validation]] = True
+    heldout[validation] = False
     write_images(out_real, images, _two_class_attrs(train_path, "discriminator_real", settings, seed),
                  labels=np.full(len(images), REAL, dtype=np.int64))
     shape = images.shape[1:]
     with ImageWriter(out_synthetic, shape, _two_class_attrs(train_path, "discriminator_synthetic", settings,
                                                             seed)) as writer:
         copy_image_subset(synthetic_path, writer, pool, labels=np.full(n_synthetic, SYNTHETIC, dtype=np.int64))
+    with ImageWriter(out_validation, shape, _two_class_attrs(train_path, "discriminator_validation", settings,
+                                                             seed)) as writer:
+        copy_image_subset(synthetic_path, writer, validation, labels=np.full(n_synthetic, SYNTHETIC, dtype=np.int64))
     test_images, _ = read_image_set(test_path)
     n_each = min(len(test_images), int(heldout.sum()))
     real_eval = test_images[evenly_spaced(len(test_images), n_each)]
@@ -88,7 +105,8 @@ def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_
                                                           seed)) as writer:
         writer.append(real_eval, labels=np.full(n_each, REAL, dtype=np.int64), source_index=np.full(n_each, -1))
         copy_image_subset(synthetic_path, writer, held_mask, labels=np.full(n_synthetic, SYNTHETIC, dtype=np.int64))
-    counts = {"n_real_train": len(images), "n_synthetic_train": int(pool.sum()), "n_heldout_each": n_each}
+    counts = {"n_real_train": len(images), "n_synthetic_train": int(pool.sum()),
+              "n_synthetic_validation": n_validation, "n_heldout_each": n_each}
     log.info("discrimination sets: %s", counts)
     return counts
 
@@ -118,24 +136,45 @@ def scorer_sets(*, train_path, synthetic_path, out_folds, out_pools, n_train: in
     return {"pool_sizes": sizes}
 
 
+def attack_accuracies(model, x, y, eps: float, settings: dict, seed: int) -> dict:
+    """Robust accuracy under each evaluation attack at linf `eps`: PGD from `eval_restarts` random
+    starts (an image counts only if it survives every start) and, with `apgd`, AutoAttack's APGD-CE,
+    whose step size adapts: a discriminator whose gradients mislead fixed-step PGD (masking) does
+    not fool it as easily."""
+    steps = settings["eval_steps"]
+    attack = Attack("linf", eps, settings["step_factor"] * eps / steps, steps)
+    torch.manual_seed(seed)
+    survived = torch.ones(len(y), dtype=torch.bool, device=y.device)
+    for _ in range(settings["eval_restarts"]):
+        for i in range(0, len(y), 512):
+            survived[i:i + 512] &= predict(model, attack(model, x[i:i + 512], y[i:i + 512])) == y[i:i + 512]
+    accuracies = {"pgd": survived.float().mean().item()}
+    if settings["apgd"]:
+        accuracies["apgd-ce"] = autoattack_accuracy(model, x, y, "linf", eps, seed, attacks=("apgd-ce",))
+    return accuracies
+
+
 def evaluate_discriminator(*, model_path, heldout_path, out_csv, eps: float, settings: dict, seed: int,
                            row: dict) -> dict:
-    """Clean and robust discrimination accuracy on the balanced held-out set; PGD at `eps`."""
-    model, _ = load_model(model_path, expect_classes=2, expect_images=heldout_path)
+    """Clean and robust discrimination accuracy on the balanced held-out set, and the epochs the
+    discriminator trained (`epochs_run`, `best_epoch`: the weights kept). Robust accuracy is the
+    minimum over the evaluation attacks (attack_accuracies); `robust_attack` names the one that set it."""
+    model, spec = load_model(model_path, expect_classes=2, expect_images=heldout_path)
     device = default_device()
     model.to(device)
     images, labels = read_image_set(heldout_path, 2)
     x, y = to_tensor(images).to(device), torch.from_numpy(labels).to(device)
-    torch.manual_seed(seed)
-    result = {**row, "eps": eps, "clean_acc": accuracy(model, x, y)}
-    if eps > 0:
-        steps = settings["eval_steps"]
-        attack = Attack("linf", eps, settings["step_factor"] * eps / steps, steps)
-        result["robust_acc"] = accuracy(model, x, y, attack=attack)
-    else:
-        result["robust_acc"] = result["clean_acc"]
+    trained = spec["metadata"]
+    result = {**row, "eps": eps, "clean_acc": accuracy(model, x, y),
+              "epochs_run": trained.get("epochs_run", trained.get("epochs")), "best_epoch": trained.get("best_epoch")}
+    clean = result["clean_acc"]
+    accuracies = attack_accuracies(model, x, y, eps, settings, seed) if eps > 0 else {"none": clean}
+    attack = min(accuracies, key=accuracies.get)  # the first attack on a tie
+    result.update(robust_acc=accuracies[attack], robust_attack=attack, pgd_acc=accuracies.get("pgd", clean),
+                  apgd_ce_acc=accuracies.get("apgd-ce", clean if eps == 0 else float("nan")))
     result["n_eval"] = len(y)
-    log.info("discriminator at eps %.5f: clean %.4f robust %.4f", eps, result["clean_acc"], result["robust_acc"])
+    log.info("discriminator at eps %.5f: clean %.4f robust %.4f (%s)", eps, result["clean_acc"], result["robust_acc"],
+             result["robust_attack"])
     write_csv(pd.DataFrame([result]), out_csv)
     return result
 
@@ -183,6 +222,18 @@ def collapsed_points(clean_acc, n_eval, z: float = 3.0) -> np.ndarray:
     return at_chance & np.concatenate([[False], np.logical_or.accumulate(clearly_above)[:-1]])
 
 
+def attack_suspect_points(robust_acc, n_eval, z: float = 3.0) -> np.ndarray:
+    """Which points of one generator's curve (sorted by eps) have robust accuracy clearly above
+    chance (more than 2 z standard errors) while a smaller eps was already at or below chance
+    (within z of it, or under). The best robust accuracy cannot rise with eps (a bigger ball
+    holds every smaller attack), so either the attack missed this discriminator's weakness
+    (gradient masking) or the smaller eps's discriminator is under-trained: its ARC is not to be trusted."""
+    robust_acc, n_eval = np.asarray(robust_acc, float), np.asarray(n_eval, float)
+    noise = z * 0.5 / np.sqrt(n_eval)
+    at_chance = robust_acc <= 0.5 + noise
+    return (robust_acc > 0.5 + 2 * noise) & np.concatenate([[False], np.logical_or.accumulate(at_chance)[:-1]])
+
+
 def below_chance_points(robust_acc, n_eval, z: float = 3.0) -> np.ndarray:
     """Which points have robust accuracy below chance by more than z standard errors: a constant
     answer scores 0.5 on the balanced held-out set under any attack, so such a discriminator is not
@@ -195,9 +246,10 @@ def below_chance_points(robust_acc, n_eval, z: float = 3.0) -> np.ndarray:
 
 def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
     """One generator's robust discrimination accuracy per discriminator seed and eps (a tidy CSV
-    sorted by seed and eps; `eps` in pixel units, `eps_255` in units of 1/255), with a
-    `collapsed` flag (judged along each seed's own curve) and a `below_chance` flag per point, both
-    warned in the log."""
+    sorted by seed and eps; `eps` in pixel units, `eps_255` in units of 1/255; the epochs each
+    discriminator trained, the attack that set its robust accuracy), with `collapsed` and
+    `attack_suspect` flags (judged along each seed's own curve) and a `below_chance` flag per
+    point, all warned in the log."""
     curve = pd.concat([read_csv(p) for p in metric_csvs], ignore_index=True)
     if curve["generator"].nunique() != 1:
         raise ArtifactError(f"{out_csv}: metrics of several generators {sorted(curve['generator'].unique())}")
@@ -205,11 +257,17 @@ def arc_curve(*, metric_csvs, out_csv) -> pd.DataFrame:
     curve.insert(curve.columns.get_loc("eps") + 1, "eps_255", curve["eps"] / EPS_UNIT)
     curve["collapsed"] = np.concatenate([collapsed_points(one["clean_acc"], one["n_eval"])
                                          for _, one in curve.groupby("seed", sort=True)])
+    curve["attack_suspect"] = np.concatenate([attack_suspect_points(one["robust_acc"], one["n_eval"])
+                                              for _, one in curve.groupby("seed", sort=True)])
     curve["below_chance"] = below_chance_points(curve["robust_acc"], curve["n_eval"])
     for _, point in curve[curve["collapsed"]].iterrows():
         log.warning("%s seed %d: the discriminator at eps %.5f collapsed to chance on clean held-out images while "
                     "a smaller eps separated them: its ARC is underestimated", point["generator"], point["seed"],
                     point["eps"])
+    for _, point in curve[curve["attack_suspect"]].iterrows():
+        log.warning("%s seed %d: the discriminator at eps %.5f keeps robust accuracy %.3f above chance where a "
+                    "smaller eps was at chance: the attack may be masked, or the smaller eps under-trained",
+                    point["generator"], point["seed"], point["eps"], point["robust_acc"])
     for _, point in curve[curve["below_chance"]].iterrows():
         log.warning("%s seed %d: the discriminator at eps %.5f is below chance under attack (robust accuracy %.3f): "
                     "it is not robust at its eps; `arc` counts it as chance, `arc_unclipped` is underestimated",
@@ -225,6 +283,7 @@ def arc_row(curve: pd.DataFrame) -> dict:
     """ARC and its context for one generator and discriminator seed (one curve over eps)."""
     collapsed = curve["eps"][curve["collapsed"].astype(bool)]
     below_chance = curve["eps"][curve["below_chance"].astype(bool)] if "below_chance" in curve else []
+    suspect = curve["eps"][curve["attack_suspect"].astype(bool)] if "attack_suspect" in curve else []
     return {"generator": curve["generator"].iloc[0], "seed": int(curve["seed"].iloc[0]),
             "arc": arc(curve["eps"], curve["robust_acc"]),
             "arc_unclipped": arc_unclipped(curve["eps"], curve["robust_acc"]),
@@ -232,7 +291,8 @@ def arc_row(curve: pd.DataFrame) -> dict:
             "robust_acc_at_max_eps": float(curve.loc[curve["eps"].idxmax(), "robust_acc"]),
             "max_eps": float(curve["eps"].max()), "max_eps_255": float(curve["eps"].max() / EPS_UNIT),
             "collapsed_eps": " ".join(f"{e:g}" for e in collapsed),
-            "below_chance_eps": " ".join(f"{e:g}" for e in below_chance)}
+            "below_chance_eps": " ".join(f"{e:g}" for e in below_chance),
+            "attack_suspect_eps": " ".join(f"{e:g}" for e in suspect)}
 
 
 def arc_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -249,13 +309,17 @@ def arc_table(*, curve_csvs, out_table, out_summary, out_plot) -> pd.DataFrame:
     """ARC per generator and discriminator seed (`out_table`, generators by mean ARC, lowest first:
     hardest to tell from real data), its mean and interval over seeds (`out_summary`), and the
     paper's Figure 3. `arc` (eps in 1/255, accuracy below chance counted as chance) ranks;
-    `arc_unclipped` is the paper's line as written; `collapsed_eps` lists collapsed points."""
+    `arc_unclipped` is the paper's line as written; `collapsed_eps` and `attack_suspect_eps` list
+    the flagged points."""
     curves = [read_csv(p) for p in curve_csvs]
     rows = [arc_row(one) for c in curves for _, one in c.groupby("seed", sort=True)]
     for row in rows:
         if row["collapsed_eps"]:
             log.warning("%s seed %d: ARC from a curve with collapsed discriminators at eps %s", row["generator"],
                         row["seed"], row["collapsed_eps"])
+        if row["attack_suspect_eps"]:
+            log.warning("%s seed %d: ARC from a curve with suspect robust accuracy at eps %s", row["generator"],
+                        row["seed"], row["attack_suspect_eps"])
     table = pd.DataFrame(rows)
     summary = arc_summary(table)
     rank = summary[summary["metric"] == "arc"].set_index("generator")["rank"]

@@ -143,6 +143,7 @@ MIXTURE_SELECTION_SUMMARY = MIXTURE + "/selected/{selection}.csv"  # one row per
 DISCRIMINATION = RESULTS + "/discriminators/{generator}"
 DISCRIMINATION_REAL = DISCRIMINATION + "/data/real.h5"
 DISCRIMINATION_SYNTHETIC = DISCRIMINATION + "/data/synthetic.h5"
+DISCRIMINATION_VALIDATION = DISCRIMINATION + "/data/validation.h5"  # synthetic half of the validation set
 DISCRIMINATION_HELDOUT = DISCRIMINATION + "/data/heldout.h5"
 DISCRIMINATOR = DISCRIMINATION + "/eps{eps_index}/seed{seed}"  # one per eps and discrimination seed
 DISCRIMINATOR_MODEL = DISCRIMINATOR + "/model.pt"

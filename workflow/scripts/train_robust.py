@@ -8,4 +8,5 @@ with logged_job(snakemake):
           settings=snakemake.params.settings, seed=snakemake.params.seed,
           synthetic_path=snakemake.input.synthetic_path or None,
           init_model=snakemake.input.get("init_model") or None,
+          val_synthetic_path=snakemake.input.get("val_synthetic_path") or None,
           settings_key=trainer_block(snakemake.rule, snakemake.wildcards, snakemake.config))
