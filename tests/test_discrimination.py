@@ -13,14 +13,14 @@ import torch
 from sklearn.datasets import load_digits
 
 from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_csv, write_images
-from port.config import (SettingsError, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
+from port.config import (SettingsError, validation_count, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
                          discriminator_settings, grid_discriminator_settings, scorer_settings)
 from port.discrimination import (arc, arc_unclipped, arc_curve, arc_table, attack_accuracies, attack_suspect_points,
                                  below_chance_points, collapsed_points, discrimination_sets, evaluate_discriminator,
                                  score_shard, scorer_sets, synthetic_heldout_split, synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
 import port.training
-from port.training import TrainSettings, train, validation_size
+from port.training import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def _arc_of(tmp_path, synthetic_kind):
     assert (curve["epochs_run"] == 4).all() and list(curve["robust_attack"]) == ["none", "pgd", "pgd"]
     # the validation images are synthetic, as many as the real ones held out, and never trained on or evaluated
     val, pool, held = (read_arrays(p, "source_index", "labels") for p in (sets[3], sets[1], sets[2]))
-    assert len(val["labels"]) == validation_size(400, 0.1) and (val["labels"] == 1).all()
+    assert len(val["labels"]) == validation_count(400, 0.1) and (val["labels"] == 1).all()
     held_synthetic = held["source_index"][held["labels"] == 1]
     assert not set(val["source_index"]) & (set(pool["source_index"]) | set(held_synthetic))
     return curve, arc(curve["eps"], curve["robust_acc"])

@@ -28,7 +28,7 @@ from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_o
                         write_csv, write_images)
 from .attacks import Attack
 from .compute import Compute, channels_last
-from .config import SettingsError
+from .config import SettingsError, validation_count
 from .devices import default_device
 from .evaluation import accuracy, autoattack_accuracy, evenly_spaced, predict
 from .loaders import to_tensor
@@ -38,7 +38,6 @@ from .reporting import plot_arc_curves
 from .seeds import rng
 from .shards import shard_bounds
 from .statistics import seed_summary
-from .training import validation_size
 
 log = logging.getLogger(__name__)
 REAL, SYNTHETIC = 0, 1
@@ -73,7 +72,7 @@ def discrimination_sets(*, train_path, test_path, synthetic_path, out_real, out_
     images + as many held-out synthetic)."""
     n_synthetic = image_set_length(synthetic_path)
     images, _ = read_image_set(train_path)
-    n_validation = validation_size(len(images), settings["val_fraction"])
+    n_validation = validation_count(len(images), settings["val_fraction"])
     key = f"datasets.{dataset_of(train_path)}.discrimination.n_heldout"
     if settings["n_heldout"] + n_validation >= n_synthetic:
         raise SettingsError(f"{key}={settings['n_heldout']}: cannot hold out {settings['n_heldout']} of {n_synthetic} "
