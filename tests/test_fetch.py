@@ -48,7 +48,7 @@ def models(tmp_path):
     (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
     served = tmp_path / "served"
     served.mkdir()
-    pickle = write_network_pickle(served / "cifar10.pkl", tiny_generator())
+    pickle = write_network_pickle(served / "cifar10.pkl", tiny_generator(img_channels=1))  # digits are grey
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
