@@ -158,6 +158,7 @@ use rule discrimination_sets as scarcity_discrimination_sets with:
     output:
         out_real=paths.scarce(paths.DISCRIMINATION_REAL),
         out_synthetic=paths.scarce(paths.DISCRIMINATION_SYNTHETIC),
+        out_validation=paths.scarce(paths.DISCRIMINATION_VALIDATION),
         out_heldout=paths.scarce(paths.DISCRIMINATION_HELDOUT),
     log:
         "logs/scarcity_discrimination_sets/{dataset}/n{n_real}/{generator}.log",
@@ -220,12 +221,30 @@ use rule merge_scores as merge_scarcity_scores with:
         "benchmarks/merge_scarcity_scores/{dataset}/n{n_real}/{generator}.tsv"
 
 
+# A cut's images against the real test set and the cut it was trained on (the audit of rules/audit.smk).
+use rule audit_synthetic as audit_scarcity_synthetic with:
+    input:
+        images_path=paths.scarce(paths.IMAGES),
+        train_path=paths.DATA_SCARCITY_TRAIN,
+        test_path=paths.TEST,
+        lanet_path=paths.fill(paths.scarce(paths.LABELER_MODEL), slot="lanet"),
+    output:
+        out_path=paths.scarce(paths.AUDIT),
+        out_csv=paths.scarce(paths.AUDIT_TABLE),
+        out_png=paths.scarce(paths.AUDIT_PLOT),
+    log:
+        "logs/audit_scarcity_synthetic/{dataset}/n{n_real}/{generator}.log",
+    benchmark:
+        "benchmarks/audit_scarcity_synthetic/{dataset}/n{n_real}/{generator}.tsv"
+
+
 use rule select_synthetic as select_scarcity_synthetic with:
     input:
         images_path=paths.scarce(paths.IMAGES),
         filter_path=paths.scarce(paths.FILTER_MASK),
         scores_path=lambda wc: paths.scarce(paths.SCORES).format(**dict(wc.items())) if paths.needs_scores(wc.selection) else [],
         labels_path=lambda wc: paths.scarce(paths.LABELS).format(**dict(wc.items())) if wc.selection == "confidence" else [],
+        audit_path=lambda wc: paths.scarce(paths.AUDIT).format(**dict(wc.items())) if dataset_cfg(wc)["audit"]["drop"] else [],
     output:
         out_path=paths.scarce(paths.SELECTED),
     log:

@@ -147,7 +147,8 @@ def dataset_facts(config: dict, dataset: str) -> DatasetFacts:
         n_train = total - n_test
     else:
         n_train, n_test = BUILTIN_SIZES[source["kind"]]
-    images = {name: _generator_images(config, dataset, name) for name in ds["generators"]}
+    images = {name: _generator_images(config, dataset, name) for name, gen in ds["generators"].items()
+              if gen["kind"] != "mixture"}  # a mixture samples nothing: its members' images are counted
     return DatasetFacts(n_train, n_test, tuple(shape), images)
 
 

@@ -60,8 +60,8 @@ def seed_table(runs: pd.DataFrame, metrics: list[str], setting: list[str]) -> pd
     runs = runs.assign(run=run)
     # the selected set, and so the near-duplicates removed from it, is the same for every training seed;
     # a mixture's runs name it and its members' shares (port.mixture); the baseline's are empty
-    identity = [*setting, "architecture", "method", "selection", "n_test_duplicates_removed",
-                *[key for key in ("generator", "generator_shares") if key in runs.columns]]
+    identity = [*setting, "architecture", "method", "selection",
+                *[key for key in ("n_test_duplicates_removed", "generator", "generator_shares") if key in runs.columns]]
     summary = seed_summary(runs, metrics, [*identity, "run"])
     differences = paired_differences(runs, metrics, method="run", baseline=paths.BASELINE,
                                      pair_on=(*setting, "architecture", "seed"), by=(*setting, "architecture"))
