@@ -97,7 +97,7 @@ def main():
         archs, image_size, batch = args.archs or ["small_cnn"], 8, 8
         timing = {"warmup": 1, "repeats": 2}
     else:
-        archs, image_size, batch = args.archs or ["resnet18", "wrn-34-10"], 32, 128
+        archs, image_size, batch = args.archs or ["resnet18", "wrn-34-10", "wrn-28-10", "wrn-28-10-silu"], 32, 128
         timing = {"warmup": 2, "repeats": 3, "min_seconds": 2.0}
     rows, profiles = [], {}
     for arch in archs:

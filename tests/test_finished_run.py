@@ -120,6 +120,8 @@ CONFIG = {"datasets": {"digits": {}, "mine": {}}}
     (["--cores", "1", "--", "results/mine/x.h5"], {"mine"}),  # targets after `--`
     (["results/other/x.h5", "report.html"], set()),  # a dataset not in config, a file outside results/
     (["--unlock"], set()),  # runs no job
+    (["results/mine/plan.csv", "./results/digits/plan.csv"], set()),  # a plan job reads the files itself
+    (["results/mine/plan.csv", "results/digits/data/test.h5"], {"digits"}),
 ])
 def test_requested_datasets(argv, datasets):
     assert requested_datasets(CONFIG, argv, RULE_INPUTS) == datasets

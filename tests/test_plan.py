@@ -3,9 +3,11 @@
 import copy
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, run_snakemake
+from snakemake.utils import validate
 
 from port import plan
 from port.artifacts import ArtifactError
@@ -102,8 +104,35 @@ def test_plan_target_runs_and_reruns_when_the_config_changes(tmp_path):
     assert rerun.returncode == 0 and "plan_dataset" in rerun.stdout, rerun.stderr[-2000:]
 
 
-def test_an_imported_set_is_an_input_of_its_plan_and_named_when_missing(shipped_config):
+def test_an_imported_set_not_on_disk_is_counted_from_its_n_images(shipped_config, tmp_path):
+    """The Wang et al. presets can be planned before their 20M images are copied in."""
+    config = copy.deepcopy(shipped_config)
+    validate(config, str(REPO / "config" / "schema.yaml"))  # the defaults, as the Snakefile fills them in
+    facts = plan.dataset_facts(config, "cifar10-wang2023")
+    assert plan.imported_sets(config, "cifar10-wang2023") == []  # no input: the plan job can run
+    assert facts.generator_images["edm-20m"] == 20_000_000
+    table = planned(config, "cifar10-wang2023", tmp_path)
+    imported = row(table, "sample_shard", "edm-20m")
+    assert imported["work"] == 20_000_000 and "counted from n_images" in imported["note"]
+
+
+def test_an_imported_set_without_n_images_is_an_input_of_its_plan_and_named_when_missing(shipped_config):
+    config = copy.deepcopy(shipped_config)
+    del config["datasets"]["cifar10-wang2023"]["generators"]["edm-20m"]["n_images"]
     parts = ["data/cifar10/edm/20m_part1.npz", "data/cifar10/edm/20m_part2.npz"]
-    assert plan.imported_sets(shipped_config, "cifar10-wang2023") == parts  # Snakemake: missing input, before the job
+    assert plan.imported_sets(config, "cifar10-wang2023") == parts  # Snakemake: missing input, before the job
     with pytest.raises(ArtifactError, match=r"datasets\.cifar10-wang2023\.generators\.edm-20m\.path: .*20m_part1"):
-        plan.dataset_facts(shipped_config, "cifar10-wang2023")
+        plan.dataset_facts(config, "cifar10-wang2023")
+
+
+@pytest.mark.parametrize("n_images, counted", [(None, 7), (20_000_000, 7), (5, 5)])
+def test_an_imported_set_on_disk_is_counted_from_its_files_up_to_n_images(shipped_config, tmp_path, n_images, counted):
+    config = copy.deepcopy(shipped_config)
+    part = tmp_path / "part.npz"
+    np.savez(part, image=np.zeros((7, 32, 32, 3), np.uint8), label=np.zeros(7, np.int64))
+    gen = config["datasets"]["cifar10-wang2023"]["generators"]["edm-20m"]
+    gen["path"], gen["n_images"] = [str(part)], n_images
+    if n_images is None:
+        del gen["n_images"]
+    assert plan.imported_sets(config, "cifar10-wang2023") == [str(part)]
+    assert plan.dataset_facts(config, "cifar10-wang2023").generator_images["edm-20m"] == counted

@@ -21,6 +21,20 @@ from pathlib import Path
 from . import paths
 from .config import NUM_CLASSES, generator_files, labeler_checkpoint, source_files
 
+_planning = False  # true while port.plan lists a DAG's jobs (see planning)
+
+
+@contextlib.contextmanager
+def planning():
+    """While the cost plan lists a DAG's jobs: an imported set that the plan counts from its
+    `n_images` (its files not on disk yet) names no input, as the plan reads nothing a job reads."""
+    global _planning
+    _planning = True
+    try:
+        yield
+    finally:
+        _planning = False
+
 
 def check_named_files(config: dict, dataset: str) -> None:
     """Every check the input functions of prepare_data, sample_shard and train_labeler run for a dataset."""
@@ -53,8 +67,9 @@ def requested_datasets(config: dict, argv: list[str], rule_inputs: dict) -> set[
         files += rule_inputs.get(target, [target])
     prefix = paths.RESULTS.format(dataset="")
     relative = (Path(file).as_posix().removeprefix("./") for file in files)
-    return {file.removeprefix(prefix).split("/")[0] for file in relative if file.startswith(prefix)} \
-        & set(config["datasets"])
+    datasets = {file: file.removeprefix(prefix).split("/")[0] for file in relative if file.startswith(prefix)}
+    # a plan reads the config-named files itself, in its own job, and trains on nothing
+    return {name for file, name in datasets.items() if file != paths.PLAN.format(dataset=name)} & set(config["datasets"])
 
 
 def check_finished_datasets(config: dict, argv: list[str], rule_inputs: dict) -> list[str]:
@@ -117,6 +132,11 @@ def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
     npz parts with images of the dataset's geometry, or a local model of the right kind."""
     gen = config["datasets"][dataset]["generators"][generator]
     files = generator_files(config, dataset, generator)
+    if _planning:
+        from .plan import counted_from_config
+
+        if counted_from_config(config, dataset, generator):
+            return []
     if files and gen["kind"] == "npz":
         from .data import check_same_geometry
         from .presampled import PresampledSet

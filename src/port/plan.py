@@ -103,12 +103,25 @@ def device_folder(device: str | None, bench_results: str | Path = BENCH) -> Path
 
 
 def imported_sets(config: dict, dataset: str) -> list[str]:
-    """The npz files of the dataset's imported generators: the plan counts their images."""
+    """The npz files of the dataset's imported generators: the plan counts their images. A set
+    with `n_images` is counted from it until its files are on disk (see _generator_images)."""
     from .config import generator_files
 
     generators = config["datasets"][dataset]["generators"]
-    return [path for name, gen in generators.items() if gen["kind"] == "npz"
+    return [path for name, gen in generators.items()
+            if gen["kind"] == "npz" and not counted_from_config(config, dataset, name)
             for path in generator_files(config, dataset, name)]
+
+
+def counted_from_config(config: dict, dataset: str, generator: str) -> bool:
+    """An imported set whose files are not all on disk yet, with the `n_images` it imports: the plan
+    counts that many images (the import takes at most n_images), so a cluster run can be planned
+    before its 20M images are copied in."""
+    from .config import generator_files
+
+    gen = config["datasets"][dataset]["generators"][generator]
+    return gen["kind"] == "npz" and bool(gen.get("n_images")) \
+        and not all(Path(f).is_file() for f in generator_files(config, dataset, generator))
 
 
 def rate_files(device: str | None) -> list[str]:
@@ -154,16 +167,17 @@ def dataset_facts(config: dict, dataset: str) -> DatasetFacts:
 
 def _generator_images(config: dict, dataset: str, generator: str) -> int:
     gen = config["datasets"][dataset]["generators"][generator]
-    if gen["kind"] != "npz":
+    if gen["kind"] != "npz" or counted_from_config(config, dataset, generator):
         return gen["n_images"]
     from .artifacts import ArtifactError
     from .presampled import PresampledSet
 
-    try:  # the count is the imported set's: its files must be on disk before the plan
-        return len(PresampledSet.open(gen["path"], gen.get("image_key", "image"), gen.get("label_key")))
+    try:  # the count is the imported set's: its files must be on disk, or n_images set
+        held = len(PresampledSet.open(gen["path"], gen.get("image_key", "image"), gen.get("label_key")))
     except ArtifactError as err:
         raise ArtifactError(f"datasets.{dataset}.generators.{generator}.path: {err} (the plan counts the "
-                            f"imported set's images: put its files in place first)") from err
+                            f"imported set's images: put its files in place first, or set its n_images)") from err
+    return min(gen.get("n_images") or held, held)  # the import takes at most n_images
 
 
 # ---- work per job ----------------------------------------------------------------------------
@@ -218,7 +232,9 @@ def _sample_shard(job, rates, facts, config):
     images = stop - start
     disk = images * facts.image_bytes
     if s["kind"] != "diffusers":
-        return Estimate(images, "images", note=f"no measured rate: no benchmark samples kind {s['kind']}",
+        counted = ("; counted from n_images: the files are not on disk yet"
+                   if counted_from_config(config, job["wildcards"]["dataset"], job["wildcards"]["generator"]) else "")
+        return Estimate(images, "images", note=f"no measured rate: no benchmark samples kind {s['kind']}{counted}",
                         disk_bytes=disk)
     evaluations = images * s["steps"] * (2 if s.get("guidance_scale") else 1)  # guidance: two UNet calls
     unet = rates.results.get("sampling", {}).get("settings", {}).get("unet", {})
@@ -335,8 +351,10 @@ def dag_jobs(config: dict, dataset: str, workdir: str | Path = ".") -> list[dict
     from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness,
                                           ResourceSettings, StorageSettings)
 
+    from .inputs import planning
+
     targets = final_targets(config, [dataset])
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api, planning():
         workflow_api = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(config=config),
                                     storage_settings=StorageSettings(), snakefile=SNAKEFILE, workdir=Path(workdir))
         workflow_api.dag(dag_settings=DAGSettings(targets=set(targets), forceall=True))
