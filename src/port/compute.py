@@ -3,7 +3,9 @@
 Training, attack crafting, certification, synthetic scoring and pseudo-labelling take one
 `compute` block from the config (`precision`, `compile`). bf16 applies on CUDA only: CPU autocast
 to bf16 is slower than fp32 on most CPUs and would change the CPU results for nothing, so the CPU
-always runs fp32 and its results do not depend on the block. With `precision: fp32` every path is
+always runs fp32 and its results do not depend on the block. Which device types take this fast
+path (bf16, cuDNN autotuning, channels_last sampling) is `FAST_PATH_DEVICE_TYPES`, read at each
+call: the tests add "cpu" to it to run the CUDA path's code on a CPU (tests/test_fast_path.py). With `precision: fp32` every path is
 the plain fp32 computation (certification counts are then exactly those of a plain loop).
 AutoAttack evaluation ignores the block: it stays fp32, as the robust accuracy it reports must be exact.
 Stage functions read the block from their settings (absent: the defaults, bf16); the building
@@ -25,6 +27,12 @@ PRECISIONS = ("bf16", "fp32")
 # torch.compile's modes; reduce-overhead replays CUDA graphs, for steps whose kernels are too short
 # for the host to launch them as fast as the GPU runs them.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+FAST_PATH_DEVICE_TYPES = frozenset({"cuda"})
+
+
+def fast_path(device: torch.device | str) -> bool:
+    """Whether `device` takes the hot loops' fast path: CUDA (see the module docstring)."""
+    return torch.device(device).type in FAST_PATH_DEVICE_TYPES
 
 
 @dataclass(frozen=True)
@@ -49,13 +57,13 @@ class Compute:
         return cls(**settings)
 
     def bf16(self, device: torch.device | str) -> bool:
-        return self.precision == "bf16" and torch.device(device).type == "cuda"
+        return self.precision == "bf16" and fast_path(device)
 
     def autocast(self, device: torch.device | str):
         """bf16 autocast on CUDA when asked for, else a no-op (fp32). On CUDA it also turns on
         cuDNN autotuning: the hot loops repeat a few fixed shapes, so the search pays off at once."""
         device = torch.device(device)
-        if device.type == "cuda":
+        if fast_path(device):
             torch.backends.cudnn.benchmark = True
         if not self.bf16(device):
             return contextlib.nullcontext()

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from .artifacts import (MODEL_DIRECTORY_MARKER, ArtifactError, ImageWriter, check_labels, dataset_of,
                         image_set_length, image_set_shape, iter_image_blocks, open_hdf5, provenance, read_attrs,
                         read_image_set, validate_image_set)
+from .compute import fast_path
 from .config import SettingsError
 from .data import check_same_geometry
 from .devices import default_device
@@ -180,7 +181,7 @@ def image_noise(seed: int, indices, shape: tuple, n_steps: int, device) -> tuple
 
 class Sampler:
     """The fast sampling loop: a diffusers UNet and scheduler, bf16 autocast and channels_last on
-    CUDA, the device synchronised once per batch (when the images are copied out).
+    CUDA (port.compute.fast_path), the device synchronised once per batch (when the images are copied out).
 
     A class-conditional UNet (its last class embedding is "no class") samples image i as class
     i mod num_classes, with classifier-free guidance (Ho & Salimans 2022) when the scale is not 1:
@@ -190,9 +191,9 @@ class Sampler:
     def __init__(self, unet, scheduler: str, scheduler_config, steps: int, eta: float = 0.0, device=None,
                  guidance_scale: float = GUIDANCE_SCALE):
         self.device = torch.device(device or default_device())
-        self.cuda = self.device.type == "cuda"
+        self.fast_path = fast_path(self.device)
         self.unet = unet.to(self.device).eval()
-        if self.cuda:
+        if self.fast_path:
             self.unet = self.unet.to(memory_format=torch.channels_last)
         self.scheduler, self.step_kwargs = stepping_scheduler(scheduler, scheduler_config, eta)
         self.steps = steps
@@ -228,13 +229,13 @@ class Sampler:
         timesteps = self.scheduler.timesteps
         x, trajectory = image_noise(seed, indices, self.shape, len(timesteps) if self.stochastic else 0, self.device)
         x = x * self.scheduler.init_noise_sigma
-        if self.cuda:
+        if self.fast_path:
             x = x.contiguous(memory_format=torch.channels_last)
         on_device = timesteps.to(self.device)
         labels = self.class_labels(indices)
         labels = None if labels is None else torch.from_numpy(labels).to(self.device)
         for i, t in enumerate(timesteps):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.fast_path):
                 eps = self._noise_prediction(self.scheduler.scale_model_input(x, t), on_device[i], labels)
             noise = {"variance_noise": trajectory[i]} if self.stochastic else {}
             x = self.scheduler.step(eps.float(), t, x, **self.step_kwargs, **noise).prev_sample

@@ -21,7 +21,6 @@ nothing is left over and nothing is missing.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
@@ -36,6 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .artifacts import ArtifactError, ImageWriter, atomic_path, provenance
+from .compute import fast_path
 from .devices import default_device
 from .generators import SOURCE_LABELS
 from .safe_pickle import PersistentRecord, load_network_pickle
@@ -442,8 +442,7 @@ def generate(generator: StyleGAN2Generator, indices: np.ndarray, seed: int, trun
     labels = image_labels(indices, generator.c_dim, class_labels) if generator.c_dim else None
     c = (F.one_hot(torch.from_numpy(labels), generator.c_dim).float() if labels is not None
          else torch.zeros(len(indices), 0))
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast_path(device)):
         images = generator(z.to(device), c.to(device), truncation_psi,
                            [n.to(device) for n in noises] if noises is not None else None)
     return to_uint8(images), labels
