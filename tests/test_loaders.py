@@ -134,6 +134,27 @@ def test_stream_resumes_at_any_epoch(identity_set, epoch):
         np.testing.assert_array_equal(_decode(x_b), y_b)
 
 
+def test_pinned_stream_gives_the_unpinned_batches_each_in_its_own_buffer(identity_set, monkeypatch):
+    """With pin_memory (what training asks for on CUDA) every batch is gathered into a new torch
+    buffer seen through numpy, so a batch still being copied to the GPU (non_blocking) is never
+    overwritten by the next. Pinning needs a CUDA driver: here the page-locked allocation is asked
+    for and made unpinned, and all the rest of the path runs. 40 batches of 30 cross a pass."""
+    requests, empty = [], torch.empty
+
+    def unpinned_empty(*args, pin_memory=False, **kwargs):
+        requests.append(pin_memory)
+        return empty(*args, **kwargs)
+
+    expected = list(itertools.islice(ChunkShuffleStream(identity_set, 30, seed=3, buffer_chunks=3).epoch(1), 40))
+    monkeypatch.setattr(torch, "empty", unpinned_empty)
+    pinned = ChunkShuffleStream(identity_set, 30, seed=3, buffer_chunks=3, pin_memory=True)
+    batches = list(itertools.islice(pinned.epoch(1), 40))  # all kept: a reused buffer would show
+    assert requests == [True] * 40
+    for (x, y), (x_expected, y_expected) in zip(batches, expected, strict=True):
+        np.testing.assert_array_equal(x, x_expected)
+        np.testing.assert_array_equal(y, y_expected)
+
+
 def test_stream_every_pass_is_a_permutation(identity_set):
     n, batch = 1000, 40  # 25 batches a pass
     stream = ChunkShuffleStream(identity_set, batch_size=batch, seed=8, buffer_chunks=4)
