@@ -100,3 +100,30 @@ def test_compute_uses_bf16_only_on_cuda():
         Compute.from_settings({"precison": "fp32"})
     assert Compute.from_settings(None) == Compute("bf16", False)
     assert channels_last(torch.zeros(2, 3, 4, 4)).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gpu_only_lines_takes_either_side_of_a_device_decision():
+    """bench/gpu_only_lines.py's reading of a module: both sides of an `if` on the device, the rest
+    of a block such an `if` returns from, and a one-line alternative at its statement's first line
+    (the line coverage counts); nothing else."""
+    cuda_branches = runpy.run_path(str(BENCH / "gpu_only_lines.py"))["cuda_branches"]
+    source = '''\
+def place(device, x, compute):
+    if device.type == "cuda":
+        x = x.cuda()
+    else:
+        x = x + 1
+    if not compute.bf16(device):
+        return x
+    y = x * 2
+    return y
+
+
+def gather(x, pin_memory):
+    z = x + 1
+    return stack(z,
+                 x.pin() if pin_memory else x)
+'''
+    branches, alternatives = cuda_branches(source)
+    assert branches == {3, 5, 7, 8, 9}
+    assert alternatives == {15: 14}
