@@ -88,12 +88,12 @@ def flat_parameters(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def one_training_step(compute_settings: dict, loss: str = "pgd", arch: str = "small_cnn"):
+def one_training_step(compute_settings: dict, loss: str = "pgd"):
     """This step's [loss, loss_real, loss_syn, correct], the weight update and the weights' dtypes,
-    from the same weights, batch and random start whatever the settings."""
-    model = classifier(arch, 10).train()
+    from the same small-CNN weights, batch and random start whatever the settings."""
+    model = classifier("small_cnn", 10).train()
     before = flat_parameters(model)
-    cfg = TrainSettings.from_dict(dict(arch=arch, epochs=1, batch_size=16, gamma=0.4, loss=loss, threat=LINF,
+    cfg = TrainSettings.from_dict(dict(arch="small_cnn", epochs=1, batch_size=16, gamma=0.4, loss=loss, threat=LINF,
                                        compute=compute_settings))
     step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg)
     x, y = pattern_batch(32)

@@ -5,8 +5,9 @@ Training, attack crafting, certification, synthetic scoring and pseudo-labelling
 to bf16 is slower than fp32 on most CPUs and would change the CPU results for nothing, so the CPU
 always runs fp32 and its results do not depend on the block. Which device types take this fast
 path (bf16, cuDNN autotuning, channels_last sampling) is `FAST_PATH_DEVICE_TYPES`, read at each
-call: the tests add "cpu" to it to run the CUDA path's code on a CPU (tests/test_fast_path.py). With `precision: fp32` every path is
-the plain fp32 computation (certification counts are then exactly those of a plain loop).
+call: the tests add "cpu" to it to run the CUDA path's code on a CPU (tests/test_fast_path.py).
+With `precision: fp32` every path is the plain fp32 computation (certification counts are then
+exactly those of a plain loop).
 AutoAttack evaluation ignores the block: it stays fp32, as the robust accuracy it reports must be exact.
 Stage functions read the block from their settings (absent: the defaults, bf16); the building
 blocks they call (pgd, Smooth, synthetic_scores, class_probabilities) take a Compute and run
