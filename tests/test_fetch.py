@@ -1,9 +1,10 @@
 """Offline compute nodes: hub ids and URLs are fetched once by the local rule fetch_model, and the
 sampling shards, with the network disabled inside the job, read only the fetched copies."""
 
+import contextlib
 import functools
-import os
 import http.server
+import os
 import shutil
 import threading
 
@@ -20,14 +21,35 @@ from port import fetch
 from port.artifacts import ArtifactError
 
 HUB_ID = "local/tiny-ddpm"
-# Loaded by every Python process of the run (PYTHONPATH): a sampling job's connect() raises.
+# Loaded by every Python process of the run (PYTHONPATH): connect() raises in a job of rule RULE
+# (Snakemake runs a rule's script as .snakemake/scripts/tmp*.RULE.py).
 SITECUSTOMIZE = '''import socket, sys
-if any("sample_shard" in arg for arg in sys.argv):
+if any("RULE" in arg for arg in sys.argv):
     def _refuse(*args, **kwargs):
         raise OSError("network access is disabled in this job (tests/test_fetch.py)")
     socket.socket.connect = socket.socket.connect_ex = socket.create_connection = _refuse
 '''
 SHARDS = [f"results/digits/synthetic/{g}/shard_{i}.h5" for g in ("ddpm", "stylegan") for i in range(2)]
+
+
+def block_network_in_jobs_of(rule: str, tmp_path, monkeypatch) -> None:
+    """The Snakemake runs this test starts run every job of `rule` without a network."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.replace("RULE", rule))
+    monkeypatch.setenv("PYTHONPATH", ":".join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+
+
+@contextlib.contextmanager
+def served(directory):
+    """`directory` over HTTP on 127.0.0.1 (the machine has no internet); yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def generators_config(ddpm_model: str, stylegan_model: str) -> dict:
@@ -46,15 +68,11 @@ def models(tmp_path):
     shutil.copytree(local, snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
-    served = tmp_path / "served"
-    served.mkdir()
-    pickle = write_network_pickle(served / "cifar10.pkl", tiny_generator(img_channels=1))  # digits are grey
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"local": str(local), "pickle": str(pickle), "hub": tmp_path / "hub",
-           "url": f"http://127.0.0.1:{server.server_address[1]}/cifar10.pkl"}
-    server.shutdown()
+    served_folder = tmp_path / "served"
+    served_folder.mkdir()
+    pickle = write_network_pickle(served_folder / "cifar10.pkl", tiny_generator(img_channels=1))  # digits are grey
+    with served(served_folder) as base_url:
+        yield {"local": str(local), "pickle": str(pickle), "hub": tmp_path / "hub", "url": f"{base_url}/cifar10.pkl"}
 
 
 def images(workdir, name):
@@ -64,10 +82,7 @@ def images(workdir, name):
 
 @pytest.mark.integration
 def test_fetched_models_sample_offline_as_the_local_ones(models, tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    monkeypatch.setenv("PYTHONPATH", ":".join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    block_network_in_jobs_of("sample_shard", tmp_path, monkeypatch)
     remote, local = tmp_path / "remote", tmp_path / "local"
     for workdir, config in ((remote, generators_config(HUB_ID, models["url"])),
                             (local, generators_config(models["local"], models["pickle"]))):
@@ -96,3 +111,4 @@ def test_a_changed_fetched_file_is_refused(models, tmp_path):
     (folder / fetch.NETWORK_PICKLE).write_bytes(b"changed")
     with pytest.raises(ArtifactError, match="changed since it was fetched"):
         fetch.verify_if_fetched(folder / fetch.NETWORK_PICKLE)
+

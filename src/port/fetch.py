@@ -23,37 +23,32 @@ from .config import is_url
 NETWORK_PICKLE = "network.pkl"  # a URL's file, under this name (port.config.fetched_source)
 
 
-def _digest(path: Path) -> str:
-    hasher = hashlib.sha256()
+def _digest(path: Path, algorithm: str = "sha256") -> str:
+    hasher = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             hasher.update(block)
     return hasher.hexdigest()
 
 
-def fetch_model(*, model: str, out_dir) -> dict:
-    """Download `model` (a URL, or a hub id through huggingface_hub) into `out_dir`, whole or not at
-    all (a temporary folder renamed at the end), with the manifest {file: sha256}."""
+def _download(url: str, path: Path) -> None:
+    try:
+        with urlopen(url) as response, open(path, "wb") as handle:
+            shutil.copyfileobj(response, handle)
+    except OSError as err:
+        raise ArtifactError(f"{url}: cannot fetch ({err})") from err
+
+
+def _fetch_into(out_dir, record: dict, fill) -> dict:
+    """`fill(folder)` fills a temporary folder beside `out_dir`, which gets the manifest (`record`
+    and {file: sha256}) and is renamed to `out_dir`: a failed fetch leaves no folder to trust."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        if is_url(model):
-            try:
-                with urlopen(model) as response, open(tmp / NETWORK_PICKLE, "wb") as handle:
-                    shutil.copyfileobj(response, handle)
-            except OSError as err:
-                raise ArtifactError(f"{model}: cannot fetch ({err})") from err
-        else:
-            from huggingface_hub import snapshot_download
-
-            try:  # through the hub cache (a copy already there is reused), then copied out whole
-                snapshot = snapshot_download(repo_id=model)
-            except Exception as err:  # the hub raises its own error types (offline, not found, HTTP)
-                raise ArtifactError(f"{model}: cannot fetch from the Hugging Face hub ({err})") from err
-            shutil.copytree(snapshot, tmp, dirs_exist_ok=True)  # the cache's symlinks become files
+        fill(tmp)
         files = {str(p.relative_to(tmp)): _digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        manifest = {"model": model, "files": files}
+        manifest = {**record, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if out.exists():
             shutil.rmtree(out)
@@ -61,6 +56,24 @@ def fetch_model(*, model: str, out_dir) -> dict:
         return manifest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fetch_model(*, model: str, out_dir) -> dict:
+    """Download `model` (a URL, or a hub id through huggingface_hub) into `out_dir`, whole or not at
+    all, with the manifest {file: sha256}."""
+    def fill(folder: Path) -> None:
+        if is_url(model):
+            _download(model, folder / NETWORK_PICKLE)
+            return
+        from huggingface_hub import snapshot_download
+
+        try:  # through the hub cache (a copy already there is reused), then copied out whole
+            snapshot = snapshot_download(repo_id=model)
+        except Exception as err:  # the hub raises its own error types (offline, not found, HTTP)
+            raise ArtifactError(f"{model}: cannot fetch from the Hugging Face hub ({err})") from err
+        shutil.copytree(snapshot, folder, dirs_exist_ok=True)  # the cache's symlinks become files
+
+    return _fetch_into(out_dir, {"model": model}, fill)
 
 
 def verify_fetched(folder) -> None:
