@@ -1,10 +1,12 @@
-"""Models a job would fetch from the network, fetched once on the submitting host.
+"""What a job would fetch from the network, fetched once on the submitting host.
 
 Compute nodes often have no internet. A generator whose `model` is a Hugging Face hub id (kind
 diffusers) or a URL (kind stylegan) is fetched by the local rule `fetch_model` into
-`results/{dataset}/fetched/{generator}/` with a manifest of SHA-256 digests; the sampling shards
-read only that copy, and every job runs with HF_HUB_OFFLINE=1 (port.logs). A model already on disk
-(a save_pretrained directory, a .pkl file) is read in place and never fetched.
+`results/{dataset}/fetched/{generator}/`, and a `download: true` CIFAR source by the local rule
+`fetch_source` into `results/{dataset}/fetched/_source/`, each with a manifest of SHA-256 digests;
+the jobs read only those copies, checked against the manifest first, and every job runs with
+HF_HUB_OFFLINE=1 (port.logs). A model already on disk (a save_pretrained directory, a .pkl file)
+is read in place and never fetched.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 from urllib.request import urlopen
@@ -19,6 +22,7 @@ from urllib.request import urlopen
 from .artifacts import FETCHED_MARKER as MANIFEST
 from .artifacts import ArtifactError
 from .config import is_url
+from .data import torchvision_dataset
 
 NETWORK_PICKLE = "network.pkl"  # a URL's file, under this name (port.config.fetched_source)
 
@@ -74,6 +78,33 @@ def fetch_model(*, model: str, out_dir) -> dict:
         shutil.copytree(snapshot, folder, dirs_exist_ok=True)  # the cache's symlinks become files
 
     return _fetch_into(out_dir, {"model": model}, fill)
+
+
+def fetch_source(*, kind: str, url: str | None, md5: dict | None, out_dir) -> dict:
+    """Download the archive of a `download: true` CIFAR source (torchvision's URL, or the mirror
+    `url`), check its md5 (torchvision's for the release, or `md5[<archive name>]` for another
+    copy) and extract it into `out_dir`, the root prepare_data reads without a network."""
+    release = torchvision_dataset(kind)
+    url = url or release.url
+    expected = (md5 or {}).get(release.filename, release.tgz_md5)
+
+    def fill(folder: Path) -> None:
+        archive = folder / release.filename
+        _download(url, archive)
+        actual = _digest(archive, "md5")
+        if actual != expected:
+            raise ArtifactError(f"{url}: md5 {actual} of {release.filename}, expected {expected} "
+                                f"(source.md5['{release.filename}'], without it the release's, from torchvision)")
+        try:  # the "data" filter refuses absolute paths, `..`, links out of the folder and devices
+            with tarfile.open(archive) as tar:
+                tar.extractall(folder, filter="data")
+        except tarfile.TarError as err:
+            raise ArtifactError(f"{url}: cannot extract {release.filename} ({err})") from err
+        archive.unlink()
+        if not (folder / release.base_folder).is_dir():
+            raise ArtifactError(f"{url}: {release.filename} holds no {release.base_folder}/ (the {kind} layout)")
+
+    return _fetch_into(out_dir, {"url": url, "md5": expected}, fill)
 
 
 def verify_fetched(folder) -> None:
