@@ -49,6 +49,7 @@ include: "rules/scarcity.smk"
 
 localrules:
     fetch_model,
+    fetch_source,
     plan_dataset,
     plan,
 

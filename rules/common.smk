@@ -25,6 +25,11 @@ def fetched_generator_model(wc):
     return [paths.FETCHED_MODEL.format(dataset=wc.dataset, generator=wc.generator)] if remote else []
 
 
+def fetched_source(wc):
+    """The folder rule fetch_source extracts a `download: true` source into (none for data on disk)."""
+    return paths.FETCHED_SOURCE.format(dataset=wc.dataset) if dataset_cfg(wc)["source"].get("download") else []
+
+
 def generator_files(wc):
     """What a shard's `source` names on disk: the pipeline-trained model, the fetched copy of a hub
     id or URL, or a local model or an imported npz set's parts named in config (checked)."""

@@ -96,6 +96,7 @@ D = "datasets.digits."
     (D + "training.attack_batchnorm", "frozen"),
     (D + "filter.threshold", 1.2),
     (D + "source.kind", "imagenet"),
+    ("datasets.cifar10.source.url", "mirror.example/cifar-10-python.tar.gz"),  # not an http(s) URL
     (D + "training.val_fraction", 1.0),
     (D + "training.unknown_key", 1),                             # additionalProperties: false
     (D + "training.generator", _DELETE),                         # required key missing
@@ -131,6 +132,8 @@ def test_bad_configs_are_rejected_by_the_schema(raw_config, key, value):
     (lambda c: _set(c, D + "source", {"kind": "npz", "test": "test.npz"}), "datasets.digits.source"),
     (lambda c: _set(c, "default_datasets", ["digits", "mnist"]), "default_datasets"),
     (lambda c: _set(c, "datasets.cifar10.source", {"kind": "cifar10"}), "datasets.cifar10.source"),
+    (lambda c: _set(c, "datasets.cifar10.source.url", "https://mirror.example/cifar-10-python.tar.gz"),
+     "datasets.cifar10.source.url"),
     (lambda c: _set(c, D + "generators.extra", {"kind": "npz"}), "datasets.digits.generators.extra"),
     (lambda c: _set(c, D + "generators.extra", {"kind": "diffusers", "model": "ddpm"}),
      "datasets.digits.generators.extra"),
@@ -155,6 +158,7 @@ def test_check_config_accepts_consistent_edge_cases(config):
     ok["datasets"]["digits"]["source"] = {"kind": "npz", "train": "a.npz", "test": "b.npz"}
     ok["datasets"]["digits"]["threats"]["none"] = {"norm": "linf", "eps": 0.0, "step_size": 0.0, "steps": 1}
     ok["default_datasets"] = ["digits", "cifar10"]
+    ok["datasets"]["cifar10"]["source"] = {"kind": "cifar10", "download": True}  # fetched: no `root` read
     check_config(ok)
 
 

@@ -69,6 +69,14 @@ def test_a_stage_without_a_measured_rate_says_so_and_the_total_excludes_it(cifar
     assert "sample_shard (stylegan)" in total["note"]
 
 
+def test_a_download_true_source_is_fetched_by_a_row_without_a_rate(shipped_config, tmp_path):
+    config = copy.deepcopy(shipped_config)
+    config["datasets"]["cifar10"]["source"]["download"] = True
+    fetch = row(planned(config, "cifar10", tmp_path), "fetch_source")
+    assert fetch["jobs"] == 1 and pd.isna(fetch["gpu_hours"]) and pd.isna(fetch["cpu_hours"])
+    assert fetch["note"] == "no measured rate: no benchmark covers this rule"
+
+
 def test_cifar10_quick_plans_within_eight_gpu_hours_on_one_h200(shipped_config, tmp_path):
     table = planned(shipped_config, "cifar10-quick", tmp_path)
     assert row(table, "total")["gpu_hours"] <= 8.0

@@ -74,8 +74,10 @@ def check_config(config: dict) -> None:
         source = ds["source"]
         if source["kind"] == "npz" and not (source.get("train") and source.get("test")):
             raise ConfigError(f"{where}.source: kind npz needs `train` and `test` npz paths")
-        if source["kind"] in ("cifar10", "cifar100") and not source.get("root"):
-            raise ConfigError(f"{where}.source: kind {source['kind']} needs `root`")
+        if source["kind"] in ("cifar10", "cifar100") and not (source.get("root") or source.get("download")):
+            raise ConfigError(f"{where}.source: kind {source['kind']} needs `root` (or `download: true`)")
+        if source.get("url") and not source.get("download"):
+            raise ConfigError(f"{where}.source.url: read only with `download: true`")
         for gen_name, gen in ds["generators"].items():
             at = f"{where}.generators.{gen_name}"
             if gen["kind"] == "mixture":

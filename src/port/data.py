@@ -30,18 +30,24 @@ def load_digits_split(test_fraction: float, seed: int):
     return (x_train, y_train), (x_test, y_test)
 
 
-def load_torchvision_split(kind: str, root: str, download: bool, md5: dict | None = None):
-    """CIFAR-10/100 through torchvision (reads the `cifar-10-batches-py` layout), which checks every
-    file's md5 before unpickling it: the official release's, or `md5` (file name -> digest) for a
-    copy in the same format that is not the release (a subset, or a test fixture)."""
+def torchvision_dataset(kind: str):
+    """torchvision's class for a CIFAR kind: its reader, and the release's URL, archive and md5s."""
     from torchvision import datasets
 
-    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[kind]
+    return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[kind]
+
+
+def load_torchvision_split(kind: str, root: str, md5: dict | None = None):
+    """CIFAR-10/100 through torchvision (reads the `cifar-10-batches-py` layout), which checks every
+    file's md5 before unpickling it: the official release's, or `md5` (file name -> digest) for a
+    copy in the same format that is not the release (a subset, or a test fixture). Never downloads:
+    a `download: true` source is fetched by the local rule fetch_source (port.fetch)."""
+    cls = torchvision_dataset(kind)
     if md5:
         cls = _with_checksums(cls, md5, kind)
     try:
-        train = cls(root=root, train=True, download=download)
-        test = cls(root=root, train=False, download=download)
+        train = cls(root=root, train=True, download=False)
+        test = cls(root=root, train=False, download=False)
     except RuntimeError as err:
         raise ArtifactError(f"{root}: cannot read {kind} ({err}); set `download: true` or fix `root`") from err
     return ((np.asarray(train.data, dtype=np.uint8), np.asarray(train.targets, dtype=np.int64)),
@@ -49,8 +55,9 @@ def load_torchvision_split(kind: str, root: str, download: bool, md5: dict | Non
 
 
 def _with_checksums(cls, md5: dict, kind: str):
-    """A subclass of a torchvision CIFAR dataset that expects the given md5 digests."""
-    files = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    """A subclass of a torchvision CIFAR dataset that expects the given md5 digests (the archive's,
+    also allowed, is port.fetch's to check)."""
+    files = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"], cls.filename]
     unknown = sorted(set(md5) - set(files))
     if unknown:
         raise ArtifactError(f"source.md5: {', '.join(unknown)} not among the {kind} files ({', '.join(files)})")
@@ -181,14 +188,22 @@ def npz_labels(path, label_key: str, num_classes: int | None) -> np.ndarray:
     return labels
 
 
-def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out) -> None:
-    """Materialise one configured dataset as train/test HDF5 image sets."""
+def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out, fetched=None) -> None:
+    """Materialise one configured dataset as train/test HDF5 image sets; `fetched`: the folder the
+    local rule fetch_source extracted a `download: true` source into (checked against its manifest;
+    not read otherwise)."""
     kind = source["kind"]
     num_classes = source.get("num_classes") or NUM_CLASSES.get(kind)
     if kind == "digits":
         train, test = load_digits_split(source.get("test_fraction", 0.25), seed)
     elif kind in ("cifar10", "cifar100"):
-        train, test = load_torchvision_split(kind, source["root"], source.get("download", False), source.get("md5"))
+        root = source.get("root")
+        if source.get("download"):
+            from .fetch import verify_fetched
+
+            verify_fetched(fetched)
+            root = fetched
+        train, test = load_torchvision_split(kind, root, source.get("md5"))
     elif kind == "npz":
         keys = dict(image_key=source.get("image_key", "image"), label_key=source.get("label_key", "label"),
                     num_classes=num_classes)

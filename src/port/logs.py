@@ -29,7 +29,7 @@ def logged_job(smk, offline: bool = True):
     job with `resources.gpu >= 1` that no scheduler placed, claim free GPUs (port.devices). Every
     input is verified against its recorded checksum first, and the outputs record the inputs' checksums.
     Jobs are `offline` (HF_HUB_OFFLINE=1: compute nodes may have no network; they read what the
-    local rule fetch_model fetched); only that rule is not."""
+    local rules fetch_model and fetch_source fetched); only those rules are not."""
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub at import, which comes later
     use_threads(max(1, int(getattr(smk, "threads", 1))))

@@ -116,6 +116,9 @@ LABELER_HISTORY = LABELER + "/history.csv"
 LABELER_METRICS = LABELER + "/metrics.csv"
 
 FETCHED_MODEL = RESULTS + "/fetched/{generator}"  # a hub snapshot or URL file, fetched on the submitting host
+# a `download: true` source's archive, extracted (the root torchvision reads); no generator name
+# (NAME) starts with `_`, so no FETCHED_MODEL is this folder
+FETCHED_SOURCE = RESULTS + "/fetched/_source"
 SYNTHETIC = RESULTS + "/synthetic/{generator}"
 SAMPLE_SHARD = SYNTHETIC + "/shard_{shard}.h5"
 IMAGES = SYNTHETIC + "/images.h5"
