@@ -121,6 +121,33 @@ def run_tiny_dag(workdir: Path, config: dict) -> Path:
     return workdir
 
 
+# The fixtures that build a whole workflow run (`dag` in test_workflow.py takes one by name), and the
+# files whose tests use them: under xdist (`-n 2`, pyproject.toml) those files run on one worker,
+# which builds each run once, while the other tests are shared out one by one.
+FINISHED_RUNS = {"tiny_run", "rgb_run", "slurm_run", "dag"}
+FINISHED_RUN_FILES = {"test_profiles.py", "test_rerun.py", "test_scarcity.py", "test_slurm.py", "test_workflow.py"}
+
+
+def pytest_collection_modifyitems(items):
+    stray = {item.path.name for item in items if FINISHED_RUNS & set(item.fixturenames)} - FINISHED_RUN_FILES
+    if stray:
+        raise pytest.UsageError(f"{', '.join(sorted(stray))} use a finished workflow run: add them to "
+                                f"FINISHED_RUN_FILES in tests/conftest.py (else xdist builds the run twice)")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FinishedRunsOnOneWorker(LoadScopeScheduling):
+        """xdist's scope scheduling (the largest scope first) with one scope for FINISHED_RUN_FILES
+        and one per test elsewhere."""
+
+        def _split_scope(self, nodeid):
+            return "finished runs" if Path(nodeid.split("::")[0]).name in FINISHED_RUN_FILES else nodeid
+
+    return FinishedRunsOnOneWorker(config, log)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     return run_tiny_dag(tmp_path_factory.mktemp("digits_run"), TINY)
