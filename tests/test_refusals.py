@@ -219,3 +219,64 @@ def test_a_study_threat_that_is_not_a_threat_is_named(shipped):
     _set(bad, D + "studies.gamma.threat", "l1")
     with pytest.raises(ConfigError, match="datasets.digits.studies.gamma.threat: 'l1' is not a key of"):
         check_config(bad)
+
+
+def _module(record, *names):
+    """The recorded submodule of a G_ema record at `names` (`"synthesis", "b4"`)."""
+    for name in names:
+        record = record.state["_modules"][name]
+    return record
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda g: g.state.pop("img_resolution"), "Generator: recorded state has no attribute 'img_resolution'"),
+    (lambda g: _module(g, "synthesis", "b4").state["_buffers"].pop("resample_filter"),
+     "SynthesisBlock: recorded state has no buffer 'resample_filter'"),
+    (lambda g: g.state.update(img_resolution=2 ** 40),
+     "SynthesisNetwork: img_resolution 1099511627776 needs one block per resolution from b4 to b1099511627776; "
+     "the record has no b16, b32, b64 ..."),
+    (lambda g: g.state.update(img_resolution=12), "Generator: recorded img_resolution 12 is not a power of two"),
+    (lambda g: g.state.update(img_channels=-3), "Generator: recorded img_channels -3 is not a whole number >= 1"),
+    (lambda g: _module(g, "synthesis").state["_init_kwargs"].update(channel_base=-64),
+     "SynthesisNetwork: recorded channel_base -64 is not a whole number >= 1"),
+    (lambda g: g.state.update(z_dim=2 ** 40),  # no 8 TB weight allocated: the network is built on the meta device
+     "G_ema.mapping.fc0.weight has shape (8, 12), expected (8, 1099511627784)"),
+    (lambda g: _module(g, "mapping").state.update(num_layers=10 ** 9),
+     "MappingNetwork: recorded num_layers 1000000000, but the record holds 3 modules"),
+    (lambda g: _module(g, "mapping").state.update(_modules=["fc0"]), "malformed G_ema record (ValueError: "),
+    (lambda g: setattr(g, "class_name", None), "not a readable network pickle (a persistent object without a class_name)"),
+])
+def test_a_malformed_network_pickle_is_one_error_naming_the_file(shipped, tmp_path, edit, message):
+    """Missing record fields and absurd sizes: refused when the run is planned (the start-up check
+    builds the network on the meta device) and when a shard loads it, never a raw KeyError,
+    RuntimeError or MemoryError."""
+    from port.artifacts import ArtifactError
+    from port.inputs import generator_inputs
+    from port.stylegan import load_stylegan
+    from stylegan_pickles import tiny_generator, write_network_pickle
+
+    record = tiny_generator(img_channels=1)
+    edit(record)
+    path = write_network_pickle(tmp_path / "sg.pkl", record)
+    config = copy.deepcopy(shipped)
+    config["datasets"]["digits"]["generators"]["sg"] = {"kind": "stylegan", "model": str(path), "n_images": 10}
+    with pytest.raises(ArtifactError) as planned:
+        generator_inputs(config, "digits", "sg")
+    assert str(planned.value).startswith(f"datasets.digits.generators.sg.model: {path}: ")
+    assert message in str(planned.value)
+    with pytest.raises(ArtifactError) as loaded:
+        load_stylegan(path)
+    assert str(loaded.value) == str(planned.value).removeprefix("datasets.digits.generators.sg.model: ")
+
+
+def test_a_pickle_length_beyond_memory_is_named_not_a_memory_error(tmp_path):
+    import struct
+
+    from port.artifacts import ArtifactError
+    from port.safe_pickle import load_network_pickle
+
+    path = tmp_path / "huge.pkl"  # protocol 4, BINBYTES8 of 2**62 bytes, three of them present
+    path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 2 ** 62) + b"abc.")
+    with pytest.raises(ArtifactError, match=r"huge.pkl: not a readable network pickle \(a length in it exceeds the "
+                                            r"free memory; the file holds 15 bytes\)"):
+        load_network_pickle(path)
