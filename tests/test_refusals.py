@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from snakemake.utils import validate
@@ -280,3 +281,59 @@ def test_a_pickle_length_beyond_memory_is_named_not_a_memory_error(tmp_path):
     with pytest.raises(ArtifactError, match=r"huge.pkl: not a readable network pickle \(a length in it exceeds the "
                                             r"free memory; the file holds 15 bytes\)"):
         load_network_pickle(path)
+
+
+def _lying_npy(shape: tuple, rows: int, dtype=np.uint8) -> bytes:
+    """A .npy whose header claims `shape` while only `rows` rows of data follow it."""
+    import io
+
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                  "shape": shape})
+    return stream.getvalue() + np.zeros((rows, *shape[1:]), dtype).tobytes()
+
+
+def _npz(path: Path, **members: bytes) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, data in members.items():
+            archive.writestr(f"{key}.npy", data)
+    return str(path)
+
+
+@pytest.mark.parametrize("where, message", [
+    ("source.train", "datasets.digits.source.train: {d}/train.npz: 'image': the .npy header claims uint8 "
+                     "(1099511627776, 8, 8, 1) (70368744177664 bytes), but only 3072 bytes follow it"),
+    ("source.test", "datasets.digits.source.test: {d}/test.npz: 'label': the .npy header claims int64 "
+                    "(1099511627776,) (8796093022208 bytes), but only 128 bytes follow it"),
+    ("generators.imp.path", "datasets.digits.generators.imp.path: {d}/imp.npy: the .npy header claims uint8 "
+                            "(1000, 8, 8, 1) (64000 bytes), but only 3072 bytes follow it"),
+])
+def test_npy_headers_claiming_more_data_than_the_file_holds_are_refused(shipped, tmp_path, where, message):
+    """Found from the headers when the run is planned (they were taken at their word: a MemoryError
+    or a short read inside prepare_data or a shard)."""
+    from port.artifacts import ArtifactError
+    from port.data import load_npz_images
+    from port.inputs import check_named_files
+
+    good_images, good_labels = _lying_npy((48, 8, 8, 1), 48), _lying_npy((48,), 48, np.int64)
+    train = _npz(tmp_path / "train.npz", image=good_images, label=good_labels)
+    test = _npz(tmp_path / "test.npz", image=_lying_npy((16, 8, 8, 1), 16), label=_lying_npy((16,), 16, np.int64))
+    if where == "source.train":
+        train = _npz(tmp_path / "train.npz", image=_lying_npy((2 ** 40, 8, 8, 1), 48), label=good_labels)
+    elif where == "source.test":
+        test = _npz(tmp_path / "test.npz", image=_lying_npy((16, 8, 8, 1), 16),
+                    label=_lying_npy((2 ** 40,), 16, np.int64))
+    config = copy.deepcopy(shipped)
+    ds = config["datasets"]["digits"]
+    ds["source"] = {"kind": "npz", "train": train, "test": test, "num_classes": 10}
+    (tmp_path / "imp.npy").write_bytes(_lying_npy((1000 if where == "generators.imp.path" else 48, 8, 8, 1), 48))
+    ds["generators"]["imp"] = {"kind": "npz", "path": {"image": str(tmp_path / "imp.npy")}, "label_key": None}
+    ds["labelers"] = {}
+    with pytest.raises(ArtifactError) as info:
+        check_named_files(config, "digits")
+    assert str(info.value) == message.format(d=tmp_path)
+    if where.startswith("source"):  # and what prepare_data reads: the same message, not a MemoryError
+        with pytest.raises(ArtifactError, match="the .npy header claims"):
+            load_npz_images(ds["source"][where.split(".")[1]])
