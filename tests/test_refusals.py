@@ -337,3 +337,51 @@ def test_npy_headers_claiming_more_data_than_the_file_holds_are_refused(shipped,
     if where.startswith("source"):  # and what prepare_data reads: the same message, not a MemoryError
         with pytest.raises(ArtifactError, match="the .npy header claims"):
             load_npz_images(ds["source"][where.split(".")[1]])
+
+
+def _local_ddpm(path: Path, num_class_embeds: int | None) -> str:
+    """A tiny DDPM written by DDPMPipeline.save_pretrained, class-conditional when num_class_embeds is set."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=num_class_embeds)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("num_class_embeds, message", [
+    (4, "a generator of 3 classes, but labels_from generator needs the dataset's 10 classes"),  # 3 + "no class"
+    (None, "an unconditional generator, but labels_from generator needs the dataset's 10 classes"),
+    (11, None),
+])
+def test_a_local_conditional_ddpm_of_other_classes_is_refused_before_sampling(shipped, tmp_path, num_class_embeds,
+                                                                              message):
+    """Item 3 for DDPMs given as a save_pretrained directory: the classes come from its UNet's
+    config.json when the run is planned (a DDPM the pipeline trains has the dataset's classes)."""
+    from port.artifacts import ArtifactError
+    from port.inputs import generator_inputs
+
+    model = _local_ddpm(tmp_path / "ddpm", num_class_embeds)
+    config = copy.deepcopy(shipped)
+    config["datasets"]["digits"]["generators"]["local"] = {"kind": "diffusers", "model": model, "n_images": 10,
+                                                           "labels_from": "generator"}
+    validate(config, SCHEMA)
+    check_config(config)  # a local directory may label its images: its classes are checked from the file
+    if message is None:
+        assert generator_inputs(config, "digits", "local") == [model]
+        return
+    with pytest.raises(ArtifactError) as info:
+        generator_inputs(config, "digits", "local")
+    assert str(info.value) == f"datasets.digits.generators.local.model: {model}: {message}"
+
+
+def test_labels_from_generator_with_a_hub_ddpm_is_still_refused(shipped):
+    """A hub id's classes are known only after the fetch job: refused by the config check."""
+    config = copy.deepcopy(shipped)
+    config["datasets"]["digits"]["generators"]["hub"] = {"kind": "diffusers", "model": "google/ddpm-cifar10-32",
+                                                         "n_images": 10, "labels_from": "generator"}
+    validate(config, SCHEMA)
+    with pytest.raises(ConfigError, match="datasets.digits.generators.hub: labels_from generator needs a generator "
+                                          "that records labels"):
+        check_config(config)

@@ -105,9 +105,13 @@ def check_config(config: dict) -> None:
             if other_kind:
                 raise ConfigError(f"{at}: {', '.join(other_kind)} only apply to kind stylegan")
             conditional_ddpm = ds.get("diffusion_models", {}).get(gen.get("model"), {}).get("class_conditional")
-            if gen.get("labels_from") == "generator" and not (gen["kind"] in CONDITIONAL_KINDS or conditional_ddpm):
+            # a local save_pretrained DDPM: its classes are read from its UNet config before any job (port.inputs)
+            local_ddpm = gen["kind"] == "diffusers" and generator_files(config, ds_name, gen_name)
+            if gen.get("labels_from") == "generator" and not (gen["kind"] in CONDITIONAL_KINDS or conditional_ddpm
+                                                               or local_ddpm):
                 raise ConfigError(f"{at}: labels_from generator needs a generator that records labels (kinds "
-                                  f"{', '.join(CONDITIONAL_KINDS)}, or a class_conditional diffusion_models entry)")
+                                  f"{', '.join(CONDITIONAL_KINDS)}, a class_conditional diffusion_models entry, "
+                                  f"or a local save_pretrained directory)")
             if gen.get("labels_from") == "generator" and gen.get("guidance_scale") == 0:
                 # the guided noise is the unconditional model's alone: image i is no image of class i mod C
                 raise ConfigError(f"{at}.guidance_scale: 0 samples without the class, so labels_from generator "

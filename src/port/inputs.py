@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 from pathlib import Path
 
 from . import paths
-from .config import NUM_CLASSES, generator_files, labeler_checkpoint, source_files
+from .config import NUM_CLASSES, generator_files, labeler_checkpoint, labels_from, source_files
 
 _planning = False  # true while port.plan lists a DAG's jobs (see planning)
 
@@ -153,14 +154,14 @@ def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
             _check_model(files[0], gen["kind"])
             if gen["kind"] == "stylegan":
                 _check_stylegan(config, dataset, generator, files[0])
+            elif gen["kind"] == "diffusers" and labels_from(config, dataset, generator) == "generator":
+                _check_classes(config, dataset, files[0], _recorded_ddpm_classes(files[0]))
     return files
 
 
 def _check_stylegan(config: dict, dataset: str, generator: str, path: str) -> None:
     """A local StyleGAN pickle must make the dataset's images and, under labels_from generator,
-    its classes (otherwise classes past the generator's get no image)."""
-    from .artifacts import ArtifactError
-    from .config import labels_from
+    its classes."""
     from .data import check_same_geometry
 
     stat = Path(path).stat()
@@ -169,10 +170,33 @@ def _check_stylegan(config: dict, dataset: str, generator: str, path: str) -> No
     if geometry is not None:
         check_same_geometry(reference, geometry, path, shape)
     if labels_from(config, dataset, generator) == "generator":
-        wanted = dataset_classes(config, dataset)
-        if classes != wanted:
-            what = "an unconditional generator" if classes == 0 else f"a generator of {classes} classes"
-            raise ArtifactError(f"{path}: {what}, but labels_from generator needs the dataset's {wanted} classes")
+        _check_classes(config, dataset, path, classes)
+
+
+def _check_classes(config: dict, dataset: str, path: str, classes: int) -> None:
+    """Under labels_from generator image i is labelled with the generator's class i mod C: a
+    generator of another class count leaves the dataset's other classes without images."""
+    from .artifacts import ArtifactError
+
+    wanted = dataset_classes(config, dataset)
+    if classes != wanted:
+        what = "an unconditional generator" if classes == 0 else f"a generator of {classes} classes"
+        raise ArtifactError(f"{path}: {what}, but labels_from generator needs the dataset's {wanted} classes")
+
+
+def _recorded_ddpm_classes(path: str) -> int:
+    """The classes a save_pretrained DDPM samples (0: unconditional), from its UNet's config.json
+    (no torch): its last class embedding is "no class" (see port.generators.Sampler)."""
+    from .artifacts import ArtifactError
+
+    unet_config = Path(path) / "unet" / "config.json"
+    try:
+        embeds = json.loads(unet_config.read_text(encoding="utf-8")).get("num_class_embeds")
+    except (OSError, ValueError, AttributeError) as err:  # AttributeError: JSON that is not an object
+        raise ArtifactError(f"{unet_config}: not a readable UNet config ({type(err).__name__}: {err})") from None
+    if embeds is not None and (isinstance(embeds, bool) or not isinstance(embeds, int)):
+        raise ArtifactError(f"{unet_config}: num_class_embeds {embeds!r} is not a count")
+    return max(embeds - 1, 0) if embeds else 0
 
 
 @functools.lru_cache(maxsize=8)
