@@ -385,3 +385,22 @@ def test_labels_from_generator_with_a_hub_ddpm_is_still_refused(shipped):
     with pytest.raises(ConfigError, match="datasets.digits.generators.hub: labels_from generator needs a generator "
                                           "that records labels"):
         check_config(config)
+
+
+def test_a_study_batch_larger_than_the_training_set_names_the_block_that_sets_it(shipped, tmp_path):
+    """Every trainer of the real set is checked at start-up, each at the key its batch_size comes
+    from: here the gamma sweep's own training block (the shared block's batch fits)."""
+    from port.config import SettingsError
+    from port.inputs import check_trainer_batches
+
+    np.savez(tmp_path / "train.npz", image=np.zeros((48, 8, 8, 1), np.uint8), label=np.arange(48) % 10)
+    config = copy.deepcopy(shipped)
+    ds = config["datasets"]["digits"]
+    ds["source"] = {"kind": "npz", "train": str(tmp_path / "train.npz"), "test": str(tmp_path / "train.npz")}
+    ds["training"]["batch_size"] = 16
+    check_trainer_batches(config, "digits")
+    ds["studies"]["gamma"]["training"] = {"epochs": 8, "batch_size": 64}
+    with pytest.raises(SettingsError) as info:
+        check_trainer_batches(config, "digits")
+    assert str(info.value) == (f"datasets.digits.studies.gamma.training.batch_size=64: {tmp_path}/train.npz holds 48 "
+                               "images, 43 after the val_fraction=0.1 hold-out: fewer than one batch")

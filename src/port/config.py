@@ -293,6 +293,17 @@ def _check_trades(training: dict, where: str) -> None:
                           f"set attack_batchnorm: eval")
 
 
+def real_set_batches(config: dict, dataset: str) -> list[tuple[str, int]]:
+    """(config key, batch_size) of every trainer that trains on the real training set: the
+    training block's (robust training, smoothing, the recipe variants) and the gamma and mixture
+    studies' own. All hold out the training block's val_fraction."""
+    ds, where = config["datasets"][dataset], f"datasets.{dataset}"
+    studies = ds.get("studies", {})
+    return [(f"{where}.training", ds["training"]["batch_size"])] + [
+        (f"{where}.studies.{name}.training", studies[name]["training"]["batch_size"])
+        for name in ("gamma", "mixture") if "batch_size" in studies.get(name, {}).get("training", {})]
+
+
 def validation_count(n: int, fraction: float) -> int:
     """How many of `n` real training images a trainer holds out for validation (at least one)."""
     return max(1, int(round(n * fraction)))

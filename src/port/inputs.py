@@ -5,10 +5,13 @@ job would cost the last good result. These checks run in the input functions of 
 read the files: while Snakemake builds the DAG, before any job, and only for the datasets the
 run builds. Snakemake discards an input function's error when the job's outputs already exist,
 so the Snakefile also runs them all when the workflow starts (`check_finished_datasets`) for
-the requested datasets that hold results. They read headers only (npz array headers, a
-checkpoint's spec) and an npz source's labels: existence, kind, readable header, image geometry
-against the dataset's, labels and classes, a checkpoint's architecture and classes. Each error names the config key and the file. The Snakefile imports this module, so it loads
-h5py, numpy and torch only once the config names a file to check (DAG parsing stays light).
+the requested datasets that hold results, with the batch of every trainer of an npz training
+set. They read headers only (npz array headers, a checkpoint's spec, a network pickle's record,
+a DDPM's UNet config) and an npz source's labels: existence, kind, readable header, image
+geometry against the dataset's, labels and classes, a checkpoint's architecture and classes, a
+local generator's classes. Each error names the config key and the file. The Snakefile imports
+this module, so it loads h5py, numpy and torch only once the config names a file to check (DAG
+parsing stays light).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def check_finished_datasets(config: dict, argv: list[str], rule_inputs: dict) ->
     checked = sorted(set(finished) & requested_datasets(config, argv, rule_inputs)) if finished else []
     for name in checked:
         check_named_files(config, name)
+        check_trainer_batches(config, name)
     return checked
 
 
@@ -97,9 +101,27 @@ def source_inputs(config: dict, dataset: str) -> list[str]:
 def check_batch_fits(config: dict, dataset: str, slot: str) -> None:
     """A labeler of an npz dataset needs one batch of the real training set after its validation
     hold-out; found when the run is planned, not inside the job (which would first cost the last
-    good model). Built-in datasets are large enough for any batch."""
-    ds = config["datasets"][dataset]
-    source, block = ds["source"], ds["labelers"][slot]
+    good model)."""
+    block = config["datasets"][dataset]["labelers"][slot]
+    _check_batch(config, dataset, f"datasets.{dataset}.labelers.{slot}", block["batch_size"], block["val_fraction"])
+
+
+def check_trainer_batches(config: dict, dataset: str) -> None:
+    """The same for every trainer of the real training set (robust training, smoothing, the
+    recipe, gamma and mixture study variants), when the workflow starts: the training job that
+    finds it has lost its previous model already."""
+    from .config import real_set_batches
+
+    val_fraction = config["datasets"][dataset]["training"]["val_fraction"]
+    for key, batch_size in real_set_batches(config, dataset):
+        _check_batch(config, dataset, key, batch_size, val_fraction)
+
+
+def _check_batch(config: dict, dataset: str, key: str, batch_size: int, val_fraction: float) -> None:
+    """`batch_size` (set at config `key`) must fit an npz source's training images after the
+    `val_fraction` hold-out. A built-in dataset is left to the trainer's own check (its training
+    set is larger than usual batches: 1,347 digits, 50,000 CIFAR images)."""
+    source = config["datasets"][dataset]["source"]
     if not source_files(config, dataset):
         return
     from .config import SettingsError, validation_count
@@ -107,11 +129,10 @@ def check_batch_fits(config: dict, dataset: str, slot: str) -> None:
 
     with _named(f"datasets.{dataset}.source.train"):
         n = npz_image_shape(_file(source["train"], "an npz"), source.get("image_key", "image"))[0]
-    left = n - validation_count(n, block["val_fraction"])
-    if left < block["batch_size"]:
-        raise SettingsError(f"datasets.{dataset}.labelers.{slot}.batch_size={block['batch_size']}: {source['train']} "
-                            f"holds {n} images, {left} after the val_fraction={block['val_fraction']} hold-out: "
-                            f"fewer than one batch")
+    left = n - validation_count(n, val_fraction)
+    if left < batch_size:
+        raise SettingsError(f"{key}.batch_size={batch_size}: {source['train']} holds {n} images, {left} after the "
+                            f"val_fraction={val_fraction} hold-out: fewer than one batch")
 
 
 def source_class_count(config: dict, dataset: str) -> int:
