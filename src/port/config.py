@@ -44,6 +44,24 @@ class SettingsError(ConfigError):
     opposed to an ArtifactError (a bad input file)."""
 
 
+def check_yaml_syntax(path) -> None:
+    """A config file that is not YAML is named with its line and column: Snakemake's own message
+    ("Config file is not valid JSON or YAML") names neither. A missing file is Snakemake's to report."""
+    import yaml
+
+    if not Path(path).is_file():
+        return
+    try:
+        yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark, context = err.problem_mark, err.context_mark
+        started = f" ({err.context} from line {context.line + 1})" if err.context and context else ""
+        raise ConfigError(f"{path}: line {mark.line + 1}, column {mark.column + 1}: not valid YAML: "
+                          f"{err.problem}{started}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+
+
 @functools.cache
 def schema_defaults(definition: str) -> dict:
     """The defaults of one `$defs` block of config/schema.yaml, the one home of every default."""
