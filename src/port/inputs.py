@@ -120,7 +120,7 @@ def check_trainer_batches(config: dict, dataset: str) -> None:
 def _check_batch(config: dict, dataset: str, key: str, batch_size: int, val_fraction: float) -> None:
     """`batch_size` (set at config `key`) must fit an npz source's training images after the
     `val_fraction` hold-out. A built-in dataset is left to the trainer's own check (its training
-    set is larger than usual batches: 1,347 digits, 50,000 CIFAR images)."""
+    set is larger than usual batches: 1,347 digits at the default split, 50,000 CIFAR images)."""
     source = config["datasets"][dataset]["source"]
     if not source_files(config, dataset):
         return
