@@ -16,7 +16,11 @@ from port.seeds import derive_seed
 min_version("9.0")
 
 
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+CONFIG_FILE = os.path.join(workflow.basedir, "config", "config.yaml")
+port_config.check_yaml_syntax(CONFIG_FILE)  # before Snakemake reads it: its YAML error names no file or line
+
+
+configfile: CONFIG_FILE
 
 
 validate(config, "config/schema.yaml")

@@ -180,7 +180,7 @@ def tiny_generator(seed=0, z_dim=4, c_dim=3, w_dim=8, img_resolution=8, img_chan
 def write_network_pickle(path, g_ema, **extra):
     """A `network-snapshot-*.pkl`-like dict: G_ema (and G), training kwargs, anything extra."""
     data = {"G": g_ema, "D": None, "G_ema": g_ema, "augment_pipe": None,
-            "training_set_kwargs": EasyDict(resolution=g_ema.state["img_resolution"], use_labels=True), **extra}
+            "training_set_kwargs": EasyDict(resolution=g_ema.state.get("img_resolution"), use_labels=True), **extra}
     with official_globals(), open(path, "wb") as handle:
         pickle.dump(data, handle, protocol=3)  # the default of the Python 3.7 that wrote them
     return path

@@ -17,14 +17,16 @@ from test_bad_input import _snapshot
 from test_trusted_inputs import REPO, _npz_dataset, _rgb32_model, _snakemake
 
 TARGET = "results/mine/synthetic/imp/labels.h5"  # downstream of the source, the imported set and both labelers
+BASELINE = "results/mine/runs/linf/baseline/small_cnn/seed0/model.pt"  # robust training on the real set alone
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A tiny npz dataset labelled to TARGET: every config-named file has a finished consumer."""
+    """A tiny npz dataset labelled to TARGET, and a baseline robust model: every config-named file
+    and every trainer of the real set has a finished consumer."""
     workdir = _npz_dataset(tmp_path_factory.mktemp("finished"), epochs=1)
     _edit_config(workdir, lambda ds, c: ds["labelers"]["splitnet"].update(epochs=1))
-    result = _snakemake(workdir, TARGET, "--cores", "2")
+    result = _snakemake(workdir, TARGET, BASELINE, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -72,6 +74,13 @@ def batch_larger_than_the_training_set(workdir):
             "val_fraction=0.1 hold-out: fewer than one batch")
 
 
+def robust_batch_larger_than_the_training_set(workdir):
+    """Found inside train_robust before: the job deleted the previous model and history first."""
+    _edit_config(workdir, lambda ds, c: ds["training"].update(batch_size=64))
+    return ("datasets.mine.training.batch_size=64: train.npz holds 48 images, 43 after the val_fraction=0.1 "
+            "hold-out: fewer than one batch")
+
+
 def generator_path_with_another_edit(workdir):
     """The issue's second symptom: with a rerun due anyway (a labeler edit), the wrong file was ignored."""
     message = generator_path(workdir)
@@ -89,7 +98,7 @@ def default_target(workdir):
 # one case per config-named file (the imported set's path, a labeler checkpoint, the test set),
 # and problems a job found only after Snakemake had deleted the earlier outputs
 CASES = [generator_path_with_another_edit, labeler_checkpoint, default_target, class_only_in_test,
-         batch_larger_than_the_training_set]
+         batch_larger_than_the_training_set, robust_batch_larger_than_the_training_set]
 
 
 @pytest.mark.integration
@@ -99,7 +108,7 @@ def test_bad_named_file_is_refused_on_a_finished_run(finished, tmp_path, case):
     shutil.copytree(finished, workdir)  # keeps mtimes: the copy is as finished as the original
     expected = case(workdir)
     before = {k: v for k, v in _snapshot(workdir).items() if k.startswith("results/")}
-    targets = [] if case is default_target else [TARGET]
+    targets = [] if case is default_target else [TARGET, BASELINE]
     result = _snakemake(workdir, *targets, "--cores", "1")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]

@@ -303,13 +303,13 @@ def _npz_dataset(workdir: Path, **labelers) -> Path:
                  label=np.arange(n) % 4)
     mine = {"source": {"kind": "npz", "train": "train.npz", "test": "test.npz"},
             "generators": {"imp": {"kind": "npz", "path": "imported.npz", "label_key": None}},
-            # batches that fit 48 - 5 images (a larger one is refused when the run is planned)
+            # batches that fit 48 - 5 images (a larger one is refused when the run is planned), here and in training
             "labelers": {"lanet": {"arch": "small_cnn", "batch_size": 16, **labelers},
                          "splitnet": {"arch": "mlp", "batch_size": 16}},
             "discrimination": {"eps": [0.0, 0.05]}, "scores": {"discriminator_eps": 0.05},
             "generator_ranking": {"generators": ["imp"]},
             "threats": {"linf": {"norm": "linf", "eps": 0.1, "step_size": 0.025, "steps": 2}},
-            "training": {"generator": "imp", "architectures": ["small_cnn"], "epochs": 1}}
+            "training": {"generator": "imp", "architectures": ["small_cnn"], "epochs": 1, "batch_size": 16}}
     (workdir / "mine.yaml").write_text(yaml.safe_dump({"datasets": {"mine": mine}}))
     return workdir
 

@@ -44,6 +44,24 @@ class SettingsError(ConfigError):
     opposed to an ArtifactError (a bad input file)."""
 
 
+def check_yaml_syntax(path) -> None:
+    """A config file that is not YAML is named with its line and column: Snakemake's own message
+    ("Config file is not valid JSON or YAML") names neither. A missing file is Snakemake's to report."""
+    import yaml
+
+    if not Path(path).is_file():
+        return
+    try:
+        yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark, context = err.problem_mark, err.context_mark
+        started = f" ({err.context} from line {context.line + 1})" if err.context and context else ""
+        raise ConfigError(f"{path}: line {mark.line + 1}, column {mark.column + 1}: not valid YAML: "
+                          f"{err.problem}{started}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+
+
 @functools.cache
 def schema_defaults(definition: str) -> dict:
     """The defaults of one `$defs` block of config/schema.yaml, the one home of every default."""
@@ -107,9 +125,13 @@ def check_config(config: dict) -> None:
             if other_kind:
                 raise ConfigError(f"{at}: {', '.join(other_kind)} only apply to kind stylegan")
             conditional_ddpm = ds.get("diffusion_models", {}).get(gen.get("model"), {}).get("class_conditional")
-            if gen.get("labels_from") == "generator" and not (gen["kind"] in CONDITIONAL_KINDS or conditional_ddpm):
+            # a local save_pretrained DDPM: its classes are read from its UNet config before any job (port.inputs)
+            local_ddpm = gen["kind"] == "diffusers" and generator_files(config, ds_name, gen_name)
+            if gen.get("labels_from") == "generator" and not (gen["kind"] in CONDITIONAL_KINDS or conditional_ddpm
+                                                               or local_ddpm):
                 raise ConfigError(f"{at}: labels_from generator needs a generator that records labels (kinds "
-                                  f"{', '.join(CONDITIONAL_KINDS)}, or a class_conditional diffusion_models entry)")
+                                  f"{', '.join(CONDITIONAL_KINDS)}, a class_conditional diffusion_models entry, "
+                                  f"or a local save_pretrained directory)")
             if gen.get("labels_from") == "generator" and gen.get("guidance_scale") == 0:
                 # the guided noise is the unconditional model's alone: image i is no image of class i mod C
                 raise ConfigError(f"{at}.guidance_scale: 0 samples without the class, so labels_from generator "
@@ -289,6 +311,17 @@ def _check_trades(training: dict, where: str) -> None:
     if training.get("loss") == "trades" and training.get("attack_batchnorm") != "eval":
         raise ConfigError(f"{where}.attack_batchnorm: loss trades crafts its attack with BatchNorm frozen, "
                           f"set attack_batchnorm: eval")
+
+
+def real_set_batches(config: dict, dataset: str) -> list[tuple[str, int]]:
+    """(config key, batch_size) of every trainer that trains on the real training set: the
+    training block's (robust training, smoothing, the recipe variants) and the gamma and mixture
+    studies' own. All hold out the training block's val_fraction."""
+    ds, where = config["datasets"][dataset], f"datasets.{dataset}"
+    studies = ds.get("studies", {})
+    return [(f"{where}.training", ds["training"]["batch_size"])] + [
+        (f"{where}.studies.{name}.training", studies[name]["training"]["batch_size"])
+        for name in ("gamma", "mixture") if "batch_size" in studies.get(name, {}).get("training", {})]
 
 
 def validation_count(n: int, fraction: float) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .artifacts import ArtifactError, check_labels, provenance, shape_text, write_images
 from .config import NUM_CLASSES, SettingsError
+from .presampled import read_npy_header
 
 IMAGE_SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}  # (H, W, C) of the built-ins
 
@@ -84,7 +85,6 @@ def load_npz_images(path, image_key: str = "image", label_key: str | None = "lab
 
 
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a member first; an empty archive (np.savez() of nothing)
-_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def open_npz(path) -> np.lib.npyio.NpzFile:
@@ -110,9 +110,20 @@ def _missing_key(archive, key: str, path) -> ArtifactError:
     return ArtifactError(f"{path}: no key '{key}' (keys: {keys})")
 
 
-def _npz_array(archive, key: str, path) -> np.ndarray:
+def _npz_header(archive, key: str, path) -> tuple[tuple, bool, np.dtype]:
+    """The `.npy` header of member `key`, checked against the member's size (see read_npy_header)."""
     if key not in archive.files:
         raise _missing_key(archive, key, path)
+    try:
+        info = archive.zip.getinfo(f"{key}.npy")
+        with archive.zip.open(info) as member:
+            return read_npy_header(member, f"{path}: '{key}'", info.file_size)
+    except (OSError, KeyError, zipfile.BadZipFile) as err:  # KeyError: a member not written by numpy.savez
+        raise ArtifactError(f"{path}: not an npz of arrays: unreadable header of '{key}'") from err
+
+
+def _npz_array(archive, key: str, path) -> np.ndarray:
+    _npz_header(archive, key, path)
     try:
         return archive[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # object arrays need pickle: refused
@@ -127,14 +138,7 @@ def npz_image_shape(path, image_key: str = "image", label_key: str | None = None
         for key in (image_key, label_key):
             if key is not None and key not in archive.files:
                 raise _missing_key(archive, key, path)
-        try:
-            with archive.zip.open(f"{image_key}.npy") as member:
-                read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(member))
-                if read_header is None:
-                    raise ValueError("unknown .npy format version")
-                shape, _, dtype = read_header(member)
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-            raise ArtifactError(f"{path}: not an npz of arrays: unreadable header of '{image_key}'") from err
+        shape, _, dtype = _npz_header(archive, image_key, path)
     if dtype.hasobject:
         raise ArtifactError(f"{path}: not an npz of arrays: '{image_key}' holds Python objects")
     return tuple(shape)

@@ -5,10 +5,13 @@ job would cost the last good result. These checks run in the input functions of 
 read the files: while Snakemake builds the DAG, before any job, and only for the datasets the
 run builds. Snakemake discards an input function's error when the job's outputs already exist,
 so the Snakefile also runs them all when the workflow starts (`check_finished_datasets`) for
-the requested datasets that hold results. They read headers only (npz array headers, a
-checkpoint's spec) and an npz source's labels: existence, kind, readable header, image geometry
-against the dataset's, labels and classes, a checkpoint's architecture and classes. Each error names the config key and the file. The Snakefile imports this module, so it loads
-h5py, numpy and torch only once the config names a file to check (DAG parsing stays light).
+the requested datasets that hold results, with the batch of every trainer of an npz training
+set. They read headers only (npz array headers, a checkpoint's spec, a network pickle's record,
+a DDPM's UNet config) and an npz source's labels: existence, kind, readable header, image
+geometry against the dataset's, labels and classes, a checkpoint's architecture and classes, a
+local generator's classes. Each error names the config key and the file. The Snakefile imports
+this module, so it loads h5py, numpy and torch only once the config names a file to check (DAG
+parsing stays light).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 from pathlib import Path
 
 from . import paths
-from .config import NUM_CLASSES, generator_files, labeler_checkpoint, source_files
+from .config import NUM_CLASSES, generator_files, labeler_checkpoint, labels_from, source_files
 
 _planning = False  # true while port.plan lists a DAG's jobs (see planning)
 
@@ -80,6 +84,7 @@ def check_finished_datasets(config: dict, argv: list[str], rule_inputs: dict) ->
     checked = sorted(set(finished) & requested_datasets(config, argv, rule_inputs)) if finished else []
     for name in checked:
         check_named_files(config, name)
+        check_trainer_batches(config, name)
     return checked
 
 
@@ -96,9 +101,27 @@ def source_inputs(config: dict, dataset: str) -> list[str]:
 def check_batch_fits(config: dict, dataset: str, slot: str) -> None:
     """A labeler of an npz dataset needs one batch of the real training set after its validation
     hold-out; found when the run is planned, not inside the job (which would first cost the last
-    good model). Built-in datasets are large enough for any batch."""
-    ds = config["datasets"][dataset]
-    source, block = ds["source"], ds["labelers"][slot]
+    good model)."""
+    block = config["datasets"][dataset]["labelers"][slot]
+    _check_batch(config, dataset, f"datasets.{dataset}.labelers.{slot}", block["batch_size"], block["val_fraction"])
+
+
+def check_trainer_batches(config: dict, dataset: str) -> None:
+    """The same for every trainer of the real training set (robust training, smoothing, the
+    recipe, gamma and mixture study variants), when the workflow starts: the training job that
+    finds it has lost its previous model already."""
+    from .config import real_set_batches
+
+    val_fraction = config["datasets"][dataset]["training"]["val_fraction"]
+    for key, batch_size in real_set_batches(config, dataset):
+        _check_batch(config, dataset, key, batch_size, val_fraction)
+
+
+def _check_batch(config: dict, dataset: str, key: str, batch_size: int, val_fraction: float) -> None:
+    """`batch_size` (set at config `key`) must fit an npz source's training images after the
+    `val_fraction` hold-out. A built-in dataset is left to the trainer's own check (its training
+    set is larger than usual batches: 1,347 digits at the default split, 50,000 CIFAR images)."""
+    source = config["datasets"][dataset]["source"]
     if not source_files(config, dataset):
         return
     from .config import SettingsError, validation_count
@@ -106,11 +129,10 @@ def check_batch_fits(config: dict, dataset: str, slot: str) -> None:
 
     with _named(f"datasets.{dataset}.source.train"):
         n = npz_image_shape(_file(source["train"], "an npz"), source.get("image_key", "image"))[0]
-    left = n - validation_count(n, block["val_fraction"])
-    if left < block["batch_size"]:
-        raise SettingsError(f"datasets.{dataset}.labelers.{slot}.batch_size={block['batch_size']}: {source['train']} "
-                            f"holds {n} images, {left} after the val_fraction={block['val_fraction']} hold-out: "
-                            f"fewer than one batch")
+    left = n - validation_count(n, val_fraction)
+    if left < batch_size:
+        raise SettingsError(f"{key}.batch_size={batch_size}: {source['train']} holds {n} images, {left} after the "
+                            f"val_fraction={val_fraction} hold-out: fewer than one batch")
 
 
 def source_class_count(config: dict, dataset: str) -> int:
@@ -153,14 +175,14 @@ def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
             _check_model(files[0], gen["kind"])
             if gen["kind"] == "stylegan":
                 _check_stylegan(config, dataset, generator, files[0])
+            elif gen["kind"] == "diffusers" and labels_from(config, dataset, generator) == "generator":
+                _check_classes(config, dataset, files[0], _recorded_ddpm_classes(files[0]))
     return files
 
 
 def _check_stylegan(config: dict, dataset: str, generator: str, path: str) -> None:
     """A local StyleGAN pickle must make the dataset's images and, under labels_from generator,
-    its classes (otherwise classes past the generator's get no image)."""
-    from .artifacts import ArtifactError
-    from .config import labels_from
+    its classes."""
     from .data import check_same_geometry
 
     stat = Path(path).stat()
@@ -169,10 +191,33 @@ def _check_stylegan(config: dict, dataset: str, generator: str, path: str) -> No
     if geometry is not None:
         check_same_geometry(reference, geometry, path, shape)
     if labels_from(config, dataset, generator) == "generator":
-        wanted = dataset_classes(config, dataset)
-        if classes != wanted:
-            what = "an unconditional generator" if classes == 0 else f"a generator of {classes} classes"
-            raise ArtifactError(f"{path}: {what}, but labels_from generator needs the dataset's {wanted} classes")
+        _check_classes(config, dataset, path, classes)
+
+
+def _check_classes(config: dict, dataset: str, path: str, classes: int) -> None:
+    """Under labels_from generator image i is labelled with the generator's class i mod C: a
+    generator of another class count leaves the dataset's other classes without images."""
+    from .artifacts import ArtifactError
+
+    wanted = dataset_classes(config, dataset)
+    if classes != wanted:
+        what = "an unconditional generator" if classes == 0 else f"a generator of {classes} classes"
+        raise ArtifactError(f"{path}: {what}, but labels_from generator needs the dataset's {wanted} classes")
+
+
+def _recorded_ddpm_classes(path: str) -> int:
+    """The classes a save_pretrained DDPM samples (0: unconditional), from its UNet's config.json
+    (no torch): its last class embedding is "no class" (see port.generators.Sampler)."""
+    from .artifacts import ArtifactError
+
+    unet_config = Path(path) / "unet" / "config.json"
+    try:
+        embeds = json.loads(unet_config.read_text(encoding="utf-8")).get("num_class_embeds")
+    except (OSError, ValueError, AttributeError) as err:  # AttributeError: JSON that is not an object
+        raise ArtifactError(f"{unet_config}: not a readable UNet config ({type(err).__name__}: {err})") from None
+    if embeds is not None and (isinstance(embeds, bool) or not isinstance(embeds, int)):
+        raise ArtifactError(f"{unet_config}: num_class_embeds {embeds!r} is not a count")
+    return max(embeds - 1, 0) if embeds else 0
 
 
 @functools.lru_cache(maxsize=8)

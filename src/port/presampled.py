@@ -9,6 +9,7 @@ so opening a 50M-image set costs nothing.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ class StoredArray:
                 yield np.array(mapped[offset:min(offset + rows, stop)])
             return
         with zipfile.ZipFile(self.path) as archive, archive.open(f"{self.key}.npy") as member:
-            _read_header(member, self.where)
+            _read_header(member, self.where, archive.getinfo(f"{self.key}.npy").file_size)
             skip = start * self.row_bytes
             while skip:  # read forward in bounded steps (a zip stream seeks by reading)
                 skip -= len(member.read(min(skip, READ_BLOCK_BYTES)))
@@ -55,16 +56,28 @@ class StoredArray:
                 yield np.frombuffer(data, dtype=self.dtype).reshape(count, *self.shape[1:])
 
 
-def _read_header(handle, where: str) -> tuple[tuple, np.dtype]:
+def read_npy_header(handle, where: str, size: int) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the `.npy` header at the start of `handle`, a file or
+    npz member of `size` bytes. A header claiming more data than follows it is refused here:
+    reading would otherwise stop short inside a job, or ask numpy for terabytes (MemoryError)."""
     try:
         version = np.lib.format.read_magic(handle)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = reader(handle)
-    except ValueError as err:
+    except (ValueError, EOFError) as err:
         raise ArtifactError(f"{where}: not a readable .npy array ({err})") from err
+    claimed, held = math.prod(shape) * dtype.itemsize, size - handle.tell()
+    if claimed > held and not dtype.hasobject:  # an object array's data is a pickle, of any length (refused anyway)
+        raise ArtifactError(f"{where}: the .npy header claims {dtype} {tuple(shape)} ({claimed} bytes), but only "
+                            f"{held} bytes follow it")
+    return tuple(shape), fortran_order, dtype
+
+
+def _read_header(handle, where: str, size: int) -> tuple[tuple, np.dtype]:
+    shape, fortran_order, dtype = read_npy_header(handle, where, size)
     if fortran_order or dtype.hasobject:
         raise ArtifactError(f"{where}: Fortran-ordered or object arrays are not supported")
-    return tuple(shape), dtype
+    return shape, dtype
 
 
 def open_stored_array(path, key: str | None) -> StoredArray:
@@ -74,7 +87,7 @@ def open_stored_array(path, key: str | None) -> StoredArray:
         raise ArtifactError(f"{path}: file not found")
     if key is None:
         with open(path, "rb") as handle:
-            shape, dtype = _read_header(handle, str(path))
+            shape, dtype = _read_header(handle, str(path), path.stat().st_size)
         return StoredArray(path, None, shape, dtype)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -82,7 +95,7 @@ def open_stored_array(path, key: str | None) -> StoredArray:
             if key not in names:
                 raise ArtifactError(f"{path}: no key '{key}' (keys: {', '.join(names)})")
             with archive.open(f"{key}.npy") as member:
-                shape, dtype = _read_header(member, f"{path}: '{key}'")
+                shape, dtype = _read_header(member, f"{path}: '{key}'", archive.getinfo(f"{key}.npy").file_size)
     except zipfile.BadZipFile as err:
         raise ArtifactError(f"{path}: not an npz of arrays ({err})") from err
     return StoredArray(path, key, shape, dtype)

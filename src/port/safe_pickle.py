@@ -69,7 +69,9 @@ def _persistent_record(meta: dict) -> PersistentRecord:
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
         raise RefusedPickle(f"persistent object of type {meta.get('type') if isinstance(meta, dict) else meta!r}: "
                             "only recorded classes ('class') are supported")
-    return PersistentRecord(class_name=str(meta["class_name"]), state=meta["state"],
+    if not isinstance(meta.get("class_name"), str):
+        raise ArtifactError("a persistent object without a class_name")
+    return PersistentRecord(class_name=meta["class_name"], state=meta["state"],
                             module_src=str(meta.get("module_src", "")))
 
 
@@ -134,8 +136,11 @@ def load_network_pickle(path) -> dict:
             data = _RestrictedUnpickler(handle, path).load()
         except RefusedPickle as err:
             raise RefusedPickle(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as err:
+        except (ArtifactError, pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as err:
             raise ArtifactError(f"{path}: not a readable network pickle ({err})") from err
+        except MemoryError:  # an opcode's length field beyond memory: damaged, or not a pickle
+            raise ArtifactError(f"{path}: not a readable network pickle (a length in it exceeds the free memory; "
+                                f"the file holds {path.stat().st_size} bytes)") from None
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected a dict of networks, got {type(data).__name__}")
     return data

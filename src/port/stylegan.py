@@ -15,8 +15,9 @@ and "Training Generative Adversarial Networks with Limited Data" (2020):
   FIR-up-sampled image of the previous one.
 
 The generator is built from the pickle's recorded hyperparameters (init kwargs with the official
-defaults), and every parameter and buffer of `G_ema` must load into it with the expected shape:
-nothing is left over and nothing is missing.
+defaults), first on the meta device (no memory, whatever sizes the record claims), and every
+parameter and buffer of `G_ema` must fit it with the expected shape: nothing is left over and
+nothing is missing. Only then are the recorded tensors loaded into it.
 """
 
 from __future__ import annotations
@@ -127,6 +128,22 @@ def _attr(record: PersistentRecord, name: str, default=None, required: bool = Tr
     return default
 
 
+def _count(record: PersistentRecord, name: str, value, minimum: int = 1) -> int:
+    """A recorded size (a dimension, channel or layer count) as an int: a negative, fractional
+    or non-numeric one would fail deep inside torch instead of naming the field."""
+    whole = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+    if not whole or value < minimum:
+        raise StyleGANError(f"{record.class_name}: recorded {name} {value!r} is not a whole number >= {minimum}")
+    return int(value)
+
+
+def _buffer(record: PersistentRecord, name: str) -> torch.Tensor:
+    buffer = record.buffers.get(name)
+    if not isinstance(buffer, torch.Tensor):
+        raise StyleGANError(f"{record.class_name}: recorded state has no buffer '{name}'")
+    return buffer
+
+
 def _activation(record: PersistentRecord) -> str:
     activation = _attr(record, "activation")
     if activation not in ACTIVATION_GAIN:
@@ -170,9 +187,12 @@ class MappingNetwork(nn.Module):
         super().__init__()
         kwargs = record.init_kwargs
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.num_layers = int(_attr(record, "num_layers"))
-        embed = 0 if c_dim == 0 else (kwargs.get("embed_features") or w_dim)
-        hidden = kwargs.get("layer_features") or w_dim
+        self.num_layers = _count(record, "num_layers", _attr(record, "num_layers"))
+        if self.num_layers > len(record.modules):  # before a list of that many layer widths is made
+            raise StyleGANError(f"MappingNetwork: recorded num_layers {self.num_layers}, but the record holds "
+                                f"{len(record.modules)} modules")
+        embed = 0 if c_dim == 0 else _count(record, "embed_features", kwargs.get("embed_features") or w_dim)
+        hidden = _count(record, "layer_features", kwargs.get("layer_features") or w_dim)
         features = [z_dim + embed] + [hidden] * (self.num_layers - 1) + [w_dim]
         if c_dim > 0:
             self.embed = FullyConnected(_child(record, "embed", "FullyConnectedLayer"), c_dim, embed)
@@ -204,12 +224,12 @@ class SynthesisLayer(nn.Module):
         self.activation = _activation(record)
         self.act_gain = float(_attr(record, "act_gain"))
         self.conv_clamp = _attr(record, "conv_clamp", required=False)
-        self.padding = int(_attr(record, "padding"))
+        self.padding = _count(record, "padding", _attr(record, "padding"), minimum=0)
         self.use_noise = bool(_attr(record, "use_noise"))
         self.affine = FullyConnected(_child(record, "affine", "FullyConnectedLayer"), w_dim, in_channels)
         self.weight = _empty(out_channels, in_channels, kernel_size, kernel_size)
         self.bias = _empty(out_channels)
-        self.register_buffer("resample_filter", torch.empty(record.buffers["resample_filter"].shape))
+        self.register_buffer("resample_filter", torch.empty(_buffer(record, "resample_filter").shape))
         if self.use_noise:
             self.register_buffer("noise_const", torch.empty(resolution, resolution))
             self.noise_strength = _empty()
@@ -247,7 +267,7 @@ class SynthesisBlock(nn.Module):
             raise StyleGANError(f"SynthesisBlock b{resolution}: architecture '{self.architecture}' is not supported "
                                 "(the official generators use 'skip'; 'orig' also works)")
         self.in_channels, self.resolution, self.is_last = in_channels, resolution, is_last
-        self.register_buffer("resample_filter", torch.empty(record.buffers["resample_filter"].shape))
+        self.register_buffer("resample_filter", torch.empty(_buffer(record, "resample_filter").shape))
         if in_channels == 0:
             self.const = _empty(out_channels, resolution, resolution)
         else:
@@ -281,9 +301,14 @@ class SynthesisNetwork(nn.Module):
     def __init__(self, record: PersistentRecord, w_dim: int, img_resolution: int, img_channels: int):
         super().__init__()
         kwargs = record.init_kwargs
-        base, top = kwargs.get("channel_base", 32768), kwargs.get("channel_max", 512)
-        kernel_size = kwargs.get("kernel_size", 3)
-        self.block_resolutions = [2 ** i for i in range(2, int(np.log2(img_resolution)) + 1)]
+        base, top, kernel_size = (_count(record, key, kwargs.get(key, default))
+                                  for key, default in (("channel_base", 32768), ("channel_max", 512), ("kernel_size", 3)))
+        self.block_resolutions = [2 ** i for i in range(2, img_resolution.bit_length())]
+        missing = [f"b{res}" for res in self.block_resolutions if f"b{res}" not in record.modules]
+        if missing:
+            raise StyleGANError(f"SynthesisNetwork: img_resolution {img_resolution} needs one block per resolution "
+                                f"from b4 to b{img_resolution}; the record has no {', '.join(missing[:3])}"
+                                f"{' ...' if len(missing) > 3 else ''}")
         channels = {res: min(base // res, top) for res in self.block_resolutions}
         self.num_ws = 0
         for res in self.block_resolutions:
@@ -318,9 +343,12 @@ class StyleGAN2Generator(nn.Module):
             raise StyleGANError(f"G_ema is a recorded {record.class_name}, expected Generator")
         synthesis = _child(record, "synthesis", "SynthesisNetwork")
         refuse_stylegan3(synthesis)
-        self.z_dim, self.c_dim, self.w_dim = (int(_attr(record, k)) for k in ("z_dim", "c_dim", "w_dim"))
-        self.img_resolution = int(_attr(record, "img_resolution"))
-        self.img_channels = int(_attr(record, "img_channels"))
+        self.z_dim, self.c_dim, self.w_dim = (_count(record, key, _attr(record, key), minimum)
+                                              for key, minimum in (("z_dim", 0), ("c_dim", 0), ("w_dim", 1)))
+        self.img_resolution = _count(record, "img_resolution", _attr(record, "img_resolution"), minimum=4)
+        if self.img_resolution & (self.img_resolution - 1):
+            raise StyleGANError(f"Generator: recorded img_resolution {self.img_resolution} is not a power of two")
+        self.img_channels = _count(record, "img_channels", _attr(record, "img_channels"))
         self.synthesis = SynthesisNetwork(synthesis, self.w_dim, self.img_resolution, self.img_channels)
         self.num_ws = self.synthesis.num_ws
         if int(record.state.get("num_ws", self.num_ws)) != self.num_ws:
@@ -344,19 +372,19 @@ def refuse_stylegan3(synthesis: PersistentRecord) -> None:
                             "alias-free layers): only StyleGAN2/StyleGAN2-ADA generators are supported")
 
 
-def load_state_exactly(model: nn.Module, tensors: dict[str, torch.Tensor], source) -> None:
-    """Load every recorded tensor into the model: same names, same shapes, none left over or missing."""
+def check_tensors(model: nn.Module, tensors: dict) -> None:
+    """Every recorded tensor fits the model: same names, same shapes, none left over or missing."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise StyleGANError(f"{source}: G_ema tensors do not match a StyleGAN2 generator "
-                            f"(missing: {missing[:5]}, unused: {extra[:5]})")
+        raise StyleGANError(f"G_ema tensors do not match a StyleGAN2 generator (missing: {missing[:5]}, "
+                            f"unused: {extra[:5]})")
     for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise StyleGANError(f"G_ema.{name} is a recorded {type(value).__name__}, not a tensor")
         if tuple(value.shape) != tuple(expected[name].shape):
-            raise StyleGANError(f"{source}: G_ema.{name} has shape {tuple(value.shape)}, "
-                                f"expected {tuple(expected[name].shape)}")
-    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+            raise StyleGANError(f"G_ema.{name} has shape {tuple(value.shape)}, expected {tuple(expected[name].shape)}")
 
 
 def network_file(model: str, cache_dir=None) -> Path:
@@ -375,33 +403,39 @@ def network_file(model: str, cache_dir=None) -> Path:
     return target
 
 
-def load_stylegan(path) -> StyleGAN2Generator:
-    """G_ema of an official StyleGAN2-ADA network pickle (path or URL), in eval mode on the CPU."""
-    path = network_file(str(path))
+def recorded_generator(path) -> tuple[StyleGAN2Generator, dict]:
+    """G_ema of a network pickle, built on the meta device and checked against its recorded
+    tensors, with those tensors: a malformed record (a missing field, a negative or absurd size,
+    tensors of other shapes) is one StyleGANError naming the file, before any memory is allocated."""
     data = load_network_pickle(path)
     record = data.get("G_ema")
     if not isinstance(record, PersistentRecord):
         raise StyleGANError(f"{path}: no recorded G_ema network (keys: {', '.join(map(str, data))})")
     try:
-        generator = StyleGAN2Generator(record)
+        with torch.device("meta"):
+            generator = StyleGAN2Generator(record)
+        tensors = record.tensors()
+        check_tensors(generator, tensors)
     except StyleGANError as err:
         raise StyleGANError(f"{path}: {err}") from None
-    load_state_exactly(generator, record.tensors(), path)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:  # state of another layout
+        raise StyleGANError(f"{path}: malformed G_ema record ({type(err).__name__}: {err})") from None
+    return generator, tensors
+
+
+def load_stylegan(path) -> StyleGAN2Generator:
+    """G_ema of an official StyleGAN2-ADA network pickle (path or URL), in eval mode on the CPU."""
+    generator, tensors = recorded_generator(network_file(str(path)))
+    generator.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True, assign=True)
     return generator.eval()
 
 
 def recorded_output(path) -> tuple[int, tuple[int, int, int]]:
     """The classes (0: unconditional) and the H x W x C images that G_ema of a local network
-    pickle was built for, from its record (no network is built), so that a pickle that does not
-    fit the dataset is refused before any shard is sampled."""
-    record = load_network_pickle(path).get("G_ema")
-    if not isinstance(record, PersistentRecord):
-        raise StyleGANError(f"{path}: no recorded G_ema network")
-    try:
-        c_dim, resolution, channels = (int(_attr(record, k)) for k in ("c_dim", "img_resolution", "img_channels"))
-    except (StyleGANError, TypeError, ValueError) as err:
-        raise StyleGANError(f"{path}: G_ema's record has no usable c_dim, img_resolution, img_channels ({err})") from None
-    return c_dim, (resolution, resolution, channels)
+    pickle makes, from its checked record (no weights loaded), so that a malformed pickle or
+    one that does not fit the dataset is refused before any shard is sampled."""
+    generator, _ = recorded_generator(path)
+    return generator.c_dim, (generator.img_resolution, generator.img_resolution, generator.img_channels)
 
 
 def image_labels(indices: np.ndarray, num_classes: int, class_labels: list[int] | None) -> np.ndarray:
