@@ -121,46 +121,31 @@ def run_tiny_dag(workdir: Path, config: dict) -> Path:
     return workdir
 
 
-# The files whose tests use a finished workflow run (the session fixtures below; `dag` in
-# test_workflow.py takes one by name, its test ids say which). Under xdist (`-n 2`, pyproject.toml)
-# each run's tests go to one worker, which builds the run once; the other tests are shared out one by one.
+# The fixtures that build a whole workflow run (`dag` in test_workflow.py takes one by name), and the
+# files whose tests use them: under xdist (`-n 2`, pyproject.toml) those files run on one worker,
+# which builds each run once, while the other tests are shared out one by one.
+FINISHED_RUNS = {"tiny_run", "rgb_run", "slurm_run", "dag"}
 FINISHED_RUN_FILES = {"test_profiles.py", "test_rerun.py", "test_scarcity.py", "test_slurm.py", "test_workflow.py"}
 
 
-def finished_run_scope(nodeid: str) -> str:
-    """The run a test's worker must hold: `rgb run` for tests named after it, `digits run` for the
-    other tests of FINISHED_RUN_FILES, else the test alone."""
-    if Path(nodeid.split("::")[0]).name not in FINISHED_RUN_FILES:
-        return nodeid
-    return "rgb run" if "rgb" in nodeid.split("::", 1)[1] else "digits run"
-
-
-def _runs_used(item) -> set:
-    runs = {"tiny_run": "digits run", "slurm_run": "digits run", "rgb_run": "rgb run"}
-    used = {run for name, run in runs.items() if name in item.fixturenames}
-    if "dag" in item.fixturenames:
-        used.add({"digits": "digits run", "rgb": "rgb run"}[item.callspec.params["dag"]])
-    return used
-
-
 def pytest_collection_modifyitems(items):
-    wrong = sorted(item.nodeid for item in items if _runs_used(item) - {finished_run_scope(item.nodeid)})
-    if wrong:
-        raise pytest.UsageError(f"{', '.join(wrong)}: a test using a finished workflow run must be in "
-                                f"FINISHED_RUN_FILES (tests/conftest.py), named with 'rgb' when it uses the RGB "
-                                f"run and without it otherwise (else xdist builds the run twice)")
+    stray = {item.path.name for item in items if FINISHED_RUNS & set(item.fixturenames)} - FINISHED_RUN_FILES
+    if stray:
+        raise pytest.UsageError(f"{', '.join(sorted(stray))} use a finished workflow run: add them to "
+                                f"FINISHED_RUN_FILES in tests/conftest.py (else xdist builds the run twice)")
 
 
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
-    class FinishedRunsOnOneWorkerEach(LoadScopeScheduling):
-        """xdist's scope scheduling (the largest scope first) with the scopes of finished_run_scope."""
+    class FinishedRunsOnOneWorker(LoadScopeScheduling):
+        """xdist's scope scheduling (the largest scope first) with one scope for FINISHED_RUN_FILES
+        and one per test elsewhere."""
 
         def _split_scope(self, nodeid):
-            return finished_run_scope(nodeid)
+            return "finished runs" if Path(nodeid.split("::")[0]).name in FINISHED_RUN_FILES else nodeid
 
-    return FinishedRunsOnOneWorkerEach(config, log)
+    return FinishedRunsOnOneWorker(config, log)
 
 
 @pytest.fixture(scope="session")
