@@ -10,9 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
-from port.artifacts import (ArtifactError, ImageWriter, atomic_path, chunk_spans, image_set_length, iter_image_blocks,
-                            provenance, read_arrays, read_attrs, read_image_set, settings_hash,
-                            validate_image_set, write_arrays, write_images)
+from port.artifacts import (ImageWriter, atomic_path, chunk_spans, image_set_length, iter_image_blocks, provenance,
+                            read_arrays, read_attrs, read_image_set, settings_hash, validate_image_set, write_arrays,
+                            write_images)
+from port.errors import ArtifactError
 
 
 class Boom(RuntimeError):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from port import audit
-from port.artifacts import ArtifactError, ImageWriter, provenance, read_arrays, read_attrs, write_arrays, write_images
+from port.artifacts import ImageWriter, provenance, read_arrays, read_attrs, write_arrays, write_images
+from port.errors import ArtifactError
 from port.models import build_model, model_spec, save_model
 from port.selection import select_images, without_test_duplicates
 
@@ -182,7 +183,7 @@ def test_memory_stays_bounded_on_a_set_of_many_blocks(tmp_path, monkeypatch):
 
 
 def test_negative_threshold_is_refused():
-    from port.config import SettingsError
+    from port.errors import SettingsError
 
     with pytest.raises(SettingsError, match="audit.train_threshold"):
         audit.check_thresholds(0.05, -0.1)

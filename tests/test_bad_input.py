@@ -23,9 +23,10 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from port.artifacts import (ArtifactError, load_torch, provenance, read_image_set, save_torch, verified_inputs,
-                            write_arrays, write_images)
-from port.config import ConfigError, check_config
+from port.artifacts import (load_torch, provenance, read_image_set, save_torch, verified_inputs, write_arrays,
+                            write_images)
+from port.errors import ArtifactError, ConfigError
+from port.config import check_config
 from port.data import prepare_dataset
 from port.generators import merge_shards, sample_shard
 from port.labeling import filter_images, prepare_labeler, pseudo_label

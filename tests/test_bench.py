@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from port.artifacts import ArtifactError
+from port.errors import ArtifactError
 from port.compute import Compute, channels_last
 
 from conftest import REPO

@@ -13,10 +13,11 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from port.config import (ConfigError, arc_curve_inputs, canonical, check_config, discriminator_settings,
-                         evaluation_settings, final_targets, generator_settings, labeler_settings, labels_from,
-                         pipeline_model, run_paths, run_row, seed_study_paths, smoothing_epochs, smoothing_settings,
-                         training_settings, transfer_settings)
+from port.config import (arc_curve_inputs, canonical, check_config, discriminator_settings, evaluation_settings,
+                         final_targets, generator_settings, labeler_settings, labels_from, pipeline_model, run_paths,
+                         run_row, seed_study_paths, smoothing_epochs, smoothing_settings, training_settings,
+                         transfer_settings)
+from port.errors import ConfigError
 from port.paths import RUN_EVAL, RUN_MODEL, selection_of
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ import pytest
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from cifar_format import patterned_image, write_cifar10, write_cifar100
-from port.artifacts import ArtifactError, read_image_set
-from port.config import SettingsError
+from port.artifacts import read_image_set
+from port.errors import ArtifactError, SettingsError
 from port.data import load_npz_images, prepare_dataset
 
 DIGITS = {"kind": "digits", "test_fraction": 0.25}

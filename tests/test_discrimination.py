@@ -12,8 +12,9 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from port.artifacts import ArtifactError, provenance, read_arrays, write_arrays, write_csv, write_images
-from port.config import (SettingsError, validation_count, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
+from port.artifacts import provenance, read_arrays, write_arrays, write_csv, write_images
+from port.errors import ArtifactError, SettingsError
+from port.config import (validation_count, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
                          discriminator_settings, grid_discriminator_settings, scorer_settings)
 from port.discrimination import (arc, arc_unclipped, arc_curve, arc_table, attack_accuracies, attack_suspect_points,
                                  below_chance_points, collapsed_points, discrimination_sets, evaluate_discriminator,

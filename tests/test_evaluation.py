@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from port.config import SettingsError
+from port.errors import SettingsError
 from port.evaluation import STANDARD_ATTACKS, autoattack_accuracy, autoattack_name
 from port.loaders import to_tensor
 from port.models import build_model

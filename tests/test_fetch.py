@@ -26,7 +26,8 @@ from test_generators import tiny_unet
 from torchvision.datasets import CIFAR10
 
 from port import fetch
-from port.artifacts import CHECKSUM_KEY, ArtifactError
+from port.artifacts import CHECKSUM_KEY
+from port.errors import ArtifactError
 from port.data import prepare_dataset
 
 HUB_ID = "local/tiny-ddpm"

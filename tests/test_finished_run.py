@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from port.artifacts import ArtifactError
+from port.errors import ArtifactError
 from port.inputs import check_finished_datasets, requested_datasets
 from test_bad_input import _snapshot
 from test_trusted_inputs import REPO, _npz_dataset, _rgb32_model, _snakemake

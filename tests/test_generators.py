@@ -18,9 +18,9 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from port import generators
-from port.artifacts import ArtifactError, write_images
+from port.artifacts import write_images
+from port.errors import ArtifactError, SettingsError
 from port.artifacts import CHUNK_IMAGES
-from port.config import SettingsError
 from port.generators import (load_pipeline, merge_shards, resize_images, sample_diffusers_shard, sample_shard,
                              shard_bounds, stepping_scheduler, train_ddpm)
 

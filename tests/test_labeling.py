@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from port.artifacts import ArtifactError, provenance, read_arrays, read_attrs, write_arrays
-from port.config import SettingsError
+from port.artifacts import provenance, read_arrays, read_attrs, write_arrays
+from port.errors import ArtifactError, SettingsError
 from port.labeling import filter_images, keep_mask
 
 

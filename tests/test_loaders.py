@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from port.artifacts import ArtifactError, ImageWriter, provenance, write_arrays
+from port.artifacts import ImageWriter, provenance, write_arrays
+from port.errors import ArtifactError
 from port.loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
 
 

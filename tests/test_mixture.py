@@ -18,9 +18,10 @@ from snakemake.utils import validate
 from conftest import REPO
 from port import config as port_config
 from port import paths
-from port.artifacts import (ArtifactError, provenance, read_arrays, read_attrs, read_csv, validate_image_set,
-                            write_arrays, write_csv, write_images)
-from port.config import SCHEMA, ConfigError, SettingsError
+from port.artifacts import (provenance, read_arrays, read_attrs, read_csv, validate_image_set, write_arrays, write_csv,
+                            write_images)
+from port.errors import ArtifactError, ConfigError, SettingsError
+from port.config import SCHEMA
 from port.mixture import arc_fractions, interleaved_members, largest_remainder_shares, select_mixture
 from port.models import training_record
 from port.studies import mixture_study

@@ -10,8 +10,7 @@ from conftest import REPO, run_snakemake
 from snakemake.utils import validate
 
 from port import plan
-from port.artifacts import ArtifactError
-from port.config import ConfigError
+from port.errors import ArtifactError, ConfigError
 
 H200 = "gpu-h200-2026-11-27"
 

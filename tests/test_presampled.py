@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from port.artifacts import ArtifactError
+from port.errors import ArtifactError
 from port.generators import sample_shard, merge_shards, shard_bounds
 
 

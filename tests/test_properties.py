@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from port.artifacts import (CHECKSUM_KEY, INPUTS_KEY, ArtifactError, ImageWriter, iter_image_blocks, provenance,
-                            read_arrays, read_attrs, read_image_set, verified_inputs, verify_hdf5, write_arrays)
-from port.config import ConfigError, check_config
+from port.artifacts import (CHECKSUM_KEY, INPUTS_KEY, ImageWriter, iter_image_blocks, provenance, read_arrays,
+                            read_attrs, read_image_set, verified_inputs, verify_hdf5, write_arrays)
+from port.errors import ArtifactError, ConfigError
+from port.config import check_config
 from port.labeling import keep_mask
 from port.selection import choose
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from port.artifacts import ArtifactError, write_csv
+from port.artifacts import write_csv
+from port.errors import ArtifactError
 from port.ranking import frechet_distance, nearest_real_distance, penultimate_features, rank_generators
 
 

@@ -18,7 +18,8 @@ import port.training as training
 from port import recipe
 from port.artifacts import load_torch, write_csv
 from port.attacks import Attack, batchnorm_mode
-from port.config import ConfigError, check_config, recipe_settings
+from port.config import check_config, recipe_settings
+from port.errors import ConfigError
 from port.export import export_robustbench
 from port.models import WideResNet, build_model, load_model
 from port.reporting import summarize_recipe

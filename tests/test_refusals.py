@@ -11,7 +11,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from port.config import ConfigError, check_config
+from port.config import check_config
+from port.errors import ArtifactError, ConfigError, SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "config" / "schema.yaml")
@@ -86,7 +87,7 @@ def test_a_resealed_edit_is_refused_because_the_content_digest_is_recomputed(tmp
     import h5py
     import numpy as np
 
-    from port.artifacts import ArtifactError, provenance, verified_inputs, write_images
+    from port.artifacts import provenance, verified_inputs, write_images
 
     path = tmp_path / "train.h5"
     write_images(path, np.zeros((8, 4, 4, 1), np.uint8), provenance("prepare_data", {}, 0, num_classes=4),
@@ -124,7 +125,6 @@ def test_an_empty_npz_archive_is_named_as_such(tmp_path):
     """np.savez() of nothing writes a zip without members: not 'not written by numpy.savez'."""
     import numpy as np
 
-    from port.artifacts import ArtifactError
     from port.data import npz_image_shape
 
     np.savez(tmp_path / "empty.npz")
@@ -141,7 +141,6 @@ def test_a_stylegan_pickle_that_does_not_fit_the_dataset_is_refused_before_sampl
                                                                                     resolution, message):
     """Item 3 and the late problems: a local pickle's classes and image size are read from its
     record when the run is planned, not found after every shard is sampled."""
-    from port.artifacts import ArtifactError
     from port.inputs import generator_inputs
     from stylegan_pickles import tiny_generator, write_network_pickle
 
@@ -168,7 +167,7 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp
     """A full disk during torch.save: one message naming the checkpoint, the old file untouched."""
     import torch
 
-    from port.artifacts import ArtifactError, save_torch
+    from port.artifacts import save_torch
 
     path = tmp_path / "ckpt.pt"
     save_torch({"epoch": 1}, path)
@@ -186,7 +185,7 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp
 
 def test_an_unwritable_results_folder_names_the_file(tmp_path):
     """A file where the results folder should be (as a read-only folder, refused by the OS)."""
-    from port.artifacts import ArtifactError, write_csv
+    from port.artifacts import write_csv
     import pandas as pd
 
     (tmp_path / "results").write_text("not a folder\n")
@@ -198,7 +197,7 @@ def test_a_checkpoint_with_the_right_spec_and_other_weights_is_refused_when_plan
     """Found inside train_labeler before (after Snakemake had deleted the previous model)."""
     import torch
 
-    from port.artifacts import ArtifactError, save_torch
+    from port.artifacts import save_torch
     from port.inputs import labeler_inputs
     from port.models import build_model, model_spec
 
@@ -288,7 +287,6 @@ def test_a_malformed_network_pickle_is_one_error_naming_the_file(shipped, tmp_pa
     """Missing record fields and absurd sizes: refused when the run is planned (the start-up check
     builds the network on the meta device) and when a shard loads it, never a raw KeyError,
     RuntimeError or MemoryError."""
-    from port.artifacts import ArtifactError
     from port.inputs import generator_inputs
     from port.stylegan import load_stylegan
     from stylegan_pickles import tiny_generator, write_network_pickle
@@ -310,7 +308,6 @@ def test_a_malformed_network_pickle_is_one_error_naming_the_file(shipped, tmp_pa
 def test_a_pickle_length_beyond_memory_is_named_not_a_memory_error(tmp_path):
     import struct
 
-    from port.artifacts import ArtifactError
     from port.safe_pickle import load_network_pickle
 
     path = tmp_path / "huge.pkl"  # protocol 4, BINBYTES8 of 2**62 bytes, three of them present
@@ -350,7 +347,6 @@ def _npz(path: Path, **members: bytes) -> str:
 def test_npy_headers_claiming_more_data_than_the_file_holds_are_refused(shipped, tmp_path, where, message):
     """Found from the headers when the run is planned (they were taken at their word: a MemoryError
     or a short read inside prepare_data or a shard)."""
-    from port.artifacts import ArtifactError
     from port.data import load_npz_images
     from port.inputs import check_named_files
 
@@ -396,7 +392,6 @@ def test_a_local_conditional_ddpm_of_other_classes_is_refused_before_sampling(sh
                                                                               message):
     """Item 3 for DDPMs given as a save_pretrained directory: the classes come from its UNet's
     config.json when the run is planned (a DDPM the pipeline trains has the dataset's classes)."""
-    from port.artifacts import ArtifactError
     from port.inputs import generator_inputs
 
     model = _local_ddpm(tmp_path / "ddpm", num_class_embeds)
@@ -427,7 +422,6 @@ def test_labels_from_generator_with_a_hub_ddpm_is_still_refused(shipped):
 def test_a_study_batch_larger_than_the_training_set_names_the_block_that_sets_it(shipped, tmp_path):
     """Every trainer of the real set is checked at start-up, each at the key its batch_size comes
     from: here the gamma sweep's own training block (the shared block's batch fits)."""
-    from port.config import SettingsError
     from port.inputs import check_trainer_batches
 
     np.savez(tmp_path / "train.npz", image=np.zeros((48, 8, 8, 1), np.uint8), label=np.arange(48) % 10)

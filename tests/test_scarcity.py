@@ -16,7 +16,7 @@ from conftest import REPO, run_snakemake
 from port import config as port_config
 from port import paths
 from port.artifacts import provenance, read_arrays, read_attrs, read_image_set, write_csv, write_images
-from port.config import SettingsError
+from port.errors import SettingsError
 from port.models import build_model, model_spec, save_model
 from port.scarcity import cut_training_set, data_scarcity_study, stratified_cut
 

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from port.artifacts import ArtifactError, ImageWriter, provenance, read_attrs, validate_image_set, write_arrays
-from port.config import SettingsError
+from port.artifacts import ImageWriter, provenance, read_attrs, validate_image_set, write_arrays
+from port.errors import ArtifactError, SettingsError
 from port.selection import choose, select_images
 
 

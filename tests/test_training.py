@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import port.training as training
-from port.artifacts import ArtifactError, ImageWriter, load_torch, provenance, write_images
-from port.config import SettingsError, validation_count
+from port.artifacts import ImageWriter, load_torch, provenance, write_images
+from port.errors import ArtifactError, SettingsError
+from port.config import validation_count
 from port.models import build_model, load_model, model_spec, save_model, training_record
 from port.recipe import ce_plus_kl
 from port.training import TrainSettings, mix_batches, port_loss, train, validation_split

@@ -22,8 +22,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from port.artifacts import (INPUTS_KEY, ArtifactError, provenance, read_attrs, verified_inputs, write_images)
-from port.config import SettingsError, check_config
+from port.artifacts import INPUTS_KEY, provenance, read_attrs, verified_inputs, write_images
+from port.errors import ArtifactError, SettingsError
+from port.config import check_config
 from port.data import load_npz_images, prepare_dataset
 from port.discrimination import discrimination_sets
 from port.generators import sample_shard

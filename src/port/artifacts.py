@@ -41,10 +41,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .errors import ArtifactError
+
 log = logging.getLogger(__name__)
 CHUNK_IMAGES = 1024  # images per HDF5 chunk: whole-chunk reads stay fast and memory-bounded
 _PACKAGES = ("port-pipeline", "torch", "numpy", "h5py", "diffusers", "snakemake")
 HASH_BLOCK_BYTES = 64 << 20  # verification reads this much at a time, whatever the file size
+SOURCE_LABELS = "source_labels"  # dataset of a generator's own class of each image (conditional generators)
 CHECKSUM_KEY = "content_sha256"  # HDF5 attribute / checkpoint key holding the content digest
 # Attributes that are content, not provenance: models are built from them. They are part of
 # `content_sha256`; provenance (stage, params, versions, paths, offsets) is not, so reruns that
@@ -59,10 +62,6 @@ SEAL_BYTES = 512  # the HDF5 user block (ignored by HDF5) that holds the file's 
 _SEAL_PREFIX = b"port-pipeline seal sha256 "
 _input_checksums: contextvars.ContextVar[dict | None] = contextvars.ContextVar("port_input_checksums",
                                                                               default=None)
-
-
-class ArtifactError(ValueError):
-    """A stage input or output that is missing, malformed or inconsistent."""
 
 
 def settings_hash(settings: Mapping) -> str:

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .artifacts import (ArtifactError, dataset_of, image_set_length, image_set_shape, iter_image_blocks, open_hdf5,
-                        provenance, read_image_set, write_arrays, write_csv)
-from .config import SettingsError
+from .artifacts import (dataset_of, image_set_length, image_set_shape, iter_image_blocks, open_hdf5, provenance,
+                        read_image_set, write_arrays, write_csv)
+from .errors import ArtifactError, SettingsError
 from .devices import default_device
 from .models import load_model, penultimate_features
 

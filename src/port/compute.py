@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .artifacts import ArtifactError
+from .errors import ArtifactError
 
 PRECISIONS = ("bf16", "fp32")
 # torch.compile's modes; reduce-overhead replays CUDA graphs, for steps whose kernels are too short

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import paths
+from .errors import ConfigError, SettingsError
 
 TRAINING_RUN_KEYS = ("generator", "architectures", "seeds")
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"  # the package is installed editable
@@ -33,15 +34,6 @@ NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}  # classes of the b
 CONDITIONAL_KINDS = ("gan", "stylegan", "npz")  # kinds whose shards may carry the generator's labels
 # What port.generators.import_npz_shard reads of an npz generator's block (plus num_classes).
 NPZ_IMPORT_KEYS = ("kind", "path", "image_key", "label_key", "n_images", "n_shards")
-
-
-class ConfigError(ValueError):
-    """A configuration that the schema accepts but that cannot work."""
-
-
-class SettingsError(ConfigError):
-    """Settings that a stage itself finds unworkable (an unknown name, a value out of range), as
-    opposed to an ArtifactError (a bad input file)."""
 
 
 def check_yaml_syntax(path) -> None:

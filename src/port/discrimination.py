@@ -23,12 +23,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length,
-                        iter_image_blocks, provenance, read_arrays, read_attrs, read_csv, read_image_set, write_arrays,
-                        write_csv, write_images)
+from .artifacts import (ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks, provenance,
+                        read_arrays, read_attrs, read_csv, read_image_set, write_arrays, write_csv, write_images)
+from .errors import ArtifactError, SettingsError
 from .attacks import Attack
 from .compute import Compute, channels_last
-from .config import SettingsError, validation_count
+from .config import validation_count
 from .devices import default_device
 from .evaluation import accuracy, autoattack_accuracy, evenly_spaced, predict
 from .loaders import to_tensor

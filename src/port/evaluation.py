@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .artifacts import read_image_set, write_csv
 from .attacks import Attack
-from .config import SettingsError
+from .errors import SettingsError
 from .loaders import to_tensor
 
 log = logging.getLogger(__name__)

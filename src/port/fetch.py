@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.request import urlopen
 
 from .artifacts import FETCHED_MARKER as MANIFEST
-from .artifacts import ArtifactError
+from .errors import ArtifactError
 from .config import is_url
 from .data import torchvision_dataset
 

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .artifacts import ArtifactError, ImageWriter, load_torch, provenance, read_image_set, save_torch
+from .artifacts import ImageWriter, load_torch, provenance, read_image_set, save_torch
+from .errors import ArtifactError, TrainingDiverged
 from .devices import default_device
 from .loaders import to_tensor
 from .seeds import derive_seed, rng
 from .shards import shard_bounds
-from .training import TrainingDiverged
 
 log = logging.getLogger(__name__)
 

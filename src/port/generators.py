@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .artifacts import (MODEL_DIRECTORY_MARKER, ArtifactError, ImageWriter, check_labels, dataset_of,
-                        image_set_length, image_set_shape, iter_image_blocks, open_hdf5, provenance, read_attrs,
-                        read_image_set, validate_image_set)
+from .artifacts import (MODEL_DIRECTORY_MARKER, SOURCE_LABELS, ImageWriter, check_labels, dataset_of, image_set_length,
+                        image_set_shape, iter_image_blocks, open_hdf5, provenance, read_attrs, read_image_set,
+                        validate_image_set)
+from .errors import ArtifactError, SettingsError
 from .compute import fast_path
-from .config import SettingsError
 from .data import check_same_geometry
 from .devices import default_device
 from .loaders import to_tensor
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "unipc")
 LABEL_DROPOUT = 0.1  # class-conditional DDPMs: P(label -> "no class") in training, for guidance
 GUIDANCE_SCALE = 1.0  # 1.0: plain conditional sampling; > 1 extrapolates away from the unconditional model
-SOURCE_LABELS = "source_labels"  # the generator's own class of each image (conditional generators)
 
 
 def _unet_config(settings: dict, image_size: int, channels: int) -> dict:

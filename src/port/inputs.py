@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import paths
 from .config import NUM_CLASSES, generator_files, labeler_checkpoint, labels_from, source_files
+from .errors import ArtifactError, SettingsError
 
 _planning = False  # true while port.plan lists a DAG's jobs (see planning)
 
@@ -124,7 +125,7 @@ def _check_batch(config: dict, dataset: str, key: str, batch_size: int, val_frac
     source = config["datasets"][dataset]["source"]
     if not source_files(config, dataset):
         return
-    from .config import SettingsError, validation_count
+    from .config import validation_count
     from .data import npz_image_shape  # h5py: only for an npz source
 
     with _named(f"datasets.{dataset}.source.train"):
@@ -197,7 +198,6 @@ def _check_stylegan(config: dict, dataset: str, generator: str, path: str) -> No
 def _check_classes(config: dict, dataset: str, path: str, classes: int) -> None:
     """Under labels_from generator image i is labelled with the generator's class i mod C: a
     generator of another class count leaves the dataset's other classes without images."""
-    from .artifacts import ArtifactError
 
     wanted = dataset_classes(config, dataset)
     if classes != wanted:
@@ -208,7 +208,6 @@ def _check_classes(config: dict, dataset: str, path: str, classes: int) -> None:
 def _recorded_ddpm_classes(path: str) -> int:
     """The classes a save_pretrained DDPM samples (0: unconditional), from its UNet's config.json
     (no torch): its last class embedding is "no class" (see port.generators.Sampler)."""
-    from .artifacts import ArtifactError
 
     unet_config = Path(path) / "unet" / "config.json"
     try:
@@ -256,7 +255,6 @@ def labeler_inputs(config: dict, dataset: str, slot: str) -> list[str]:
 
 def source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
     """What the dataset's images are (a name for messages, H x W x C), from npz headers or the built-in table."""
-    from .artifacts import ArtifactError
     from .data import IMAGE_SHAPES, check_same_geometry, npz_image_shape
 
     source = config["datasets"][dataset]["source"]
@@ -277,7 +275,7 @@ def source_geometry(config: dict, dataset: str) -> tuple[str, tuple | None]:
 
 def _check_model(path: str, kind: str) -> None:
     """A local generator model: a save_pretrained directory (diffusers) or a network pickle file (stylegan)."""
-    from .artifacts import MODEL_DIRECTORY_MARKER, ArtifactError
+    from .artifacts import MODEL_DIRECTORY_MARKER
 
     if kind == "diffusers" and not (Path(path) / MODEL_DIRECTORY_MARKER).is_file():
         raise ArtifactError(f"{path}: not a diffusers model directory (no {MODEL_DIRECTORY_MARKER})")
@@ -287,7 +285,6 @@ def _check_model(path: str, kind: str) -> None:
 
 def _file(path: str, kind: str) -> str:
     """`path`, if it is a file; `kind` names what was expected ("an npz")."""
-    from .artifacts import ArtifactError
 
     if Path(path).is_dir():
         raise ArtifactError(f"{path}: is a directory, expected {kind} file")
@@ -299,7 +296,6 @@ def _file(path: str, kind: str) -> str:
 @contextlib.contextmanager
 def _named(key: str):
     """Prefix an ArtifactError raised inside the block with the config key that named the file."""
-    from .artifacts import ArtifactError
 
     try:
         yield

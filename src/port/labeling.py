@@ -17,13 +17,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .artifacts import (ArtifactError, atomic_path, check_labels, dataset_of, image_set_length, iter_image_blocks,
+from .artifacts import (SOURCE_LABELS, atomic_path, check_labels, dataset_of, image_set_length, iter_image_blocks,
                         open_hdf5, provenance, read_arrays, read_attrs, read_image_set, write_arrays, write_csv)
+from .errors import ArtifactError, SettingsError
 from .compute import Compute
-from .config import LABEL_SOURCES, SettingsError
+from .config import LABEL_SOURCES
 from .devices import default_device
 from .evaluation import predict
-from .generators import SOURCE_LABELS
 from .loaders import to_tensor
 from .models import load_model
 from .shards import shard_bounds

@@ -19,7 +19,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .artifacts import ArtifactError, open_hdf5
+from .artifacts import open_hdf5
+from .errors import ArtifactError
 from .seeds import rng
 
 

@@ -24,9 +24,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .artifacts import (ArtifactError, ImageWriter, dataset_of, image_set_length, iter_image_blocks, provenance,
-                        read_arrays, read_csv, write_csv)
-from .config import SettingsError
+from .artifacts import (ImageWriter, dataset_of, image_set_length, iter_image_blocks, provenance, read_arrays, read_csv,
+                        write_csv)
+from .errors import ArtifactError, SettingsError
 from .paths import MIXTURE_SELECTIONS, needs_scores
 from .seeds import derive_seed
 from .selection import choose, without_test_duplicates

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .artifacts import ArtifactError, image_set_shape, load_torch, save_torch, shape_text
-from .config import SettingsError
+from .artifacts import image_set_shape, load_torch, save_torch, shape_text
+from .errors import ArtifactError, SettingsError
 from .devices import default_device
 from .loaders import to_tensor
 

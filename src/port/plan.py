@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .config import SCHEMA, ConfigError, final_targets, schema_defaults, synthetic_batch_size
+from .config import SCHEMA, final_targets, schema_defaults, synthetic_batch_size
+from .errors import ConfigError
 
 REPO = SCHEMA.parents[1]  # the package is installed editable (as config.SCHEMA)
 SNAKEFILE = REPO / "Snakefile"
@@ -169,7 +170,7 @@ def _generator_images(config: dict, dataset: str, generator: str) -> int:
     gen = config["datasets"][dataset]["generators"][generator]
     if gen["kind"] != "npz" or counted_from_config(config, dataset, generator):
         return gen["n_images"]
-    from .artifacts import ArtifactError
+    from .errors import ArtifactError
     from .presampled import PresampledSet
 
     try:  # the count is the imported set's: its files must be on disk, or n_images set

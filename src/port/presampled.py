@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import ArtifactError
+from .errors import ArtifactError
 
 READ_BLOCK_BYTES = 4 << 20  # rows read per step: bounded memory whatever the shard size
 

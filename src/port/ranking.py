@@ -15,7 +15,8 @@ from scipy import linalg
 from scipy.stats import rankdata
 from sklearn.neighbors import NearestNeighbors
 
-from .artifacts import ArtifactError, image_set_length, iter_image_blocks, read_csv, read_image_set, write_csv
+from .artifacts import image_set_length, iter_image_blocks, read_csv, read_image_set, write_csv
+from .errors import ArtifactError
 from .evaluation import evenly_spaced
 from .models import load_model, penultimate_features
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import ArtifactError
+from .errors import ArtifactError
 
 # numpy dtypes a recorded attribute may carry (weight gains are numpy float64 scalars)
 NUMPY_SCALAR_DTYPES = frozenset({"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"})

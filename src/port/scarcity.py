@@ -16,9 +16,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .artifacts import (ArtifactError, dataset_of, image_set_length, provenance, read_attrs, read_csv, read_image_set,
-                        write_csv, write_images)
-from .config import SettingsError
+from .artifacts import (dataset_of, image_set_length, provenance, read_attrs, read_csv, read_image_set, write_csv,
+                        write_images)
+from .errors import ArtifactError, SettingsError
 from .data import channel_stats
 from .reporting import SEED_METRICS, THREAT_KEYS, figure_axes, save_figure, seed_table
 from .seeds import rng

@@ -21,9 +21,9 @@ import logging
 
 import numpy as np
 
-from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks, provenance,
+from .artifacts import (ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks, provenance,
                         read_arrays, read_attrs)
-from .config import SettingsError
+from .errors import ArtifactError, SettingsError
 from .paths import SELECTIONS, group_of, needs_scores
 from .seeds import rng
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import CHUNK_IMAGES, ArtifactError, open_hdf5, read_attrs, write_arrays
+from .artifacts import CHUNK_IMAGES, open_hdf5, read_attrs, write_arrays
+from .errors import ArtifactError
 
 SHARD_ATTRS = ("shard", "image_offset", "image_stop")
 

@@ -15,9 +15,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .artifacts import (ArtifactError, ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks,
-                        provenance, read_arrays, read_attrs, read_csv, read_image_set, write_csv, write_images)
-from .config import SettingsError
+from .artifacts import (ImageWriter, copy_image_subset, dataset_of, image_set_length, iter_image_blocks, provenance,
+                        read_arrays, read_attrs, read_csv, read_image_set, write_csv, write_images)
+from .errors import ArtifactError, SettingsError
 from .paths import ALL_IMAGES
 from .seeds import rng
 from .statistics import paired_differences, seed_summary, with_differences

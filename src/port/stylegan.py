@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .artifacts import ArtifactError, ImageWriter, atomic_path, provenance
+from .artifacts import SOURCE_LABELS, ImageWriter, atomic_path, provenance
+from .errors import ArtifactError
 from .compute import fast_path
 from .devices import default_device
-from .generators import SOURCE_LABELS
 from .safe_pickle import PersistentRecord, load_network_pickle
 from .seeds import derive_seed
 from .shards import shard_bounds

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from scipy import linalg
 
 from .artifacts import write_csv
-from .config import SettingsError
+from .errors import SettingsError
 from .seeds import derive_seed, rng
 from .statistics import t_interval
 

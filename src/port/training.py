@@ -32,8 +32,9 @@ from . import distributed
 from .artifacts import ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set, write_csv
 from .attacks import Attack, batchnorm_mode, random_start
 from .compute import Compute, channels_last
-from .config import SettingsError, schema_defaults, validation_count
+from .config import schema_defaults, validation_count
 from .devices import default_device
+from .errors import SettingsError, TrainingDiverged
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
 from .models import build_model, load_initial_weights, model_spec, save_model
@@ -45,10 +46,6 @@ log = logging.getLogger(__name__)
 # Reading the losses back makes the host wait for the GPU, so the loop does it every this many
 # steps, not every step: a diverged run still stops within a few seconds of GPU time.
 LOSS_READBACK_STEPS = 50
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: the settings (say, the learning rate) do not train."""
 
 
 @dataclass
