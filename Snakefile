@@ -6,10 +6,10 @@ import sys
 
 from snakemake.utils import min_version, validate
 
-from port import config as port_config
 from port import inputs as port_inputs
 from port import paths
 from port import plan as port_plan
+from port import settings
 from port import site as port_site
 from port.seeds import derive_seed
 
@@ -17,14 +17,14 @@ min_version("9.0")
 
 
 CONFIG_FILE = os.path.join(workflow.basedir, "config", "config.yaml")
-port_config.check_yaml_syntax(CONFIG_FILE)  # before Snakemake reads it: its YAML error names no file or line
+settings.schema.check_yaml_syntax(CONFIG_FILE)  # before Snakemake reads it: its YAML error names no file or line
 
 
 configfile: CONFIG_FILE
 
 
-validate(config, "config/schema.yaml")
-port_config.check_config(config)
+validate(config, str(settings.schema.SCHEMA))
+settings.checks.check_config(config)
 
 
 report: "report/workflow.rst"
@@ -65,7 +65,7 @@ onstart:
 rule all:
     default_target: True
     input:
-        port_config.final_targets(config),
+        settings.targets.final_targets(config),
 
 
 # Snakemake discards an input function's error when the job's outputs exist (the job then

@@ -21,7 +21,8 @@ import torch
 import yaml
 
 from port.artifacts import provenance, read_attrs, read_image_set, write_images
-from port.config import training_settings
+from port.settings.schema import SCHEMA
+from port.settings.training import training_settings
 from port.evaluation import accuracy
 from port.loaders import to_tensor
 from port.models import load_model
@@ -71,7 +72,7 @@ def one_run(job: dict) -> dict:
 def jobs(threat: str, seeds: list[int]) -> list[dict]:
     config = yaml.safe_load(open("config/config.yaml"))
     from snakemake.utils import validate
-    validate(config, "config/schema.yaml")
+    validate(config, str(SCHEMA))
     base = training_settings(config, "digits", threat, "small_cnn")
     n_all = len(read_image_set(RESULTS / "synthetic/ddpm/selected/random.h5")[1])
     out = []

@@ -30,7 +30,7 @@ import yaml
 
 from port.artifacts import provenance, read_attrs, read_image_set, write_csv, write_images
 from port.attacks import Attack
-from port.config import transfer_settings
+from port.settings.discrimination import transfer_settings
 from port.evaluation import accuracy
 from port.generators import Sampler
 from port.labeling import keep_mask

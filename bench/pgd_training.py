@@ -24,7 +24,8 @@ import torch.nn.functional as F
 import harness
 from port.attacks import random_start
 from port.models import build_model
-from port.training import TrainSettings, TrainStep, port_loss
+from port.training import TrainStep, port_loss
+from port.settings.training import TrainSettings
 
 THREAT = {"norm": "linf", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 CIFAR = {"in_channels": 3, "num_classes": 10, "mean": [0.4914, 0.4822, 0.4465], "std": [0.2471, 0.2435, 0.2616]}

@@ -21,7 +21,7 @@ import yaml
 import harness
 from port.artifacts import read_image_set, read_attrs
 from port.attacks import Attack
-from port.config import training_settings
+from port.settings.training import training_settings
 from port.data import prepare_dataset
 from port.evaluation import accuracy
 from port.loaders import to_tensor

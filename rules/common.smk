@@ -15,13 +15,13 @@ def run_seed(wildcards):
 
 def trained_generator_model(wc):
     """The pipeline-trained model a generator samples from (none for hub ids and npz sets)."""
-    path = port_config.pipeline_model(config, wc.dataset, wc.generator)
+    path = settings.generation.pipeline_model(config, wc.dataset, wc.generator)
     return [path] if path else []
 
 
 def fetched_generator_model(wc):
     """The folder rule fetch_model downloads a hub id or URL into (none for models on disk)."""
-    remote = port_config.remote_model(config, wc.dataset, wc.generator)
+    remote = settings.generation.remote_model(config, wc.dataset, wc.generator)
     return [paths.FETCHED_MODEL.format(dataset=wc.dataset, generator=wc.generator)] if remote else []
 
 
@@ -49,19 +49,19 @@ def generator_source(wc):
     gen = dataset_cfg(wc)["generators"][wc.generator]
     trained, fetched = trained_generator_model(wc), fetched_generator_model(wc)
     if fetched:
-        return port_config.fetched_source(fetched[0], gen["model"])
+        return settings.generation.fetched_source(fetched[0], gen["model"])
     return trained[0] if trained else gen.get("model", gen.get("path"))
 
 
 def selected_images(dataset, selection):
     """The training generator's (or mixture's) images of one selection."""
-    return port_config.selected_path(config, dataset, config["datasets"][dataset]["training"]["generator"], selection)
+    return settings.generation.selected_path(config, dataset, config["datasets"][dataset]["training"]["generator"], selection)
 
 
 def mixture_member_files(pattern, when=lambda wc: True):
     """Input function: `pattern` (a paths.SYNTHETIC file) of every member of the mixture, if `when`."""
     return lambda wc: [pattern.format(dataset=wc.dataset, generator=member)
-                       for member in port_config.mixture_members(config, wc.dataset, wc.mixture)] if when(wc) else []
+                       for member in settings.generation.mixture_members(config, wc.dataset, wc.mixture)] if when(wc) else []
 
 
 def synthetic_input(wc):
@@ -106,26 +106,26 @@ def discriminator_eps(wc):
 
 def discriminator_curriculum_parent(wc):
     """The trained discriminator (same seed) that `eps{i}` starts from under the curriculum (none: [])."""
-    parent = port_config.curriculum_parent(config, wc.dataset, grid_index(wc))
+    parent = settings.discrimination.curriculum_parent(config, wc.dataset, grid_index(wc))
     return [] if parent is None else paths.DISCRIMINATOR_MODEL.format(**{**dict(wc.items()), "eps_index": parent})
 
 
 def ranked(pattern):
     """Input function: the pattern for every ranked generator of the dataset."""
     return lambda wc: [pattern.format(dataset=wc.dataset, generator=g)
-                       for g in port_config.ranked_generators(config, wc.dataset)]
+                       for g in settings.discrimination.ranked_generators(config, wc.dataset)]
 
 
 def score_group_runs(pattern):
     """Input function: a paths.RUN_* file of every score-group PORT run."""
     def files(wc):
         groups = dataset_cfg(wc)["score_groups"]
-        return port_config.run_paths(config, wc.dataset, groups["threat"], pattern,
-                                     port_config.score_group_methods(config, wc.dataset))
+        return settings.training.run_paths(config, wc.dataset, groups["threat"], pattern,
+                                     settings.evaluation.score_group_methods(config, wc.dataset))
     return files
 
 
 def smoothing_runs(pattern):
     """Input function: `pattern` (paths.SMOOTH_* or CERTIFICATE) of every randomized-smoothing run."""
     return lambda wc: [pattern.format(dataset=wc.dataset, method=m, arch=a, seed=s)
-                       for m, a, s in port_config.smoothing_runs(config, wc.dataset)]
+                       for m, a, s in settings.smoothing.smoothing_runs(config, wc.dataset)]

@@ -4,7 +4,7 @@ rule fetch_source:  # local (Snakefile localrules): the submitting host has the 
     params:
         kind=lambda wc: dataset_cfg(wc)["source"]["kind"],
         url=lambda wc: dataset_cfg(wc)["source"].get("url"),
-        md5=lambda wc: port_config.canonical(dataset_cfg(wc)["source"].get("md5")),
+        md5=lambda wc: settings.schema.canonical(dataset_cfg(wc)["source"].get("md5")),
     log:
         "logs/fetch_source/{dataset}.log",
     conda:
@@ -21,7 +21,7 @@ rule prepare_data:
         train_out=paths.TRAIN,
         test_out=paths.TEST,
     params:
-        source=lambda wc: port_config.canonical(dataset_cfg(wc)["source"]),
+        source=lambda wc: settings.schema.canonical(dataset_cfg(wc)["source"]),
         seed=config["seed"],
     log:
         "logs/prepare_data/{dataset}.log",

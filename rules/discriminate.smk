@@ -13,7 +13,7 @@ rule discrimination_sets:
         out_validation=paths.DISCRIMINATION_VALIDATION,
         out_heldout=paths.DISCRIMINATION_HELDOUT,
     params:
-        settings=lambda wc: port_config.discrimination_data_settings(config, wc.dataset),
+        settings=lambda wc: settings.discrimination.discrimination_data_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator),
     log:
         "logs/discrimination_sets/{dataset}/{generator}.log",
@@ -35,9 +35,10 @@ rule train_discriminator:
         model_out=paths.DISCRIMINATOR_MODEL,
         history_out=paths.DISCRIMINATOR_HISTORY,
     params:
-        settings=lambda wc: port_config.grid_discriminator_settings(config, wc.dataset, grid_index(wc)),
+        settings=lambda wc: settings.discrimination.grid_discriminator_settings(config, wc.dataset, grid_index(wc)),
         seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator, int(wc.eps_index), int(wc.seed)),
         checkpoint_path=paths.DISCRIMINATOR_CHECKPOINT,
+        settings_key="datasets.{dataset}.discrimination",  # the config block named in its errors
     resources:
         gpu=1,
     log:
@@ -58,7 +59,7 @@ rule evaluate_discriminator:
         out_csv=paths.DISCRIMINATOR_METRICS,
     params:
         eps=discriminator_eps,
-        settings=lambda wc: port_config.discriminator_eval_settings(config, wc.dataset),
+        settings=lambda wc: settings.discrimination.discriminator_eval_settings(config, wc.dataset),
         seed=config["seed"],
         row=lambda wc: {"generator": wc.generator, "seed": int(wc.seed)},
     resources:
@@ -75,7 +76,7 @@ rule evaluate_discriminator:
 
 rule arc_curve:
     input:
-        metric_csvs=lambda wc: port_config.arc_curve_inputs(config, wc.dataset, wc.generator),
+        metric_csvs=lambda wc: settings.discrimination.arc_curve_inputs(config, wc.dataset, wc.generator),
     output:
         out_csv=paths.ARC_CURVE,
     log:
@@ -148,9 +149,10 @@ rule train_scorer:
         model_out=paths.SCORER_MODEL,
         history_out=paths.SCORER_HISTORY,
     params:
-        settings=lambda wc: port_config.scorer_settings(config, wc.dataset),
+        settings=lambda wc: settings.discrimination.scorer_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "scorer", wc.generator, int(wc.fold)),
         checkpoint_path=paths.SCORER_CHECKPOINT,
+        settings_key="datasets.{dataset}.discrimination",  # the config block named in its errors
     resources:
         gpu=1,
     log:
@@ -171,7 +173,7 @@ rule score_shard:
     output:
         out_path=paths.SCORE_SHARD,
     params:
-        settings=lambda wc: port_config.score_settings(config, wc.dataset),
+        settings=lambda wc: settings.discrimination.score_settings(config, wc.dataset),
         n_shards=lambda wc: dataset_cfg(wc)["scores"]["n_shards"],
     resources:
         gpu=1,

@@ -5,9 +5,9 @@ rule evaluate:
     output:
         out_csv=paths.RUN_EVAL,
     params:
-        threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][wc.threat]),
-        settings=lambda wc: port_config.evaluation_settings(config, wc.dataset, wc.method),
-        row=lambda wc: port_config.run_row(wc.method, wc.arch, int(wc.seed)),
+        threat=lambda wc: settings.schema.canonical(dataset_cfg(wc)["threats"][wc.threat]),
+        settings=lambda wc: settings.evaluation.evaluation_settings(config, wc.dataset, wc.method),
+        row=lambda wc: settings.training.run_row(wc.method, wc.arch, int(wc.seed)),
         seed=config["seed"],
     resources:
         gpu=1,
@@ -23,7 +23,7 @@ rule evaluate:
 
 rule summarize:
     input:
-        eval_csvs=lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, paths.RUN_EVAL),
+        eval_csvs=lambda wc: settings.training.run_paths(config, wc.dataset, wc.threat, paths.RUN_EVAL),
     output:
         out_csv=report(
             paths.PORT_TABLE,
@@ -51,7 +51,7 @@ rule summarize:
 # of every threat model over seed_study.seeds, by the same train_robust and evaluate rules.
 rule summarize_seed_study:
     input:
-        eval_csvs=lambda wc: port_config.seed_study_paths(config, wc.dataset, paths.RUN_EVAL),
+        eval_csvs=lambda wc: settings.training.seed_study_paths(config, wc.dataset, paths.RUN_EVAL),
     output:
         out_csv=report(
             paths.SEED_STUDY,

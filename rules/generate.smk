@@ -4,7 +4,7 @@ rule train_ddpm:
     output:
         out_dir=directory(paths.DIFFUSION_MODEL),
     params:
-        settings=lambda wc: port_config.canonical(dataset_cfg(wc)["diffusion_models"][wc.model]),
+        settings=lambda wc: settings.schema.canonical(dataset_cfg(wc)["diffusion_models"][wc.model]),
         seed=config["seed"],
     resources:
         gpu=1,
@@ -25,7 +25,7 @@ rule train_gan:
     output:
         out_path=paths.GAN_MODEL,
     params:
-        settings=lambda wc: port_config.canonical(dataset_cfg(wc)["gan_models"][wc.model]),
+        settings=lambda wc: settings.schema.canonical(dataset_cfg(wc)["gan_models"][wc.model]),
         seed=config["seed"],
     resources:
         gpu=1,
@@ -44,7 +44,7 @@ rule fetch_model:  # local (Snakefile localrules): the submitting host has the n
     output:
         out_dir=directory(paths.FETCHED_MODEL),
     params:
-        model=lambda wc: port_config.remote_model(config, wc.dataset, wc.generator),
+        model=lambda wc: settings.generation.remote_model(config, wc.dataset, wc.generator),
     log:
         "logs/fetch_model/{dataset}/{generator}.log",
     conda:
@@ -61,7 +61,7 @@ rule sample_shard:
         out_path=paths.SAMPLE_SHARD,
     params:
         source=generator_source,
-        settings=lambda wc: port_config.generator_settings(config, wc.dataset, wc.generator),
+        settings=lambda wc: settings.generation.generator_settings(config, wc.dataset, wc.generator),
         seed=lambda wc: derive_seed(config["seed"], "generator", wc.generator),
     resources:
         gpu=1,

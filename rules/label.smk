@@ -8,7 +8,7 @@ rule train_labeler:
         history_out=paths.LABELER_HISTORY,
         metrics_out=paths.LABELER_METRICS,
     params:
-        settings=lambda wc: port_config.labeler_settings(config, wc.dataset, wc.slot),
+        settings=lambda wc: settings.labeling.labeler_settings(config, wc.dataset, wc.slot),
         seed=lambda wc: derive_seed(config["seed"], "labeler", wc.slot),
         checkpoint_path=paths.LABELER_CHECKPOINT,
     resources:
@@ -32,9 +32,9 @@ rule pseudo_label:
         out_path=paths.LABEL_SHARD,
     params:
         n_shards=lambda wc: dataset_cfg(wc)["pseudo_label"]["n_shards"],
-        labels_from=lambda wc: port_config.labels_from(config, wc.dataset, wc.generator),
+        labels_from=lambda wc: settings.labeling.labels_from(config, wc.dataset, wc.generator),
         batch_size=lambda wc: dataset_cfg(wc)["pseudo_label"]["batch_size"],
-        compute=lambda wc: port_config.compute_settings(config, wc.dataset),
+        compute=lambda wc: settings.data.compute_settings(config, wc.dataset),
     resources:
         gpu=1,
     priority: 10  # the synthetic-data chain is the critical path
@@ -128,17 +128,17 @@ rule select_mixture:
         # with audit.drop, each member's near-duplicates of test images are left out
         audit_paths=mixture_member_files(paths.AUDIT, lambda wc: dataset_cfg(wc)["audit"]["drop"]),
         arc_summary=lambda wc: (
-            [] if port_config.mixture_fractions(config, wc.dataset, wc.mixture) else paths.ARC_SUMMARY
+            [] if settings.generation.mixture_fractions(config, wc.dataset, wc.mixture) else paths.ARC_SUMMARY
         ),
     output:
         out_path=paths.MIXTURE_SELECTED,
         out_csv=paths.MIXTURE_SELECTION_SUMMARY,
     params:
-        members=lambda wc: port_config.mixture_members(config, wc.dataset, wc.mixture),
-        fractions=lambda wc: port_config.mixture_fractions(config, wc.dataset, wc.mixture),
+        members=lambda wc: settings.generation.mixture_members(config, wc.dataset, wc.mixture),
+        fractions=lambda wc: settings.generation.mixture_fractions(config, wc.dataset, wc.mixture),
         # weights arc: the grid bounds the largest possible ARC (port.mixture)
         eps_grid=lambda wc: (
-            None if port_config.mixture_fractions(config, wc.dataset, wc.mixture) else dataset_cfg(wc)["discrimination"]["eps"]
+            None if settings.generation.mixture_fractions(config, wc.dataset, wc.mixture) else dataset_cfg(wc)["discrimination"]["eps"]
         ),
         k=lambda wc: dataset_cfg(wc)["selection"]["k"],
         seed=lambda wc: derive_seed(config["seed"], "selection", wc.selection),

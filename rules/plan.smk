@@ -14,7 +14,7 @@ rule plan_dataset:
             labels={"dataset": "{dataset}", "table": "cost plan"},
         ),
     params:
-        dataset_config=lambda wc: port_config.canonical(dataset_cfg(wc)),
+        dataset_config=lambda wc: settings.schema.canonical(dataset_cfg(wc)),
         device=config["plan"]["device"],
     log:
         "logs/plan/{dataset}.log",

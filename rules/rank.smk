@@ -30,9 +30,10 @@ rule train_transfer:
         model_out=paths.TRANSFER_MODEL,
         history_out=paths.TRANSFER_HISTORY,
     params:
-        settings=lambda wc: port_config.transfer_settings(config, wc.dataset),
+        settings=lambda wc: settings.discrimination.transfer_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "transfer", wc.generator),
         checkpoint_path=paths.TRANSFER_CHECKPOINT,
+        settings_key="datasets.{dataset}.training",  # the config block named in its errors
     resources:
         gpu=1,
     log:
@@ -52,8 +53,8 @@ rule evaluate_transfer:
     output:
         out_csv=paths.TRANSFER_EVAL,
     params:
-        threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][dataset_cfg(wc)["generator_ranking"]["threat"]]),
-        settings=lambda wc: port_config.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False}),
+        threat=lambda wc: settings.schema.canonical(dataset_cfg(wc)["threats"][dataset_cfg(wc)["generator_ranking"]["threat"]]),
+        settings=lambda wc: settings.schema.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False}),
         seed=config["seed"],
         row=lambda wc: {"generator": wc.generator},
     resources:
@@ -116,7 +117,7 @@ rule summarize_score_groups:
         eval_csvs=score_group_runs(paths.RUN_EVAL),
         selected_paths=lambda wc: [
             selected_images(wc.dataset, paths.selection_of(m))
-            for m in port_config.score_group_methods(config, wc.dataset)
+            for m in settings.evaluation.score_group_methods(config, wc.dataset)
         ],
     output:
         out_csv=report(

@@ -6,14 +6,15 @@
 rule train_recipe:
     input:
         train_path=paths.TRAIN,
-        synthetic_path=lambda wc: port_config.recipe_synthetic(config, wc.dataset, wc.variant),
+        synthetic_path=lambda wc: settings.studies.recipe_synthetic(config, wc.dataset, wc.variant),
     output:
         model_out=paths.RECIPE_MODEL,
         history_out=paths.RECIPE_HISTORY,
     params:
-        settings=lambda wc: port_config.recipe_settings(config, wc.dataset, wc.variant, wc.arch),
+        settings=lambda wc: settings.studies.recipe_settings(config, wc.dataset, wc.variant, wc.arch),
         seed=run_seed,
         checkpoint_path=paths.RECIPE_CHECKPOINT,
+        settings_key=lambda wc: settings.studies.variant(config, wc.dataset, wc.variant)["key"],
     resources:
         gpu=1,
     threads: 1
@@ -34,9 +35,9 @@ rule evaluate_recipe:
     output:
         out_csv=paths.RECIPE_EVAL,
     params:
-        threat=lambda wc: port_config.variant_threat(config, wc.dataset, wc.variant),
-        settings=lambda wc: port_config.variant_evaluation(config, wc.dataset, wc.variant),
-        row=lambda wc: port_config.recipe_row(config, wc.dataset, wc.variant, wc.arch, int(wc.seed)),
+        threat=lambda wc: settings.studies.variant_threat(config, wc.dataset, wc.variant),
+        settings=lambda wc: settings.studies.variant_evaluation(config, wc.dataset, wc.variant),
+        row=lambda wc: settings.studies.recipe_row(config, wc.dataset, wc.variant, wc.arch, int(wc.seed)),
         seed=config["seed"],
     resources:
         gpu=1,
@@ -52,7 +53,7 @@ rule evaluate_recipe:
 
 rule summarize_recipe:
     input:
-        eval_csvs=lambda wc: port_config.recipe_paths(config, wc.dataset, paths.RECIPE_EVAL),
+        eval_csvs=lambda wc: settings.studies.recipe_paths(config, wc.dataset, paths.RECIPE_EVAL),
     output:
         out_csv=paths.RECIPE_RUNS_TABLE,
         out_summary=report(
@@ -71,7 +72,7 @@ rule summarize_recipe:
 
 rule recipe:
     input:
-        port_config.recipe_targets(config),
+        settings.targets.recipe_targets(config),
 
 
 rule export_robustbench:
@@ -83,7 +84,7 @@ rule export_robustbench:
         weights_out=paths.ROBUSTBENCH_WEIGHTS,
     params:
         run="{threat}/{method}/{arch}/seed{seed}",
-        run_config=lambda wc: port_config.run_config(config, wc.dataset, wc.threat, wc.arch, wc.method),
+        run_config=lambda wc: settings.evaluation.run_config(config, wc.dataset, wc.threat, wc.arch, wc.method),
     log:
         "logs/export_robustbench/{dataset}/{threat}/{method}/{arch}/seed{seed}.log",
     conda:
@@ -94,4 +95,4 @@ rule export_robustbench:
 
 rule robustbench:
     input:
-        port_config.robustbench_targets(config),
+        settings.targets.robustbench_targets(config),

@@ -34,7 +34,7 @@ rule plot_synthetic:
 
 rule plot_training_curves:
     input:
-        history_csvs=lambda wc: port_config.run_paths(config, wc.dataset, wc.threat, paths.RUN_HISTORY),
+        history_csvs=lambda wc: settings.training.run_paths(config, wc.dataset, wc.threat, paths.RUN_HISTORY),
     output:
         out_png=report(
             paths.TRAINING_CURVES,
@@ -43,7 +43,7 @@ rule plot_training_curves:
             labels={"dataset": "{dataset}", "threat": "{threat}"},
         ),
     params:
-        run_labels=lambda wc: port_config.run_labels(config, wc.dataset),
+        run_labels=lambda wc: settings.training.run_labels(config, wc.dataset),
     log:
         "logs/plot_training_curves/{dataset}/{threat}.log",
     benchmark:

@@ -6,8 +6,8 @@
 
 
 def cut(pattern, **values):
-    """Input function: what the job's cut reads for `pattern` (port.config.scarcity_file)."""
-    return lambda wc: port_config.scarcity_file(pattern, **dict(wc.items()), **values)
+    """Input function: what the job's cut reads for `pattern` (port.settings.scarcity.scarcity_file)."""
+    return lambda wc: settings.scarcity.scarcity_file(pattern, **dict(wc.items()), **values)
 
 
 def cut_selection(wc):
@@ -24,7 +24,7 @@ def cut_trained_on(wc):
 
 def scarcity_runs(file_of):
     """Input function: file_of(run wildcards) for every run of the study."""
-    return lambda wc: [file_of(run) for run in port_config.scarcity_runs(config, wc.dataset)]
+    return lambda wc: [file_of(run) for run in settings.scarcity.scarcity_runs(config, wc.dataset)]
 
 
 rule scarcity_cut:
@@ -70,13 +70,13 @@ use rule train_gan as train_scarcity_gan with:
 
 use rule sample_shard as sample_scarcity_shard with:
     input:
-        lambda wc: port_config.scarcity_generator_model(config, wc.dataset, wc.n_real),
+        lambda wc: settings.scarcity.scarcity_generator_model(config, wc.dataset, wc.n_real),
         reference=[],
     output:
         out_path=paths.scarce(paths.SAMPLE_SHARD),
     params:
-        source=lambda wc: port_config.scarcity_generator_model(config, wc.dataset, wc.n_real),
-        settings=lambda wc: port_config.generator_settings(config, wc.dataset, wc.generator),
+        source=lambda wc: settings.scarcity.scarcity_generator_model(config, wc.dataset, wc.n_real),
+        settings=lambda wc: settings.generation.generator_settings(config, wc.dataset, wc.generator),
         seed=lambda wc: derive_seed(config["seed"], "generator", wc.generator),
     log:
         "logs/sample_scarcity_shard/{dataset}/n{n_real}/{generator}/{shard}.log",
@@ -104,7 +104,7 @@ use rule train_labeler as train_scarcity_labeler with:
         history_out=paths.scarce(paths.LABELER_HISTORY),
         metrics_out=paths.scarce(paths.LABELER_METRICS),
     params:
-        settings=lambda wc: port_config.scarcity_labeler_settings(config, wc.dataset, wc.slot),
+        settings=lambda wc: settings.scarcity.scarcity_labeler_settings(config, wc.dataset, wc.slot),
         seed=lambda wc: derive_seed(config["seed"], "labeler", wc.slot),
         checkpoint_path=paths.scarce(paths.LABELER_CHECKPOINT),
     log:
@@ -187,9 +187,10 @@ use rule train_scorer as train_scarcity_scorer with:
         model_out=paths.scarce(paths.SCORER_MODEL),
         history_out=paths.scarce(paths.SCORER_HISTORY),
     params:
-        settings=lambda wc: port_config.scarcity_scorer_settings(config, wc.dataset),
+        settings=lambda wc: settings.scarcity.scarcity_scorer_settings(config, wc.dataset),
         seed=lambda wc: derive_seed(config["seed"], "scorer", wc.generator, int(wc.fold)),
         checkpoint_path=paths.scarce(paths.SCORER_CHECKPOINT),
+        settings_key="datasets.{dataset}.discrimination",  # the config block named in its errors
     log:
         "logs/train_scarcity_scorer/{dataset}/n{n_real}/{generator}/fold{fold}.log",
     benchmark:
@@ -261,9 +262,10 @@ use rule train_robust as train_scarcity with:
         model_out=paths.scarce(paths.RUN_MODEL),
         history_out=paths.scarce(paths.RUN_HISTORY),
     params:
-        settings=lambda wc: port_config.scarcity_training_settings(config, wc.dataset, wc.threat, wc.method, wc.arch),
+        settings=lambda wc: settings.scarcity.scarcity_training_settings(config, wc.dataset, wc.threat, wc.method, wc.arch),
         seed=run_seed,
         checkpoint_path=paths.scarce(paths.RUN_CHECKPOINT),
+        settings_key="datasets.{dataset}.training",  # the config block named in its errors
     log:
         "logs/train_scarcity/{dataset}/n{n_real}/{threat}/{method}/{arch}/seed{seed}.log",
     benchmark:
@@ -277,9 +279,9 @@ use rule evaluate as evaluate_scarcity with:
     output:
         out_csv=paths.scarce(paths.RUN_EVAL),
     params:
-        threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][wc.threat]),
-        settings=lambda wc: port_config.evaluation_settings(config, wc.dataset, wc.method),
-        row=lambda wc: port_config.scarcity_row(wc.method, wc.arch, int(wc.seed), wc.n_real),
+        threat=lambda wc: settings.schema.canonical(dataset_cfg(wc)["threats"][wc.threat]),
+        settings=lambda wc: settings.evaluation.evaluation_settings(config, wc.dataset, wc.method),
+        row=lambda wc: settings.scarcity.scarcity_row(wc.method, wc.arch, int(wc.seed), wc.n_real),
         seed=config["seed"],
     log:
         "logs/evaluate_scarcity/{dataset}/n{n_real}/{threat}/{method}/{arch}/seed{seed}.log",
@@ -295,10 +297,10 @@ use rule evaluate as evaluate_scarcity_train with:
     output:
         out_csv=paths.DATA_SCARCITY_TRAIN_EVAL,
     params:
-        threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][wc.threat]),
-        settings=lambda wc: port_config.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False,
+        threat=lambda wc: settings.schema.canonical(dataset_cfg(wc)["threats"][wc.threat]),
+        settings=lambda wc: settings.schema.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False,
                                                    "trained_on": cut_trained_on(wc)}),
-        row=lambda wc: port_config.scarcity_row(wc.method, wc.arch, int(wc.seed), wc.n_real),
+        row=lambda wc: settings.scarcity.scarcity_row(wc.method, wc.arch, int(wc.seed), wc.n_real),
         seed=config["seed"],
     log:
         "logs/evaluate_scarcity_train/{dataset}/n{n_real}/{threat}/{method}/{arch}/seed{seed}.log",
@@ -310,7 +312,7 @@ rule data_scarcity_study:
     input:
         eval_csvs=scarcity_runs(lambda run: paths.scarce(paths.RUN_EVAL).format(**run)),
         train_eval_csvs=scarcity_runs(lambda run: paths.DATA_SCARCITY_TRAIN_EVAL.format(**run)),
-        train_sets=scarcity_runs(lambda run: port_config.scarcity_file(paths.TRAIN, **run)),
+        train_sets=scarcity_runs(lambda run: settings.scarcity.scarcity_file(paths.TRAIN, **run)),
         model_paths=scarcity_runs(lambda run: paths.scarce(paths.RUN_MODEL).format(**run)),
     output:
         out_csv=report(

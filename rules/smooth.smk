@@ -15,11 +15,12 @@ rule train_smooth:
             labels={"method": "{method}", "arch": "{arch}", "seed": "{seed}"},
         ),
     params:
-        settings=lambda wc: port_config.smoothing_settings(
+        settings=lambda wc: settings.smoothing.smoothing_settings(
             config, wc.dataset, wc.arch, wc.method
         ),
         seed=run_seed,
         checkpoint_path=paths.SMOOTH_CHECKPOINT,
+        settings_key="datasets.{dataset}.training",  # the config block named in its errors
     resources:
         gpu=1,
     log:
@@ -39,7 +40,7 @@ rule certify:
     output:
         out_csv=paths.CERTIFICATE,
     params:
-        settings=lambda wc: port_config.certify_settings(config, wc.dataset),
+        settings=lambda wc: settings.smoothing.certify_settings(config, wc.dataset),
         seed=config["seed"],
         checkpoint_path=paths.CERTIFY_CHECKPOINT,
     resources:
@@ -78,7 +79,7 @@ rule summarize_smooth:
             labels={"dataset": "{dataset}", "threat": "smoothing (plot)"},
         ),
     params:
-        rows=lambda wc: [port_config.run_row(m, a, s) for m, a, s in port_config.smoothing_runs(config, wc.dataset)],
+        rows=lambda wc: [settings.training.run_row(m, a, s) for m, a, s in settings.smoothing.smoothing_runs(config, wc.dataset)],
         radii=lambda wc: config["datasets"][wc.dataset]["smoothing"]["radii"],
         sigma=lambda wc: config["datasets"][wc.dataset]["smoothing"]["sigma"],
     log:

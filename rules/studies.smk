@@ -4,17 +4,17 @@
 
 
 def study_cfg(wc, name):
-    return port_config.study(config, wc.dataset, name)
+    return settings.studies.study(config, wc.dataset, name)
 
 
 def study_generator_path(pattern, name):
     """Input function: `pattern` (a paths.SYNTHETIC file) of the study's generator."""
-    return lambda wc: pattern.format(dataset=wc.dataset, generator=port_config.study_generator(config, wc.dataset, name))
+    return lambda wc: pattern.format(dataset=wc.dataset, generator=settings.studies.study_generator(config, wc.dataset, name))
 
 
 rule gamma_study:
     input:
-        eval_csvs=lambda wc: port_config.gamma_runs(config, wc.dataset, paths.RECIPE_EVAL),
+        eval_csvs=lambda wc: settings.studies.gamma_runs(config, wc.dataset, paths.RECIPE_EVAL),
     output:
         out_csv=paths.GAMMA_STUDY_TABLE,
         out_plot=paths.GAMMA_STUDY_PLOT,
@@ -81,9 +81,10 @@ rule train_sample_complexity:
         model_out=paths.SAMPLE_COMPLEXITY_MODEL,
         history_out=paths.SAMPLE_COMPLEXITY_HISTORY,
     params:
-        settings=lambda wc: port_config.sample_complexity_settings(config, wc.dataset, wc.regime, wc.size),
+        settings=lambda wc: settings.studies.sample_complexity_settings(config, wc.dataset, wc.regime, wc.size),
         seed=run_seed,
         checkpoint_path=paths.SAMPLE_COMPLEXITY_CHECKPOINT,
+        settings_key="datasets.{dataset}.studies.sample_complexity",  # the config block named in its errors
     resources:
         gpu=1,
     log:
@@ -104,12 +105,12 @@ rule evaluate_sample_complexity:
     output:
         out_csv=paths.SAMPLE_COMPLEXITY_EVAL,
     params:
-        threat=lambda wc: port_config.sample_complexity_threat(config, wc.dataset),
-        settings=lambda wc: port_config.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False,
+        threat=lambda wc: settings.studies.sample_complexity_threat(config, wc.dataset),
+        settings=lambda wc: settings.schema.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False,
                                                    "pgd_steps": study_cfg(wc, "sample_complexity")["attack_steps"]}),
         seed=config["seed"],
         row=lambda wc: {"regime": wc.regime, "size": wc.size, "evaluated_on": wc.split, "seed": int(wc.seed),
-                        "architecture": port_config.sample_complexity_settings(config, wc.dataset, wc.regime, wc.size)["arch"]},
+                        "architecture": settings.studies.sample_complexity_settings(config, wc.dataset, wc.regime, wc.size)["arch"]},
     resources:
         gpu=1,
     log:
@@ -123,9 +124,9 @@ rule evaluate_sample_complexity:
 rule sample_complexity_study:
     input:
         eval_csvs=lambda wc: [paths.SAMPLE_COMPLEXITY_EVAL.format(split=split, **run) for run in
-                              port_config.sample_complexity_runs(config, wc.dataset) for split in ("synthetic", "real")],
+                              settings.studies.sample_complexity_runs(config, wc.dataset) for split in ("synthetic", "real")],
         train_sets=lambda wc: [paths.SAMPLE_COMPLEXITY_SET.format(**run) for run in
-                               port_config.sample_complexity_runs(config, wc.dataset) for split in ("synthetic", "real")],
+                               settings.studies.sample_complexity_runs(config, wc.dataset) for split in ("synthetic", "real")],
     output:
         out_csv=paths.SAMPLE_COMPLEXITY_TABLE,
         out_plot=paths.SAMPLE_COMPLEXITY_PLOT,
@@ -160,7 +161,7 @@ use rule transfer_set as filter_study_set with:
         out_path=paths.FILTER_STUDY_SET,
     params:
         k=lambda wc: dataset_cfg(wc)["generator_ranking"]["n_train"],
-        seed=lambda wc: derive_seed(config["seed"], "transfer", port_config.study_generator(config, wc.dataset, "filter")),
+        seed=lambda wc: derive_seed(config["seed"], "transfer", settings.studies.study_generator(config, wc.dataset, "filter")),
     log:
         "logs/filter_study_set/{dataset}/t{threshold}.log",
     benchmark:
@@ -175,9 +176,10 @@ use rule train_transfer as train_filter_study with:
         model_out=paths.FILTER_STUDY_MODEL,
         history_out=paths.FILTER_STUDY_HISTORY,
     params:
-        settings=lambda wc: port_config.filter_study_settings(config, wc.dataset),
+        settings=lambda wc: settings.studies.filter_study_settings(config, wc.dataset),
         seed=run_seed,
         checkpoint_path=paths.FILTER_STUDY_CHECKPOINT,
+        settings_key="datasets.{dataset}.studies.filter",  # the config block named in its errors
     log:
         "logs/train_filter_study/{dataset}/t{threshold}/seed{seed}.log",
     benchmark:
@@ -191,8 +193,8 @@ use rule evaluate_transfer as evaluate_filter_study with:
     output:
         out_csv=paths.FILTER_STUDY_EVAL,
     params:
-        threat=lambda wc: port_config.canonical(dataset_cfg(wc)["threats"][dataset_cfg(wc)["generator_ranking"]["threat"]]),
-        settings=lambda wc: port_config.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False}),
+        threat=lambda wc: settings.schema.canonical(dataset_cfg(wc)["threats"][dataset_cfg(wc)["generator_ranking"]["threat"]]),
+        settings=lambda wc: settings.schema.canonical({**dataset_cfg(wc)["evaluation"], "autoattack": False}),
         seed=config["seed"],
         row=lambda wc: {"threshold": float(wc.threshold), "seed": int(wc.seed)},
     log:
@@ -204,14 +206,14 @@ use rule evaluate_transfer as evaluate_filter_study with:
 rule filter_study:
     input:
         counts_csvs=lambda wc: [paths.FILTER_STUDY_COUNTS.format(dataset=wc.dataset, threshold=t)
-                                for t in port_config.filter_study_thresholds(config, wc.dataset)],
+                                for t in settings.studies.filter_study_thresholds(config, wc.dataset)],
         eval_csvs=lambda wc: [paths.FILTER_STUDY_EVAL.format(dataset=wc.dataset, threshold=t, seed=s)
-                              for t in port_config.filter_study_thresholds(config, wc.dataset)
+                              for t in settings.studies.filter_study_thresholds(config, wc.dataset)
                               for s in study_cfg(wc, "filter")["seeds"]],
     output:
         out_csv=paths.FILTER_STUDY_TABLE,
     params:
-        thresholds=lambda wc: [float(t) for t in port_config.filter_study_thresholds(config, wc.dataset)],
+        thresholds=lambda wc: [float(t) for t in settings.studies.filter_study_thresholds(config, wc.dataset)],
     log:
         "logs/filter_study/{dataset}.log",
     conda:
@@ -229,9 +231,10 @@ use rule train_discriminator as train_nonrobust_discriminator with:
         model_out=paths.NONROBUST_DISCRIMINATOR_MODEL,
         history_out=paths.NONROBUST_DISCRIMINATOR_HISTORY,
     params:
-        settings=lambda wc: port_config.nonrobust_discriminator_settings(config, wc.dataset, wc.arch),
+        settings=lambda wc: settings.studies.nonrobust_discriminator_settings(config, wc.dataset, wc.arch),
         seed=lambda wc: derive_seed(config["seed"], "discriminator", wc.generator, wc.arch),
         checkpoint_path=paths.NONROBUST_DISCRIMINATOR_CHECKPOINT,
+        settings_key="datasets.{dataset}.discrimination",  # the config block named in its errors
     log:
         "logs/train_nonrobust_discriminator/{dataset}/{generator}/{arch}.log",
     benchmark:
@@ -246,7 +249,7 @@ use rule evaluate_discriminator as evaluate_nonrobust_discriminator with:
         out_csv=paths.NONROBUST_DISCRIMINATOR_METRICS,
     params:
         eps=0.0,
-        settings=lambda wc: port_config.discriminator_eval_settings(config, wc.dataset),
+        settings=lambda wc: settings.discrimination.discriminator_eval_settings(config, wc.dataset),
         seed=config["seed"],
         row=lambda wc: {"generator": wc.generator, "arch": wc.arch},
     log:
@@ -258,7 +261,7 @@ use rule evaluate_discriminator as evaluate_nonrobust_discriminator with:
 rule nonrobust_discriminator_study:
     input:
         metric_csvs=lambda wc: [paths.NONROBUST_DISCRIMINATOR_METRICS.format(dataset=wc.dataset, generator=g, arch=a)
-                                for g in port_config.ranked_generators(config, wc.dataset)
+                                for g in settings.discrimination.ranked_generators(config, wc.dataset)
                                 for a in study_cfg(wc, "nonrobust_discriminators")["architectures"]],
         arc_summary=paths.ARC_SUMMARY,
     output:
@@ -274,7 +277,7 @@ rule nonrobust_discriminator_study:
 # The mixture's runs and its members' are training variants (`on-<generator>`) of rules/recipe.smk.
 rule mixture_study:
     input:
-        eval_csvs=lambda wc: port_config.mixture_study_runs(config, wc.dataset, paths.RECIPE_EVAL),
+        eval_csvs=lambda wc: settings.studies.mixture_study_runs(config, wc.dataset, paths.RECIPE_EVAL),
     output:
         out_csv=paths.MIXTURE_STUDY_TABLE,
     params:
@@ -292,7 +295,7 @@ rule theorem1:
         out_csv=paths.THEOREM1_TABLE,
         out_plot=paths.THEOREM1_PLOT,
     params:
-        settings=lambda wc: port_config.canonical(study_cfg(wc, "theorem1")),
+        settings=lambda wc: settings.schema.canonical(study_cfg(wc, "theorem1")),
         seed=derive_seed(config["seed"], "theorem1"),
     log:
         "logs/theorem1/{dataset}.log",
@@ -306,4 +309,4 @@ rule theorem1:
 
 rule studies:
     input:
-        port_config.study_targets(config),
+        settings.targets.study_targets(config),

@@ -12,11 +12,12 @@ rule train_robust:
             labels={"method": "{method}", "arch": "{arch}", "seed": "{seed}"},
         ),
     params:
-        settings=lambda wc: port_config.training_settings(
+        settings=lambda wc: settings.training.training_settings(
             config, wc.dataset, wc.threat, wc.arch, wc.method
         ),
         seed=run_seed,
         checkpoint_path=paths.RUN_CHECKPOINT,
+        settings_key="datasets.{dataset}.training",  # the config block named in its errors
     resources:
         gpu=1,  # a profile's set-resources gpu: N trains with DDP over N GPUs (same result)
     threads: 1

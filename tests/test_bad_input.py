@@ -26,17 +26,19 @@ from snakemake.utils import validate
 from port.artifacts import (load_torch, provenance, read_image_set, save_torch, verified_inputs, write_arrays,
                             write_images)
 from port.errors import ArtifactError, ConfigError
-from port.config import check_config
+from port.settings.checks import check_config
 from port.data import prepare_dataset
 from port.generators import merge_shards, sample_shard
 from port.labeling import filter_images, prepare_labeler, pseudo_label
 from port.logs import logged_job
 from port.models import build_model, load_model, model_spec, save_model
 from port.selection import select_images
-from port.training import TrainSettings, train
+from port.training import train
+from port.settings.training import TrainSettings
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = str(REPO / "config" / "schema.yaml")
+SCHEMA = str(SCHEMA_FILE)
 N_SYN = 40
 TRAIN = {"arch": "small_cnn", "epochs": 1, "batch_size": 16}
 
@@ -246,7 +248,7 @@ def checkpoint_changed_after_writing(ws):
 
 
 def gamma_out_of_range_in_trainer(ws):
-    return lambda: TrainSettings.from_dict({**TRAIN, "gamma": 1.2}), ["gamma must lie in [0, 1], got 1.2"]
+    return lambda: TrainSettings.from_dict({**TRAIN, "gamma": 1.2}), ["training setting gamma: 1.2 is greater than the maximum of 1"]
 
 
 def threshold_out_of_range(ws):

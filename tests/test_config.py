@@ -1,4 +1,4 @@
-"""The configuration: schema validation with defaults, and port.config's cross-field checks."""
+"""The configuration: schema validation with defaults, and port.settings' cross-field checks."""
 
 from __future__ import annotations
 
@@ -13,15 +13,21 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from port.config import (arc_curve_inputs, canonical, check_config, discriminator_settings, evaluation_settings,
-                         final_targets, generator_settings, labeler_settings, labels_from, pipeline_model, run_paths,
-                         run_row, seed_study_paths, smoothing_epochs, smoothing_settings, training_settings,
-                         transfer_settings)
+from port.settings.discrimination import arc_curve_inputs, discriminator_settings, transfer_settings
+from port.settings.schema import canonical
+from port.settings.checks import check_config
+from port.settings.evaluation import evaluation_settings
+from port.settings.targets import final_targets
+from port.settings.generation import generator_settings, pipeline_model
+from port.settings.labeling import labeler_settings, labels_from
+from port.settings.training import run_paths, run_row, seed_study_paths, training_settings
+from port.settings.smoothing import smoothing_epochs, smoothing_settings
 from port.errors import ConfigError
 from port.paths import RUN_EVAL, RUN_MODEL, selection_of
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = str(REPO / "config" / "schema.yaml")
+SCHEMA = str(SCHEMA_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -295,9 +301,9 @@ def test_run_name_grammar_has_one_parser():
 
 
 def test_the_snakefile_helpers_import_nothing_heavy():
-    """port.paths, port.config and port.inputs (for a config that names no files) are what the
+    """port.paths, port.settings and port.inputs (for a config that names no files) are what the
     Snakefile imports: DAG parsing must not load torch, h5py or pandas."""
-    code = ("import sys, port.paths, port.config, port.inputs; "
+    code = ("import sys, port.paths, port.settings, port.inputs; "
             "print(sorted(m for m in ('torch', 'h5py', 'pandas') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

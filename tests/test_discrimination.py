@@ -14,14 +14,16 @@ from sklearn.datasets import load_digits
 
 from port.artifacts import provenance, read_arrays, write_arrays, write_csv, write_images
 from port.errors import ArtifactError, SettingsError
-from port.config import (validation_count, curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
-                         discriminator_settings, grid_discriminator_settings, scorer_settings)
+from port.settings.data import validation_count
+from port.settings.discrimination import (curriculum_parent, discrimination_data_settings, discriminator_eval_settings,
+                                          discriminator_settings, grid_discriminator_settings, scorer_settings)
 from port.discrimination import (arc, arc_unclipped, arc_curve, arc_table, attack_accuracies, attack_suspect_points,
                                  below_chance_points, collapsed_points, discrimination_sets, evaluate_discriminator,
                                  score_shard, scorer_sets, synthetic_heldout_split, synthetic_scores)
 from port.shards import merge_array_shards, shard_bounds
 import port.training
-from port.training import TrainSettings, train
+from port.training import train
+from port.settings.training import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -303,7 +305,7 @@ def _discrimination_config(**changes) -> dict:
 def _schema_discrimination_config(**changes) -> dict:
     """A config with one dataset `spheres` whose discrimination block is the schema's defaults but `changes`."""
     import yaml
-    from port.config import SCHEMA
+    from port.settings.schema import SCHEMA
 
     block = yaml.safe_load(SCHEMA.read_text())["$defs"]["dataset"]["properties"]["discrimination"]["properties"]
     defaults = {key: spec["default"] for key, spec in block.items() if "default" in spec}

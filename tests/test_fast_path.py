@@ -31,7 +31,8 @@ from port.models import build_model
 from port.recipe import trades_start
 from port.smoothing import Smooth
 from port.stylegan import generate, load_stylegan
-from port.training import TrainSettings, TrainStep
+from port.training import TrainStep
+from port.settings.training import TrainSettings
 from stylegan_pickles import tiny_generator, write_network_pickle
 from test_generators import tiny_unet
 

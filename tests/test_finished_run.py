@@ -13,6 +13,7 @@ import yaml
 
 from port.errors import ArtifactError
 from port.inputs import check_finished_datasets, requested_datasets
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 from test_bad_input import _snapshot
 from test_trusted_inputs import REPO, _npz_dataset, _rgb32_model, _snakemake
 
@@ -173,7 +174,7 @@ def test_checking_a_finished_dataset_that_names_no_file_imports_no_torch(tmp_pat
     (tmp_path / "results" / "digits").mkdir(parents=True)
     code = ("import sys, yaml; from snakemake.utils import validate; import port.inputs as inputs; "
             f"config = yaml.safe_load(open({str(REPO / 'config' / 'config.yaml')!r})); "
-            f"validate(config, {str(REPO / 'config' / 'schema.yaml')!r}); "
+            f"validate(config, {str(SCHEMA_FILE)!r}); "
             "print(inputs.check_finished_datasets(config, [], {'all': ['results/digits/port_linf.csv']}), "
             "sorted(m for m in ('torch', 'h5py') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)

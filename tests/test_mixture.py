@@ -16,12 +16,12 @@ import yaml
 from snakemake.utils import validate
 
 from conftest import REPO
-from port import config as port_config
+from port import settings
 from port import paths
 from port.artifacts import (provenance, read_arrays, read_attrs, read_csv, validate_image_set, write_arrays, write_csv,
                             write_images)
 from port.errors import ArtifactError, ConfigError, SettingsError
-from port.config import SCHEMA
+from port.settings.schema import SCHEMA
 from port.mixture import arc_fractions, interleaved_members, largest_remainder_shares, select_mixture
 from port.models import training_record
 from port.studies import mixture_study
@@ -236,7 +236,7 @@ def test_config_refuses_what_a_mixture_cannot_do(shipped_validated, change, mess
     bad = copy.deepcopy(shipped_validated)
     change(bad["datasets"]["digits"])
     with pytest.raises(ConfigError, match=message):
-        port_config.check_config(bad)
+        settings.checks.check_config(bad)
 
 
 def test_a_mixture_as_the_training_generator(shipped_validated):
@@ -245,25 +245,25 @@ def test_a_mixture_as_the_training_generator(shipped_validated):
     digits["training"]["generator"] = "ddpm+ddpm-cond"
     for study_name in ("sample_complexity", "filter"):
         digits["studies"][study_name]["generator"] = "ddpm"
-    port_config.check_config(config)
-    assert port_config.selected_path(config, "digits", "ddpm+ddpm-cond", "adaptive") == \
+    settings.checks.check_config(config)
+    assert settings.generation.selected_path(config, "digits", "ddpm+ddpm-cond", "adaptive") == \
         "results/digits/mixtures/ddpm+ddpm-cond/selected/adaptive.h5"
-    assert "results/digits/synthetic/ddpm-cond/samples_per_class.png" in port_config.final_targets(config)
-    record = port_config.run_config(config, "digits", "linf", "small_cnn", "port-adaptive")["generator"]
+    assert "results/digits/synthetic/ddpm-cond/samples_per_class.png" in settings.targets.final_targets(config)
+    record = settings.evaluation.run_config(config, "digits", "linf", "small_cnn", "port-adaptive")["generator"]
     assert record == {"name": "ddpm+ddpm-cond", "kind": "mixture", "of": {"ddpm": 0.5, "ddpm-cond": 0.5}}
 
 
 def test_mixture_study_variants(shipped_validated):
-    runs = port_config.mixture_study_runs(shipped_validated, "digits", paths.RECIPE_EVAL)
+    runs = settings.studies.mixture_study_runs(shipped_validated, "digits", paths.RECIPE_EVAL)
     assert len(runs) == 3 * 3 and "results/digits/recipe/on-ddpm+ddpm-cond/small_cnn/seed2/eval.csv" in runs
-    chosen = port_config.variant(shipped_validated, "digits", "on-ddpm-cond")
+    chosen = settings.studies.variant(shipped_validated, "digits", "on-ddpm-cond")
     assert chosen["generator"] == "ddpm-cond" and chosen["training"] == {"epochs": 8}
-    assert port_config.recipe_synthetic(shipped_validated, "digits", "on-ddpm+ddpm-cond") == \
+    assert settings.studies.recipe_synthetic(shipped_validated, "digits", "on-ddpm+ddpm-cond") == \
         "results/digits/mixtures/ddpm+ddpm-cond/selected/adaptive.h5"
-    assert port_config.recipe_row(shipped_validated, "digits", "on-ddpm", "small_cnn", 0)["generator"] == "ddpm"
-    assert "generator" not in port_config.recipe_row(shipped_validated, "digits", "port-pgd", "small_cnn", 0)
+    assert settings.studies.recipe_row(shipped_validated, "digits", "on-ddpm", "small_cnn", 0)["generator"] == "ddpm"
+    assert "generator" not in settings.studies.recipe_row(shipped_validated, "digits", "port-pgd", "small_cnn", 0)
     with pytest.raises(ConfigError, match="on-<g>"):
-        port_config.variant(shipped_validated, "digits", "on-gan")  # not in the study
+        settings.studies.variant(shipped_validated, "digits", "on-gan")  # not in the study
 
 
 # ---- the study's table -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from snakemake.utils import validate
 
 from port import plan
 from port.errors import ArtifactError, ConfigError
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 
 H200 = "gpu-h200-2026-11-27"
 
@@ -114,7 +115,7 @@ def test_plan_target_runs_and_reruns_when_the_config_changes(tmp_path):
 def test_an_imported_set_not_on_disk_is_counted_from_its_n_images(shipped_config, tmp_path):
     """The Wang et al. presets can be planned before their 20M images are copied in."""
     config = copy.deepcopy(shipped_config)
-    validate(config, str(REPO / "config" / "schema.yaml"))  # the defaults, as the Snakefile fills them in
+    validate(config, str(SCHEMA_FILE))  # the defaults, as the Snakefile fills them in
     facts = plan.dataset_facts(config, "cifar10-wang2023")
     assert plan.imported_sets(config, "cifar10-wang2023") == []  # no input: the plan job can run
     assert facts.generator_images["edm-20m"] == 20_000_000

@@ -21,13 +21,14 @@ from snakemake.utils import validate
 from port.artifacts import (CHECKSUM_KEY, INPUTS_KEY, ImageWriter, iter_image_blocks, provenance, read_arrays,
                             read_attrs, read_image_set, verified_inputs, verify_hdf5, write_arrays)
 from port.errors import ArtifactError, ConfigError
-from port.config import check_config
+from port.settings.checks import check_config
 from port.labeling import keep_mask
 from port.selection import choose
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 
 SMALL = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = str(REPO / "config" / "schema.yaml")
+SCHEMA = str(SCHEMA_FILE)
 
 
 # --------------------------------------------------------------------------- HDF5

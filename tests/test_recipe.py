@@ -18,12 +18,14 @@ import port.training as training
 from port import recipe
 from port.artifacts import load_torch, write_csv
 from port.attacks import Attack, batchnorm_mode
-from port.config import check_config, recipe_settings
+from port.settings.checks import check_config
+from port.settings.studies import recipe_settings
 from port.errors import ConfigError
 from port.export import export_robustbench
 from port.models import WideResNet, build_model, load_model
 from port.reporting import summarize_recipe
 from port.selection import choose
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 
 RECIPE = {**SETTINGS, "loss": "trades", "trades_beta": 5.0, "ema_decay": 0.9, "label_smoothing": 0.1,
           "attack_batchnorm": "eval", "synthetic_fraction": 0.6, "nesterov": True, "weight_decay_bn": False,
@@ -200,7 +202,7 @@ def _config(training):
 
     config = yaml.safe_load(open("config/config.yaml"))
     config["datasets"]["digits"]["training"].update(training)
-    validate(config, "config/schema.yaml")
+    validate(config, str(SCHEMA_FILE))
     return config
 
 
@@ -282,7 +284,9 @@ def test_two_processes_train_the_single_process_model_with_the_recipe(toy_data, 
 
 def test_robustbench_targets_and_run_config():
     from port import paths
-    from port.config import recipe_paths, robustbench_targets, run_config
+    from port.settings.studies import recipe_paths
+    from port.settings.targets import robustbench_targets
+    from port.settings.evaluation import run_config
 
     config = _config({})
     targets = robustbench_targets(config)

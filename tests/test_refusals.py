@@ -11,11 +11,12 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from port.config import check_config
+from port.settings.checks import check_config
 from port.errors import ArtifactError, ConfigError, SettingsError
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = str(REPO / "config" / "schema.yaml")
+SCHEMA = str(SCHEMA_FILE)
 D = "datasets.digits."
 
 
@@ -108,7 +109,7 @@ def test_a_resealed_edit_is_refused_because_the_content_digest_is_recomputed(tmp
 def test_an_npz_import_takes_only_the_settings_it_reads(shipped):
     """A sampler's keys (batch_size, steps, scheduler) cannot change an imported set's images:
     they are not in its shards' params, so editing them reruns nothing."""
-    from port.config import generator_settings
+    from port.settings.generation import generator_settings
 
     def settings(**edits):
         config = copy.deepcopy(shipped)

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from conftest import REPO, run_snakemake
-from port import config as port_config
+from port import errors, settings
 from port import paths
 from port.artifacts import provenance, read_arrays, read_attrs, read_image_set, write_csv, write_images
 from port.errors import SettingsError
 from port.models import build_model, model_spec, save_model
 from port.scarcity import cut_training_set, data_scarcity_study, stratified_cut
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 
 STUDY = paths.DATA_SCARCITY_TABLE.format(dataset="digits")
 
@@ -29,7 +30,7 @@ def shipped(shipped_config):
     from snakemake.utils import validate
 
     config = copy.deepcopy(shipped_config)
-    validate(config, str(REPO / "config" / "schema.yaml"))
+    validate(config, str(SCHEMA_FILE))
     return config
 
 
@@ -74,7 +75,7 @@ def _run_files(root, n_real, method, selection, seed, test, train, steps):
     training set (n_real images) and the model (its metadata's steps)."""
     run = root / f"n{n_real}_{method}{selection}_{seed}"
     run.mkdir()
-    row = {**port_config.run_row(paths.run_name(selection) if method == "port" else "baseline", "small_cnn", seed),
+    row = {**settings.training.run_row(paths.run_name(selection) if method == "port" else "baseline", "small_cnn", seed),
            "n_synthetic": 0, "n_synthetic_used": 0, "gamma": 0.4, "epochs": 1, "norm": "linf", "eps": 0.1,
            "autoattack_attacks": "apgd-ce+apgd-t", "train_seconds": 1.0, "n_test": 450}
     write_csv(pd.DataFrame([{**row, "clean_acc": test[0], "pgd_acc": test[1], "autoattack_acc": test[2]}]),
@@ -124,17 +125,17 @@ def test_gap_is_robust_train_minus_robust_test(tmp_path):
 
 def test_run_settings_take_the_study_steps_and_labelers_refuse_a_given_checkpoint(shipped):
     block = shipped["datasets"]["digits"]["studies"]["data_scarcity"]
-    settings = port_config.scarcity_training_settings(shipped, "digits", "linf", "baseline", "small_cnn")
-    assert (settings["epochs"], settings["min_steps"], settings["model_selection"]) == (1, block["steps"], "last")
-    assert settings["threat"] == shipped["datasets"]["digits"]["threats"]["linf"] and settings["gamma"] == 1.0
-    assert port_config.scarcity_labeler_settings(shipped, "digits", "lanet")["min_steps"] == block["min_steps"]
-    runs = port_config.scarcity_runs(shipped, "digits")
+    run = settings.scarcity.scarcity_training_settings(shipped, "digits", "linf", "baseline", "small_cnn")
+    assert (run["epochs"], run["min_steps"], run["model_selection"]) == (1, block["steps"], "last")
+    assert run["threat"] == shipped["datasets"]["digits"]["threats"]["linf"] and run["gamma"] == 1.0
+    assert settings.scarcity.scarcity_labeler_settings(shipped, "digits", "lanet")["min_steps"] == block["min_steps"]
+    runs = settings.scarcity.scarcity_runs(shipped, "digits")
     assert len(runs) == (len(block["sizes"]) + 1) * 3 * len(block["seeds"])
     shipped["datasets"]["digits"]["labelers"]["lanet"]["checkpoint"] = "lanet.pt"
-    with pytest.raises(port_config.ConfigError, match="labelers.lanet.checkpoint"):
-        port_config.scarcity_labeler_settings(shipped, "digits", "lanet")
-    with pytest.raises(port_config.ConfigError, match="'google/ddpm-cifar10-32'|training generator 'ddpm'"):
-        port_config.scarcity_generator_model(shipped, "cifar10", "100")
+    with pytest.raises(errors.ConfigError, match="labelers.lanet.checkpoint"):
+        settings.scarcity.scarcity_labeler_settings(shipped, "digits", "lanet")
+    with pytest.raises(errors.ConfigError, match="'google/ddpm-cifar10-32'|training generator 'ddpm'"):
+        settings.scarcity.scarcity_generator_model(shipped, "cifar10", "100")
 
 
 def _planned_jobs(output: str) -> list[dict]:
@@ -152,7 +153,7 @@ def test_each_cut_trains_its_generator_labelers_and_scorers_on_the_cut_file(tmp_
     result = run_snakemake(tmp_path, "-n", STUDY)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = _planned_jobs(result.stdout + result.stderr)
-    n_cuts = len(port_config.study(shipped, "digits", "data_scarcity")["sizes"])
+    n_cuts = len(settings.studies.study(shipped, "digits", "data_scarcity")["sizes"])
     by_rule = {}
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)
@@ -176,7 +177,7 @@ def test_each_cut_trains_its_generator_labelers_and_scorers_on_the_cut_file(tmp_
             assert job["input"][1:] == [f"{root}/synthetic/ddpm/selected/{selection}.h5"], job
         else:
             assert job["input"][1:] == [], job
-    assert len(by_rule["train_scarcity"]) == len(port_config.scarcity_runs(shipped, "digits"))
+    assert len(by_rule["train_scarcity"]) == len(settings.scarcity.scarcity_runs(shipped, "digits"))
     assert len(by_rule["data_scarcity_study"]) == 1 and "train_robust" not in by_rule  # no default run needed
 
 

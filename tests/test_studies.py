@@ -13,14 +13,15 @@ import torch
 import yaml
 
 from conftest import REPO
-from port import config as port_config
+from port import errors, settings
 from port import paths
 from port.artifacts import provenance, read_arrays, read_attrs, read_image_set, write_arrays, write_csv, write_images
 from port.labeling import filter_images
 from port.models import build_model
-from port.config import sample_sizes
+from port.settings.studies import sample_sizes
 from port.studies import class_subset, filter_study, sample_complexity_set
 from port.theory import conditional_w2, gaussian_w2_squared, proxy_distribution, real_distribution
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 
 STUDY_TABLES = [paths.GAMMA_STUDY_TABLE, paths.SAMPLE_COMPLEXITY_TABLE, paths.FILTER_STUDY_TABLE, paths.THEOREM1_TABLE,
                 paths.NONROBUST_DISCRIMINATOR_TABLE]
@@ -32,7 +33,7 @@ def shipped():
     from snakemake.utils import validate
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    validate(config, str(REPO / "config" / "schema.yaml"))
+    validate(config, str(SCHEMA_FILE))
     return config
 
 
@@ -75,15 +76,15 @@ def test_sample_complexity_grid():
 
 
 def test_sample_complexity_sizes_from_config(shipped):
-    assert port_config.sample_complexity_sizes(shipped, "digits") == ["250", "1000", paths.ALL_IMAGES]
-    sizes = port_config.sample_complexity_sizes(shipped, "cifar10")
+    assert settings.studies.sample_complexity_sizes(shipped, "digits") == ["250", "1000", paths.ALL_IMAGES]
+    sizes = settings.studies.sample_complexity_sizes(shipped, "cifar10")
     # 2K doubling up to the 15M sampled images less the held-out ones: 2K..8.192M, then all
     assert sizes[0] == "2000" and sizes[-1] == paths.ALL_IMAGES and len(sizes) == 14
     cifar2 = {**shipped, "datasets": {**shipped["datasets"]}}
     cifar2["datasets"]["cifar10"] = {**shipped["datasets"]["cifar10"], "studies": {
         **shipped["datasets"]["cifar10"]["studies"],
         "sample_complexity": {**shipped["datasets"]["cifar10"]["studies"]["sample_complexity"], "classes": [1, 9]}}}
-    assert int(port_config.sample_complexity_sizes(cifar2, "cifar10")[-2]) < 3_000_000  # 2 of 10 classes of 15M
+    assert int(settings.studies.sample_complexity_sizes(cifar2, "cifar10")[-2]) < 3_000_000  # 2 of 10 classes of 15M
 
 
 def test_class_subset_renumbers_in_the_given_order():
@@ -151,19 +152,19 @@ def test_nonrobust_discriminator_architectures(arch, convs, channels, size):
 
 
 def test_gamma_variants_train_at_their_gamma(shipped):
-    settings = port_config.recipe_settings(shipped, "digits", paths.gamma_variant(0.7), "small_cnn")
-    assert settings["gamma"] == 0.7 and settings["epochs"] == shipped["datasets"]["digits"]["studies"]["gamma"]["training"]["epochs"]
-    assert port_config.variant_evaluation(shipped, "digits", "gamma-0.7")["autoattack"] is False
-    assert port_config.recipe_settings(shipped, "digits", "port-pgd", "small_cnn")["gamma"] == 0.4  # recipe unchanged
-    with pytest.raises(port_config.ConfigError, match="studies.gamma.values"):
-        port_config.variant(shipped, "digits", "gamma-0.42")
+    run = settings.studies.recipe_settings(shipped, "digits", paths.gamma_variant(0.7), "small_cnn")
+    assert run["gamma"] == 0.7 and run["epochs"] == shipped["datasets"]["digits"]["studies"]["gamma"]["training"]["epochs"]
+    assert settings.studies.variant_evaluation(shipped, "digits", "gamma-0.7")["autoattack"] is False
+    assert settings.studies.recipe_settings(shipped, "digits", "port-pgd", "small_cnn")["gamma"] == 0.4  # recipe unchanged
+    with pytest.raises(errors.ConfigError, match="studies.gamma.values"):
+        settings.studies.variant(shipped, "digits", "gamma-0.42")
 
 
 def test_studies_stay_out_of_the_default_target(shipped):
-    defaults = port_config.final_targets(shipped)
+    defaults = settings.targets.final_targets(shipped)
     assert defaults and not any("/studies/" in target for target in defaults)
     # digits also compares a mixture of its two DDPMs with each of them (docs/mixture.md)
-    assert port_config.study_targets(shipped) == [p.format(dataset="digits")
+    assert settings.targets.study_targets(shipped) == [p.format(dataset="digits")
                                                   for p in (*STUDY_TABLES, paths.MIXTURE_STUDY_TABLE)]
 
 

@@ -24,17 +24,18 @@ from snakemake.utils import validate
 
 from port.artifacts import INPUTS_KEY, provenance, read_attrs, verified_inputs, write_images
 from port.errors import ArtifactError, SettingsError
-from port.config import check_config
+from port.settings.checks import check_config
 from port.data import load_npz_images, prepare_dataset
 from port.discrimination import discrimination_sets
 from port.generators import sample_shard
 from port.inputs import check_named_files
 from port.labeling import prepare_labeler, pseudo_label
 from port.models import build_model, model_spec, save_model
+from port.settings.schema import SCHEMA as SCHEMA_FILE
 from test_bad_input import Workspace, _images, _model, _snapshot
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = str(REPO / "config" / "schema.yaml")
+SCHEMA = str(SCHEMA_FILE)
 LABELER = {"arch": "small_cnn", "checkpoint": None, "epochs": 1, "batch_size": 16}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .artifacts import check_labels, provenance, shape_text, write_images
 from .errors import ArtifactError, SettingsError
-from .config import NUM_CLASSES
+from .settings.data import NUM_CLASSES
 from .presampled import read_npy_header
 
 IMAGE_SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}  # (H, W, C) of the built-ins

@@ -28,7 +28,7 @@ from .artifacts import (ImageWriter, copy_image_subset, dataset_of, image_set_le
 from .errors import ArtifactError, SettingsError
 from .attacks import Attack
 from .compute import Compute, channels_last
-from .config import validation_count
+from .settings.data import validation_count
 from .devices import default_device
 from .evaluation import accuracy, autoattack_accuracy, evenly_spaced, predict
 from .loaders import to_tensor

@@ -21,10 +21,10 @@ from urllib.request import urlopen
 
 from .artifacts import FETCHED_MARKER as MANIFEST
 from .errors import ArtifactError
-from .config import is_url
+from .settings.generation import is_url
 from .data import torchvision_dataset
 
-NETWORK_PICKLE = "network.pkl"  # a URL's file, under this name (port.config.fetched_source)
+NETWORK_PICKLE = "network.pkl"  # a URL's file, under this name (port.settings.generation.fetched_source)
 
 
 def _digest(path: Path, algorithm: str = "sha256") -> str:

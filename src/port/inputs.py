@@ -23,7 +23,9 @@ import json
 from pathlib import Path
 
 from . import paths
-from .config import NUM_CLASSES, generator_files, labeler_checkpoint, labels_from, source_files
+from .settings.data import NUM_CLASSES, source_files
+from .settings.generation import generator_files
+from .settings.labeling import labeler_checkpoint, labels_from
 from .errors import ArtifactError, SettingsError
 
 _planning = False  # true while port.plan lists a DAG's jobs (see planning)
@@ -111,7 +113,7 @@ def check_trainer_batches(config: dict, dataset: str) -> None:
     """The same for every trainer of the real training set (robust training, smoothing, the
     recipe, gamma and mixture study variants), when the workflow starts: the training job that
     finds it has lost its previous model already."""
-    from .config import real_set_batches
+    from .settings.training import real_set_batches
 
     val_fraction = config["datasets"][dataset]["training"]["val_fraction"]
     for key, batch_size in real_set_batches(config, dataset):
@@ -125,7 +127,7 @@ def _check_batch(config: dict, dataset: str, key: str, batch_size: int, val_frac
     source = config["datasets"][dataset]["source"]
     if not source_files(config, dataset):
         return
-    from .config import validation_count
+    from .settings.data import validation_count
     from .data import npz_image_shape  # h5py: only for an npz source
 
     with _named(f"datasets.{dataset}.source.train"):

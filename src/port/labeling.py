@@ -21,7 +21,7 @@ from .artifacts import (SOURCE_LABELS, atomic_path, check_labels, dataset_of, im
                         open_hdf5, provenance, read_arrays, read_attrs, read_image_set, write_arrays, write_csv)
 from .errors import ArtifactError, SettingsError
 from .compute import Compute
-from .config import LABEL_SOURCES
+from .settings.labeling import LABEL_SOURCES
 from .devices import default_device
 from .evaluation import predict
 from .loaders import to_tensor

@@ -12,6 +12,7 @@ heavy: the Snakefile imports it for `rate_files`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -19,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .config import SCHEMA, final_targets, schema_defaults, synthetic_batch_size
 from .errors import ConfigError
+from .settings.data import validation_count
+from .settings.targets import final_targets
+from .settings.training import TrainSettings
 
-REPO = SCHEMA.parents[1]  # the package is installed editable (as config.SCHEMA)
+REPO = Path(__file__).resolve().parents[2]  # the package is installed editable: the checkout
 SNAKEFILE = REPO / "Snakefile"
 BENCH = REPO / paths.BENCH_RESULTS
 # Split sizes of the built-in datasets (torchvision's CIFAR releases, scikit-learn's 1,797 digits).
@@ -106,7 +109,7 @@ def device_folder(device: str | None, bench_results: str | Path = BENCH) -> Path
 def imported_sets(config: dict, dataset: str) -> list[str]:
     """The npz files of the dataset's imported generators: the plan counts their images. A set
     with `n_images` is counted from it until its files are on disk (see _generator_images)."""
-    from .config import generator_files
+    from .settings.generation import generator_files
 
     generators = config["datasets"][dataset]["generators"]
     return [path for name, gen in generators.items()
@@ -118,7 +121,7 @@ def counted_from_config(config: dict, dataset: str, generator: str) -> bool:
     """An imported set whose files are not all on disk yet, with the `n_images` it imports: the plan
     counts that many images (the import takes at most n_images), so a cluster run can be planned
     before its 20M images are copied in."""
-    from .config import generator_files
+    from .settings.generation import generator_files
 
     gen = config["datasets"][dataset]["generators"][generator]
     return gen["kind"] == "npz" and bool(gen.get("n_images")) \
@@ -212,11 +215,11 @@ def _training(settings: dict, n_real: int, rates: RateBook, facts: DatasetFacts,
     left after validation) x images per step (real + synthetic) x passes per image: the attack's
     steps and the update's (PGD-k: k + 1), one more for TRADES' clean pass, and for stability
     training (smoothing) a clean and a noisy pass."""
-    full = {**schema_defaults("training"), **settings}
-    n_fit = n_real - max(1, int(round(n_real * full["val_fraction"])))
+    trainer = TrainSettings.from_dict({k: v for k, v in settings.items() if k in TrainSettings.__dataclass_fields__})
+    full = dataclasses.asdict(trainer)
+    n_fit = n_real - validation_count(n_real, full["val_fraction"])
     steps = full["epochs"] * (n_fit // full["batch_size"])
-    per_step = full["batch_size"] + (synthetic_batch_size(full["batch_size"], full["synthetic_fraction"])
-                                     if synthetic else 0)
+    per_step = full["batch_size"] + (trainer.synthetic_batch_size if synthetic else 0)
     passes_per_image = (full.get("threat") or {}).get("steps", 0) + 1 + (full.get("loss") == "trades") \
         + bool(full.get("smoothing"))
     passes = steps * per_step * passes_per_image
@@ -261,7 +264,7 @@ def _train_robust(job, rates, facts, config):
 
 
 def _train_recipe(job, rates, facts, config):
-    from .config import variant
+    from .settings.studies import variant
 
     synthetic = variant(config, job["wildcards"]["dataset"], job["wildcards"]["variant"])["synthetic"]
     return _training(job["params"]["settings"], facts.n_train, rates, facts, synthetic)

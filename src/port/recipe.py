@@ -21,7 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import pgd
-from .config import synthetic_batch_size  # noqa: F401  (torch-free home; the trainer imports it from here)
 
 # TRADES starts its attack at x + 0.001 * N(0, I) (Zhang et al.'s and Wang et al.'s code).
 TRADES_START_STD = 1e-3

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -32,88 +32,20 @@ from . import distributed
 from .artifacts import ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set, write_csv
 from .attacks import Attack, batchnorm_mode, random_start
 from .compute import Compute, channels_last
-from .config import schema_defaults, validation_count
 from .devices import default_device
 from .errors import SettingsError, TrainingDiverged
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
 from .models import build_model, load_initial_weights, model_spec, save_model
-from .recipe import (WeightAverage, ce_plus_kl, lr_factor, parameter_groups, synthetic_batch_size, trades_attack,
-                     trades_start)
+from .recipe import WeightAverage, ce_plus_kl, lr_factor, parameter_groups, trades_attack, trades_start
 from .seeds import derive_seed, rng
+from .settings.data import validation_count
+from .settings.training import TrainSettings
 
 log = logging.getLogger(__name__)
 # Reading the losses back makes the host wait for the GPU, so the loop does it every this many
 # steps, not every step: a diverged run still stops within a few seconds of GPU time.
 LOSS_READBACK_STEPS = 50
-
-
-@dataclass
-class TrainSettings:
-    """One training run's settings. Defaults: the schema's `training` block (config/schema.yaml),
-    so a stage that gives fewer keys (labelers, discriminators) trains as a PORT run would."""
-    arch: str
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    gamma: float
-    attack_batchnorm: str
-    crop_padding: int
-    flip: bool
-    augment_synthetic: bool
-    val_fraction: float
-    val_attack_steps: int
-    model_selection: str
-    buffer_chunks: int
-    loss: str
-    trades_beta: float
-    label_smoothing: float
-    synthetic_fraction: float
-    nesterov: bool
-    weight_decay_bn: bool
-    warmup_epochs: int
-    eps_warmup_epochs: float
-    eps_warmup_from: float = 0.0  # the eps the warm-up starts from (a discriminator curriculum's previous eps)
-    # More epochs on a small set: at least this many optimizer steps, in whole epochs (the data-scarcity study).
-    # Not in the schema's training block, so the settings (and jobs) of the stages that leave it out stay as they were.
-    min_steps: int = 0
-    ema_decay: float | None = None  # none: no weight averaging
-    # none: all `epochs`; else stop after this many epochs without a better validation score (and
-    # at the full eps: counted from the end of the eps warm-up at the earliest), `epochs` the maximum
-    patience: int | None = None
-    threat: dict | None = None  # none: standard training
-    smoothing: dict | None = None  # none: no stability training
-    compute: dict | None = None  # none: the compute block's defaults (port.compute)
-
-    @classmethod
-    def from_dict(cls, settings: dict) -> "TrainSettings":
-        unknown = set(settings) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SettingsError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        defaults = {k: v for k, v in schema_defaults("training").items() if k in cls.__dataclass_fields__}
-        cfg = cls(**{**defaults, **settings})
-        if not 0.0 <= float(cfg.gamma) <= 1.0:
-            raise SettingsError(f"gamma must lie in [0, 1], got {cfg.gamma}")
-        if cfg.loss not in ("pgd", "trades"):
-            raise SettingsError(f"loss must be 'pgd' or 'trades', got {cfg.loss!r}")
-        if cfg.eps_warmup_from and not (cfg.threat and 0 <= cfg.eps_warmup_from <= cfg.threat["eps"]):
-            raise SettingsError(f"eps_warmup_from {cfg.eps_warmup_from} must lie between 0 and the threat's eps "
-                                f"({cfg.threat['eps'] if cfg.threat else 'no threat'})")
-        return cfg
-
-    def eps_fraction(self, epochs_done: float) -> float:
-        """The share of the threat's eps the attack uses after `epochs_done` epochs: a linear ramp
-        from eps_warmup_from to the full eps over eps_warmup_epochs (1 when there is none)."""
-        if not self.eps_warmup_epochs or not self.threat:
-            return 1.0
-        start = self.eps_warmup_from / self.threat["eps"]
-        return min(1.0, start + (1.0 - start) * epochs_done / self.eps_warmup_epochs)
-
-    @property
-    def synthetic_batch_size(self) -> int:
-        return synthetic_batch_size(self.batch_size, self.synthetic_fraction)
 
 
 def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

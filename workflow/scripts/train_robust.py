@@ -1,4 +1,3 @@
-from port.config import trainer_block
 from port.logs import logged_job
 from port.training import train
 
@@ -9,4 +8,4 @@ with logged_job(snakemake):
           synthetic_path=snakemake.input.synthetic_path or None,
           init_model=snakemake.input.get("init_model") or None,
           val_synthetic_path=snakemake.input.get("val_synthetic_path") or None,
-          settings_key=trainer_block(snakemake.rule, snakemake.wildcards, snakemake.config))
+          settings_key=snakemake.params.settings_key)
