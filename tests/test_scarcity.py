@@ -183,7 +183,7 @@ def test_each_cut_trains_its_generator_labelers_and_scorers_on_the_cut_file(tmp_
 
 def test_training_set_evaluation_skips_the_runs_validation_split(tmp_path):
     from port.evaluation import evaluate
-    from port.training import validation_split
+    from port.data import validation_split
 
     labels = _labels()
     images = np.random.default_rng(2).integers(0, 256, (len(labels), 8, 8, 1)).astype(np.uint8)

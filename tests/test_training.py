@@ -14,7 +14,8 @@ from port.errors import ArtifactError, SettingsError
 from port.settings.data import validation_count
 from port.models import build_model, load_model, model_spec, save_model, training_record
 from port.recipe import ce_plus_kl
-from port.training import mix_batches, port_loss, train, validation_split
+from port.training import mix_batches, port_loss, train
+from port.data import validation_split
 from port.settings.training import TrainSettings
 
 # --- mix_batches and port_loss ------------------------------------------------------------------

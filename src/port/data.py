@@ -13,8 +13,10 @@ import numpy as np
 
 from .artifacts import check_labels, provenance, shape_text, write_images
 from .errors import ArtifactError, SettingsError
-from .settings.data import NUM_CLASSES
+from .fetch import torchvision_dataset, verify_fetched
 from .presampled import read_npy_header
+from .seeds import rng
+from .settings.data import NUM_CLASSES, validation_count
 
 IMAGE_SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}  # (H, W, C) of the built-ins
 
@@ -30,13 +32,6 @@ def load_digits_split(test_fraction: float, seed: int):
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed)
     return (x_train, y_train), (x_test, y_test)
-
-
-def torchvision_dataset(kind: str):
-    """torchvision's class for a CIFAR kind: its reader, and the release's URL, archive and md5s."""
-    from torchvision import datasets
-
-    return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[kind]
 
 
 def load_torchvision_split(kind: str, root: str, md5: dict | None = None):
@@ -204,8 +199,6 @@ def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out, 
     elif kind in ("cifar10", "cifar100"):
         root = source.get("root")
         if source.get("download"):
-            from .fetch import verify_fetched
-
             verify_fetched(fetched)
             root = fetched
         train, test = load_torchvision_split(kind, root, source.get("md5"))
@@ -228,3 +221,12 @@ def prepare_dataset(*, name: str, source: dict, seed: int, train_out, test_out, 
         attrs = provenance("prepare_data", source, seed, dataset=name, num_classes=int(num_classes),
                            channel_mean=mean, channel_std=std)
         write_images(out, images, attrs, labels=labels)
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) of a seeded random split of the real training set."""
+    order = rng(seed, "validation").permutation(n)
+    n_val = validation_count(n, fraction)
+    if n_val >= n:
+        raise SettingsError(f"val_fraction {fraction} leaves no training images out of {n}")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from .artifacts import read_image_set, write_csv
 from .attacks import Attack
+from .data import validation_split
 from .errors import SettingsError
 from .loaders import to_tensor
 
@@ -101,8 +102,6 @@ def evaluate(*, model_path, test_path, out_csv, threat: dict, settings: dict, se
     images, labels = read_image_set(test_path, spec["num_classes"])
     trained_on = settings.get("trained_on")  # {val_fraction, seed} of the run: its own training images
     if trained_on:
-        from .training import validation_split
-
         idx = validation_split(len(images), trained_on["val_fraction"], trained_on["seed"])[0]
     else:
         idx = evenly_spaced(len(images), settings.get("n_test"))

@@ -22,7 +22,6 @@ from urllib.request import urlopen
 from .artifacts import FETCHED_MARKER as MANIFEST
 from .errors import ArtifactError
 from .settings.generation import is_url
-from .data import torchvision_dataset
 
 NETWORK_PICKLE = "network.pkl"  # a URL's file, under this name (port.settings.generation.fetched_source)
 
@@ -78,6 +77,13 @@ def fetch_model(*, model: str, out_dir) -> dict:
         shutil.copytree(snapshot, folder, dirs_exist_ok=True)  # the cache's symlinks become files
 
     return _fetch_into(out_dir, {"model": model}, fill)
+
+
+def torchvision_dataset(kind: str):
+    """torchvision's class for a CIFAR kind: its reader, and the release's URL, archive and md5s."""
+    from torchvision import datasets
+
+    return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[kind]
 
 
 def fetch_source(*, kind: str, url: str | None, md5: dict | None, out_dir) -> dict:

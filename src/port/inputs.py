@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import paths
 from .settings.data import NUM_CLASSES, source_files
-from .settings.generation import generator_files
+from .settings.generation import counted_from_config, generator_files
 from .settings.labeling import labeler_checkpoint, labels_from
 from .errors import ArtifactError, SettingsError
 
@@ -158,8 +158,6 @@ def generator_inputs(config: dict, dataset: str, generator: str) -> list[str]:
     gen = config["datasets"][dataset]["generators"][generator]
     files = generator_files(config, dataset, generator)
     if _planning:
-        from .plan import counted_from_config
-
         if counted_from_config(config, dataset, generator):
             return []
     if files and gen["kind"] == "npz":

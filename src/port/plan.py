@@ -22,6 +22,7 @@ from pathlib import Path
 from . import paths
 from .errors import ConfigError
 from .settings.data import validation_count
+from .settings.generation import counted_from_config, generator_files
 from .settings.targets import final_targets
 from .settings.training import TrainSettings
 
@@ -109,23 +110,10 @@ def device_folder(device: str | None, bench_results: str | Path = BENCH) -> Path
 def imported_sets(config: dict, dataset: str) -> list[str]:
     """The npz files of the dataset's imported generators: the plan counts their images. A set
     with `n_images` is counted from it until its files are on disk (see _generator_images)."""
-    from .settings.generation import generator_files
-
     generators = config["datasets"][dataset]["generators"]
     return [path for name, gen in generators.items()
             if gen["kind"] == "npz" and not counted_from_config(config, dataset, name)
             for path in generator_files(config, dataset, name)]
-
-
-def counted_from_config(config: dict, dataset: str, generator: str) -> bool:
-    """An imported set whose files are not all on disk yet, with the `n_images` it imports: the plan
-    counts that many images (the import takes at most n_images), so a cluster run can be planned
-    before its 20M images are copied in."""
-    from .settings.generation import generator_files
-
-    gen = config["datasets"][dataset]["generators"][generator]
-    return gen["kind"] == "npz" and bool(gen.get("n_images")) \
-        and not all(Path(f).is_file() for f in generator_files(config, dataset, generator))
 
 
 def rate_files(device: str | None) -> list[str]:

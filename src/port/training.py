@@ -32,29 +32,20 @@ from . import distributed
 from .artifacts import ResumeCheckpoint, load_torch, read_attrs, read_image_set, validate_image_set, write_csv
 from .attacks import Attack, batchnorm_mode, random_start
 from .compute import Compute, channels_last
+from .data import validation_split
 from .devices import default_device
 from .errors import SettingsError, TrainingDiverged
 from .evaluation import accuracy
 from .loaders import ArrayBatches, ChunkShuffleStream, augment, to_tensor
 from .models import build_model, load_initial_weights, model_spec, save_model
 from .recipe import WeightAverage, ce_plus_kl, lr_factor, parameter_groups, trades_attack, trades_start
-from .seeds import derive_seed, rng
-from .settings.data import validation_count
+from .seeds import derive_seed
 from .settings.training import TrainSettings
 
 log = logging.getLogger(__name__)
 # Reading the losses back makes the host wait for the GPU, so the loop does it every this many
 # steps, not every step: a diverged run still stops within a few seconds of GPU time.
 LOSS_READBACK_STEPS = 50
-
-
-def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation) of a seeded random split of the real training set."""
-    order = rng(seed, "validation").permutation(n)
-    n_val = validation_count(n, fraction)
-    if n_val >= n:
-        raise SettingsError(f"val_fraction {fraction} leaves no training images out of {n}")
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def mix_batches(x_real, y_real, x_syn=None, y_syn=None, n_synthetic: int | None = None):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from pathlib import Path
 from urllib.parse import urlparse
 
 from .. import paths
@@ -206,3 +207,12 @@ def _check_sampler(config: dict, dataset: str, name: str, at: str) -> None:
         # the guided noise is the unconditional model's alone: image i is no image of class i mod C
         raise ConfigError(f"{at}.guidance_scale: 0 samples without the class, so labels_from generator "
                           f"would label images with classes they were not drawn from")
+
+
+def counted_from_config(config: dict, dataset: str, generator: str) -> bool:
+    """An imported set whose files are not all on disk yet, with the `n_images` it imports: the plan
+    counts that many images (the import takes at most n_images), so a cluster run can be planned
+    before its 20M images are copied in."""
+    gen = config["datasets"][dataset]["generators"][generator]
+    return gen["kind"] == "npz" and bool(gen.get("n_images")) \
+        and not all(Path(f).is_file() for f in generator_files(config, dataset, generator))
