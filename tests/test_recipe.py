@@ -20,6 +20,7 @@ from port.artifacts import load_torch, write_csv
 from port.attacks import Attack, batchnorm_mode
 from port.settings.checks import check_config
 from port.settings.studies import recipe_settings
+from port.settings.training import synthetic_batch_size
 from port.errors import ConfigError
 from port.export import export_robustbench
 from port.models import WideResNet, build_model, load_model
@@ -125,7 +126,7 @@ def test_saved_model_is_the_weight_average(toy_data, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("real, fraction, synthetic", [(32, 0.5, 32), (30, 0.7, 70), (16, 0.75, 48), (64, 0.7, 149)])
 def test_synthetic_batch_size(real, fraction, synthetic):
-    assert recipe.synthetic_batch_size(real, fraction) == synthetic
+    assert synthetic_batch_size(real, fraction) == synthetic
 
 
 def test_synthetic_fraction_gives_the_exact_count_in_every_batch(toy_data, tmp_path, monkeypatch):

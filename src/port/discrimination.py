@@ -29,6 +29,7 @@ from .errors import ArtifactError, SettingsError
 from .attacks import Attack
 from .compute import Compute, channels_last
 from .settings.data import validation_count
+from .settings.threats import step_size
 from .devices import default_device
 from .evaluation import accuracy, autoattack_accuracy, evenly_spaced, predict
 from .loaders import to_tensor
@@ -141,7 +142,7 @@ def attack_accuracies(model, x, y, eps: float, settings: dict, seed: int) -> dic
     whose step size adapts: a discriminator whose gradients mislead fixed-step PGD (masking) does
     not fool it as easily."""
     steps = settings["eval_steps"]
-    attack = Attack("linf", eps, settings["step_factor"] * eps / steps, steps)
+    attack = Attack("linf", eps, step_size(eps, steps, settings["step_factor"]), steps)
     torch.manual_seed(seed)
     survived = torch.ones(len(y), dtype=torch.bool, device=y.device)
     for _ in range(settings["eval_restarts"]):
@@ -373,7 +374,7 @@ def score_shard(*, model_paths, folds_path, images_path, out_path, shard: int, n
     device = default_device()
     models = [load_model(path, expect_classes=2, expect_images=images_path)[0].to(device) for path in model_paths]
     eps, steps = float(settings["eps"]), int(settings["steps"])
-    step_size = settings["step_factor"] * eps / steps
+    step = step_size(eps, steps, settings["step_factor"])
     compute = Compute.from_settings(settings.get("compute"))
     scores, clean = np.zeros(stop - start, np.float32), np.zeros(stop - start, np.float32)
     for offset, block in tqdm(iter_image_blocks(images_path, settings["batch_size"], start, stop),
@@ -384,7 +385,7 @@ def score_shard(*, model_paths, folds_path, images_path, out_path, shard: int, n
             unseen = np.flatnonzero(block_fold != trained_on)
             if len(unseen) == 0:
                 continue
-            best, unperturbed = synthetic_scores(model, to_tensor(block[unseen]).to(device), eps, steps, step_size,
+            best, unperturbed = synthetic_scores(model, to_tensor(block[unseen]).to(device), eps, steps, step,
                                                  compute)
             scores[offset - start + unseen] = best.float().cpu().numpy()
             clean[offset - start + unseen] = unperturbed.float().cpu().numpy()

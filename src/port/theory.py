@@ -37,6 +37,7 @@ from scipy import linalg
 from .artifacts import write_csv
 from .errors import SettingsError
 from .seeds import derive_seed, rng
+from .settings.threats import step_size
 from .statistics import t_interval
 
 log = logging.getLogger(__name__)
@@ -113,13 +114,13 @@ def mlp(dim: int, classes: int, width: int) -> nn.Module:
 def l2_pgd(model, x, y, eps: torch.Tensor, steps: int) -> torch.Tensor:
     """l2 PGD in R^d with one radius per sample (port.attacks works in the [0, 1] pixel box)."""
     radius = eps.view(-1, 1)
-    step_size = 2.5 * radius / steps
+    step = step_size(radius, steps, 2.5)
     delta = torch.zeros_like(x)
     for _ in range(steps):
         delta.requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
         with torch.no_grad():
-            delta = delta + step_size * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            delta = delta + step * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
             delta = delta * (radius / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
     return (x + delta).detach()
 
